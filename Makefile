@@ -1,0 +1,32 @@
+# Two entry points a new machine needs: `make demo` (the toy sweep on an embedded local Ray)
+# and `make test`. Both build .venv first; torch is installed before the project because a
+# bare `torch` requirement would resolve to a multi-GB CUDA build.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.didray-installed
+
+.PHONY: venv demo test lint theory clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet torch==2.13.0
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: venv
+	$(VENV)/bin/didray run sweeps/toy.yaml
+
+theory: venv
+	$(VENV)/bin/didray theory
+
+lint: venv
+	$(VENV)/bin/ruff check didray tests bench analysis
+
+test: lint
+	$(VENV)/bin/pytest -q
+
+clean:
+	rm -rf $(VENV) results .didray-cache

@@ -1,0 +1,1 @@
+"""didray: DPO sweeps on Ray, read through the Differential Information Distribution."""
