@@ -1,0 +1,150 @@
+"""Tests for didray.core.dpo: hand-derived losses per type, metrics, gradients, validation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from didray.core.dpo import LOSS_TYPES, dpo_loss
+
+
+def _t(*xs: float, grad: bool = False) -> torch.Tensor:
+    return torch.tensor(xs, dtype=torch.float64, requires_grad=grad)  # (B,)
+
+
+def test_loss_types() -> None:
+    assert LOSS_TYPES == ("sigmoid", "ipo", "simpo")
+
+
+def test_sigmoid_zero_margin_is_log2() -> None:
+    losses, _ = dpo_loss(_t(-3.0), _t(-5.0), _t(-3.0), _t(-5.0), beta=0.1)  # (1,)
+    assert losses.item() == pytest.approx(math.log(2.0), abs=1e-15)
+
+
+def test_sigmoid_hand_value_and_metrics() -> None:
+    # h = (0 - 0) - (-1 - 0) = 1, beta = log 3 -> -logsigmoid(log 3) = log(4/3).
+    beta = math.log(3.0)
+    losses, m = dpo_loss(_t(0.0), _t(-1.0), _t(0.0), _t(0.0), beta=beta)  # (1,)
+    assert losses.item() == pytest.approx(0.28768207245178085, abs=1e-15)
+    assert m["rewards/chosen"].item() == 0.0
+    assert m["rewards/rejected"].item() == pytest.approx(-beta)
+    assert m["rewards/margins"].item() == pytest.approx(beta)
+    assert m["rewards/accuracies"].item() == 1.0
+    assert m["logps/chosen"].item() == 0.0 and m["logps/rejected"].item() == -1.0
+
+
+def test_sigmoid_label_smoothing_hand_value() -> None:
+    # 0.75 log(4/3) + 0.25 log 4 = H(3/4, 1/4).
+    losses, _ = dpo_loss(
+        _t(0.0), _t(-1.0), _t(0.0), _t(0.0), beta=math.log(3.0), label_smoothing=0.25
+    )  # (1,)
+    assert losses.item() == pytest.approx(0.5623351446188083, abs=1e-15)
+
+
+def test_reference_free_ignores_reference() -> None:
+    losses, m = dpo_loss(
+        _t(0.0), _t(-math.log(3.0)), _t(100.0), _t(-100.0), beta=1.0, reference_free=True
+    )  # (1,)
+    assert losses.item() == pytest.approx(0.28768207245178085, abs=1e-15)
+    assert m["rewards/rejected"].item() == pytest.approx(-math.log(3.0))
+    none_ref, _ = dpo_loss(_t(0.0), _t(-math.log(3.0)), None, None, 1.0, reference_free=True)
+    assert none_ref.item() == losses.item()
+
+
+def test_ipo_hand_value() -> None:
+    # h = 1, 1/(2 beta) = 2 -> (1 - 2)^2 = 1.
+    losses, _ = dpo_loss(_t(0.0), _t(-1.0), _t(0.0), _t(0.0), beta=0.25, loss_type="ipo")  # (1,)
+    assert losses.item() == 1.0
+
+
+def test_simpo_hand_value_and_metrics() -> None:
+    # rewards 2*(-2)/2 = -2 and 2*(-6)/3 = -4; margin 2 - gamma 1 = 1 -> log(1 + e^-1).
+    losses, m = dpo_loss(
+        _t(-2.0),
+        _t(-6.0),
+        None,
+        None,
+        beta=2.0,
+        loss_type="simpo",
+        chosen_lengths=torch.tensor([2]),
+        rejected_lengths=torch.tensor([3]),
+        gamma=1.0,
+    )  # (1,)
+    assert losses.item() == pytest.approx(0.31326168751822286, abs=1e-15)
+    assert m["rewards/chosen"].item() == -2.0 and m["rewards/rejected"].item() == -4.0
+    assert m["rewards/accuracies"].item() == 1.0
+
+
+def test_batch_accuracy_is_a_fraction() -> None:
+    _, m = dpo_loss(_t(0.0, -2.0), _t(-1.0, 0.0), _t(0.0, 0.0), _t(0.0, 0.0), beta=1.0)
+    assert m["rewards/accuracies"].item() == 0.5
+
+
+@pytest.mark.parametrize("loss_type", LOSS_TYPES)
+def test_metrics_detached_losses_have_grad(loss_type: str) -> None:
+    pc, pr = _t(-1.0, -2.0, grad=True), _t(-3.0, -1.0, grad=True)  # (2,), (2,)
+    lengths = torch.tensor([2, 3])  # (2,)
+    losses, m = dpo_loss(
+        pc,
+        pr,
+        _t(-1.5, -1.5),
+        _t(-2.0, -2.0),
+        beta=0.5,
+        loss_type=loss_type,
+        chosen_lengths=lengths,
+        rejected_lengths=lengths,
+    )  # (2,)
+    assert losses.shape == (2,) and losses.requires_grad
+    assert set(m) == {
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/margins",
+        "rewards/accuracies",
+        "logps/chosen",
+        "logps/rejected",
+    }
+    assert all(not v.requires_grad and v.dim() == 0 for v in m.values())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    logps=st.lists(st.floats(-50, 0), min_size=4, max_size=4),
+    beta=st.floats(0.01, 5.0),
+)
+def test_sigmoid_gradient_sign(logps: list[float], beta: float) -> None:
+    # Raising the chosen log-prob (or lowering the rejected one) always lowers the loss. (Not
+    # with label smoothing: conservative DPO has its optimum at a finite margin.)
+    pc, pr = _t(logps[0], grad=True), _t(logps[1], grad=True)  # (1,), (1,)
+    losses, _ = dpo_loss(pc, pr, _t(logps[2]), _t(logps[3]), beta=beta)
+    losses.sum().backward()
+    assert pc.grad is not None and pr.grad is not None
+    assert pc.grad.item() < 0 < pr.grad.item()
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.floats(-20, 20), beta=st.floats(0.01, 5.0))
+def test_sigmoid_matches_closed_form(h: float, beta: float) -> None:
+    losses, _ = dpo_loss(_t(h), _t(0.0), _t(0.0), _t(0.0), beta=beta)  # (1,)
+    assert losses.item() == pytest.approx(math.log1p(math.exp(-beta * h)), rel=1e-12)
+
+
+def test_invalid_arguments_raise() -> None:
+    a = _t(0.0)
+    with pytest.raises(ValueError, match="'dpo'"):
+        dpo_loss(a, a, a, a, beta=0.1, loss_type="dpo")
+    with pytest.raises(ValueError, match="0.0"):
+        dpo_loss(a, a, a, a, beta=0.0)
+    with pytest.raises(ValueError, match="-1"):
+        dpo_loss(a, a, a, a, beta=-1.0)
+    with pytest.raises(ValueError, match="chosen_lengths"):
+        dpo_loss(a, a, a, a, beta=0.1, loss_type="simpo", rejected_lengths=torch.tensor([1]))
+    with pytest.raises(ValueError, match="rejected_lengths"):
+        dpo_loss(a, a, a, a, beta=0.1, loss_type="simpo", chosen_lengths=torch.tensor([1]))
+    with pytest.raises(ValueError, match="ref_chosen_logps"):
+        dpo_loss(a, a, None, None, beta=0.1)
+    with pytest.raises(ValueError, match="label_smoothing"):
+        dpo_loss(a, a, a, a, beta=0.1, label_smoothing=0.7)
