@@ -28,8 +28,8 @@ def test_population_pairs_bradley_terry_label():
     ref = torch.log(torch.tensor([0.8, 0.2], dtype=torch.float64))
     rej = torch.log(torch.tensor([0.2, 0.8], dtype=torch.float64))
     pairs = population_pairs(ref, rej)
-    # Ordered pair "0 preferred to 1" comes from draw (w=0, l=1) kept, prob 0.8*0.8*sigmoid(2 log 4),
-    # and from draw (w=1, l=0) flipped, prob 0.2*0.2*(1 - sigmoid(-2 log 4)).
+    # "0 preferred to 1" comes from draw (w=0, l=1) kept: 0.8*0.8*sigmoid(2 log 4),
+    # and from draw (w=1, l=0) flipped: 0.2*0.2*(1 - sigmoid(-2 log 4)).
     keep = 1 / (1 + math.exp(-2 * math.log(4)))  # = 16/17
     expected = 0.64 * keep + 0.04 * keep
     mask = (pairs.chosen == 0) & (pairs.rejected == 1)

@@ -1,0 +1,83 @@
+"""Tokenising (prompt, response) text and scoring responses: shared by every text world.
+
+The toy world's SFT and enumeration, the reference cache and the DPO trainer all score through
+`response_logps`, so a sequence gets one log-prob wherever it is computed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from didray.core.logprobs import sequence_logps
+
+# Maps a batch's logits (B, T, V) and response mask (B, T) to the distribution the world's
+# policy actually samples from: the toy world restricts it to its response space; hf: none.
+LogitsHook = Callable[[Tensor, Tensor], Tensor]
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """Right-padded token tensors for a batch of prompt + response sequences."""
+
+    input_ids: Tensor  # (B, T)
+    attention_mask: Tensor  # (B, T)
+    response_mask: Tensor  # (B, T) 1 on response tokens (incl. the final eos), label positions
+
+    def rows(self, index: slice | Tensor) -> Encoded:
+        return Encoded(self.input_ids[index], self.attention_mask[index],
+                       self.response_mask[index])
+
+
+def prompt_text(tokenizer, prompt: str) -> str:
+    """The chat-templated prompt the policy sees (generation prompt included)."""
+    messages = [{"role": "user", "content": prompt}]
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def encode(
+    tokenizer, prompts: Sequence[str], responses: Sequence[str],
+    max_prompt: int | None = None, max_response: int | None = None,
+) -> Encoded:
+    """Tokenise; prompts keep their last `max_prompt` tokens, responses their first
+    `max_response` (eos included)."""
+    rows, masks = [], []
+    for prompt, response in zip(prompts, responses, strict=True):
+        p = tokenizer.encode(prompt_text(tokenizer, prompt), add_special_tokens=False)
+        r = tokenizer.encode(response, add_special_tokens=False) + [tokenizer.eos_token_id]
+        p = p[-max_prompt:] if max_prompt else p
+        r = r[:max_response] if max_response else r
+        rows.append(p + r)
+        masks.append([0] * len(p) + [1] * len(r))
+    width = max(map(len, rows))
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)  # (B, T)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    resp = torch.zeros((len(rows), width), dtype=torch.long)  # (B, T)
+    for i, (row, mask) in enumerate(zip(rows, masks, strict=True)):
+        ids[i, : len(row)] = torch.tensor(row)
+        attn[i, : len(row)] = 1
+        resp[i, : len(row)] = torch.tensor(mask)
+    return Encoded(ids, attn, resp)
+
+
+def response_logps(model, enc: Encoded, hook: LogitsHook | None = None) -> Tensor:
+    """Summed log-probs of each row's response tokens under `model` (B,), with gradients."""
+    logits = model(input_ids=enc.input_ids, attention_mask=enc.attention_mask).logits.float()
+    if hook is not None:
+        logits = hook(logits, enc.response_mask)  # (B, T, V)
+    summed, _ = sequence_logps(logits, enc.input_ids, enc.response_mask)  # (B,)
+    return summed
+
+
+@torch.no_grad()
+def batched_response_logps(
+    model, enc: Encoded, hook: LogitsHook | None = None, batch_size: int = 256
+) -> Tensor:
+    """`response_logps` in chunks without gradients: for caches and evaluation (N,)."""
+    n = enc.input_ids.shape[0]
+    chunks = [response_logps(model, enc.rows(slice(i, i + batch_size)), hook)
+              for i in range(0, n, batch_size)]
+    return torch.cat(chunks)

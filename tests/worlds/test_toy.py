@@ -1,0 +1,223 @@
+"""Tests of the toy language world: exact enumeration, rewards, tokenizer, SFT'd pi_ref, cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from didray.worlds.text import encode, prompt_text
+from didray.worlds.toy import (
+    ResponseLogitsProcessor,
+    ResponseSpace,
+    ToyPrompt,
+    ToyWorld,
+    ToyWorldSpec,
+    build_model,
+    build_tokenizer,
+    build_world,
+    enumerate_responses,
+    fit_reference,
+    greedy_response,
+    load_world,
+    masked_response_logits,
+    policy_report,
+    response_logprobs,
+    response_space_size,
+    sample_responses,
+)
+
+# Small enough to fit in seconds on 2 cores, big enough that QA is neither solved nor hopeless.
+SPEC = ToyWorldSpec(
+    seed=0,
+    n_open_prompts=6,
+    n_fact_prompts=6,
+    response_alphabet=6,
+    max_response_tokens=2,
+    fact_known_rate=0.5,
+    sft_steps=300,
+)
+
+
+@pytest.fixture(scope="module")
+def world() -> ToyWorld:
+    return build_world(SPEC)
+
+
+@pytest.fixture(scope="module")
+def fresh(world: ToyWorld):
+    tokenizer = build_tokenizer()
+    return build_model(SPEC, tokenizer), tokenizer
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory: pytest.TempPathFactory):
+    cache = tmp_path_factory.mktemp("toy-cache")
+    path = fit_reference(SPEC, cache)
+    world, model, tokenizer = load_world(path)
+    return path, cache, world, model, tokenizer
+
+
+def test_enumeration_count_and_uniqueness(world: ToyWorld) -> None:
+    responses = enumerate_responses(world)
+    assert len(responses) == 6 + 6**2 == response_space_size(world)
+    assert len(set(responses)) == len(responses)
+    default = build_world(ToyWorldSpec())
+    assert len(enumerate_responses(default)) == 9 + 9**2 + 9**3
+
+
+def test_build_world_is_deterministic(world: ToyWorld) -> None:
+    assert build_world(SPEC).prompts == world.prompts
+    assert len(world.open_prompts) == 6 and len(world.fact_prompts) == 6
+    assert sum(bool(p.teacher_knows) for p in world.fact_prompts) == 3
+    assert build_world(ToyWorldSpec(seed=1)).prompts != build_world(ToyWorldSpec()).prompts
+
+
+def test_open_reward_hand_values(world: ToyWorld) -> None:
+    p = ToyPrompt("list 2 colours", "open", "colours", target_len=2)
+    assert world.reward(p, "red blue") == pytest.approx(1.0)  # on topic, distinct, length 2
+    assert world.reward(p, "red red") == pytest.approx(0.6 + 0.0 + 0.2)  # a repeat
+    assert world.reward(p, "red cat") == pytest.approx(0.3 + 0.2 + 0.2)  # half on topic
+    assert world.reward(p, "cat") == pytest.approx(0.0 + 0.2 + 0.0)  # off topic, too short
+    assert world.reward(p, "red") == pytest.approx(0.6 + 0.2 + 0.0)
+
+
+def test_fact_reward_hand_values(world: ToyWorld) -> None:
+    p = ToyPrompt("pet of alba", "fact", "animals", answer="dog")
+    assert world.reward(p, "dog") == 1.0
+    assert world.reward(p, "cat") == 0.0
+    assert world.reward(p, "dog dog") == 0.0  # exact match only
+    fact = world.fact_prompts[0]
+    assert world.reward(fact.text, str(fact.answer)) == 1.0  # lookup by prompt text
+
+
+def test_tokenizer_round_trip(fresh) -> None:
+    _, tok = fresh
+    assert (tok.pad_token, tok.bos_token, tok.eos_token) == ("<pad>", "<s>", "</s>")
+    assert len({tok.pad_token_id, tok.bos_token_id, tok.eos_token_id}) == 3
+    text = prompt_text(tok, "colour of alba")
+    assert text == "<s> user: colour of alba assistant:"
+    ids = tok.encode(text + " red blue </s>", add_special_tokens=False)
+    assert tok.unk_token_id not in ids
+    assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    assert tok.decode(ids).split() == text.split() + ["red", "blue", "</s>"]
+
+
+def _total_mass(model, tok, world: ToyWorld) -> list[float]:
+    responses = enumerate_responses(world)
+    return [
+        float(response_logprobs(model, tok, p.text, responses).exp().sum()) for p in world.prompts
+    ]
+
+
+def test_enumeration_sums_to_one_fresh(fresh, world: ToyWorld) -> None:
+    model, tok = fresh
+    assert all(abs(m - 1.0) < 1e-4 for m in _total_mass(model, tok, world))
+
+
+def test_enumeration_sums_to_one_fitted(fitted) -> None:
+    _, _, world, model, tok = fitted
+    assert all(abs(m - 1.0) < 1e-4 for m in _total_mass(model, tok, world))
+
+
+def test_batching_does_not_change_logprobs(fresh, world: ToyWorld) -> None:
+    model, tok = fresh
+    responses = enumerate_responses(world)
+    prompt = world.prompts[0].text
+    whole = response_logprobs(model, tok, prompt, responses, batch_size=512)
+    small = response_logprobs(model, tok, prompt, responses, batch_size=5)
+    torch.testing.assert_close(whole, small, atol=1e-5, rtol=0)
+
+
+def test_training_mask_matches_scoring(fresh, world: ToyWorld) -> None:
+    """A trainer's path (masked_response_logits on a mixed batch) equals response_logprobs."""
+    model, tok = fresh
+    prompts = [p.text for p in world.prompts[:3]]
+    responses = ["red", "cat dog", "blue green"]
+    enc = encode(tok, prompts, responses)
+    ids, attn, loss_mask = enc.input_ids, enc.attention_mask, enc.response_mask  # (3, T)
+    space = ResponseSpace.from_model(model, tok)
+    with torch.no_grad():
+        logits = model(input_ids=ids, attention_mask=attn).logits.double()  # (3, T, V)
+    logp = torch.log_softmax(masked_response_logits(logits, loss_mask, space)[:, :-1], -1)
+    tok_logp = logp.gather(-1, ids[:, 1:, None]).squeeze(-1) * loss_mask[:, 1:]  # (3, T-1)
+    pairs = zip(prompts, responses, strict=True)
+    expected = [response_logprobs(model, tok, p, [r])[0] for p, r in pairs]
+    torch.testing.assert_close(tok_logp.sum(-1).float(), torch.stack(expected), atol=1e-5, rtol=0)
+
+
+def test_mask_table() -> None:
+    space = ResponseSpace(content_ids=(3, 4), eos_id=2, vocab_size=6, max_tokens=2)
+    table = space.allowed()
+    assert table.tolist() == [
+        [False, False, False, True, True, False],  # step 0: content only
+        [False, False, True, True, True, False],  # step 1: content or </s>
+        [False, False, True, False, False, False],  # step L: </s> only
+    ]
+    logits = torch.zeros(2, 6)
+    out = space.mask_logits(logits, torch.tensor([-1, 0]))
+    assert torch.equal(out[0], logits[0])  # outside the response: untouched
+    assert torch.softmax(out[1], -1)[[3, 4]].sum() == pytest.approx(1.0)
+
+
+def test_generate_stays_in_response_space(fresh, world: ToyWorld) -> None:
+    model, tok = fresh
+    prompt_ids = tok(prompt_text(tok, world.prompts[0].text), return_tensors="pt").input_ids
+    proc = ResponseLogitsProcessor(ResponseSpace.from_model(model, tok), prompt_ids.shape[1])
+    torch.manual_seed(0)
+    out = model.generate(
+        prompt_ids,
+        attention_mask=torch.ones_like(prompt_ids),
+        logits_processor=[proc],
+        do_sample=True,
+        max_new_tokens=SPEC.max_response_tokens + 1,
+        pad_token_id=tok.pad_token_id,
+    )
+    new = out[0, prompt_ids.shape[1] :].tolist()
+    assert new[-1] == tok.eos_token_id
+    assert tok.decode(new[:-1]) in enumerate_responses(world)
+
+
+def test_sft_reference_is_imperfect_but_better(fitted, fresh) -> None:
+    _, _, world, model, tok = fitted
+    fitted_report = policy_report(model, tok, world)
+    fresh_report = policy_report(*fresh, world)
+    assert 0.0 < fitted_report["greedy_qa_accuracy"] < 1.0
+    assert fitted_report["expected_open_reward"] > fresh_report["expected_open_reward"] + 0.1
+    assert fitted_report["expected_open_reward"] < 0.95  # not maxed: room for DPO
+    fact = world.fact_prompts[0]
+    assert greedy_response(model, tok, fact.text) in enumerate_responses(world)
+
+
+def test_fit_reference_reuses_cache(fitted) -> None:
+    path, cache, _, _, _ = fitted
+    weights = Path(path) / "model.safetensors"
+    before = weights.stat().st_mtime_ns
+    again = fit_reference(SPEC, cache)
+    assert again == path and weights.stat().st_mtime_ns == before
+    assert path.name == SPEC.recipe_hash() and len(path.name) == 16
+    assert [p.name for p in cache.iterdir()] == [path.name]  # no temp dirs left behind
+
+
+def test_sample_frequencies_match_logprobs(fitted) -> None:
+    _, _, world, model, tok = fitted
+    prompt = world.open_prompts[0].text
+    responses = enumerate_responses(world)
+    probs = response_logprobs(model, tok, prompt, responses).exp()  # (R,)
+    draws = sample_responses(model, tok, prompt, 2000, generator=123)
+    index = {r: i for i, r in enumerate(responses)}
+    counts = torch.bincount(torch.tensor([index[d] for d in draws]), minlength=len(responses))
+    tv = 0.5 * (counts.double() / 2000 - probs).abs().sum()
+    assert tv < 0.1
+    assert sample_responses(model, tok, prompt, 50, generator=7) == sample_responses(
+        model, tok, prompt, 50, generator=7
+    )
+
+
+def test_spec_validation() -> None:
+    with pytest.raises(ValueError, match="head_dim"):
+        ToyWorldSpec(head_dim=16)
+    with pytest.raises(ValueError, match="response_alphabet"):
+        ToyWorldSpec(response_alphabet=20)
+    assert ToyWorldSpec().recipe_hash() != ToyWorldSpec(seed=1).recipe_hash()
