@@ -1,0 +1,175 @@
+"""The sweep file: a pydantic v2 schema with a description per field and cross-field checks.
+
+A sweep is beta x regime x seed; every other section is shared by all its trials.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # used in paths and trial names
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors: a typo in a sweep file must not silently fall back to a default."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ToyModel(Strict):
+    """The toy language world's recipe; pi_ref is fitted from it once and cached by its hash."""
+
+    seed: int = Field(0, description="seed of the task language and of pi_ref's fit")
+    n_open_prompts: PositiveInt = Field(6, description="open-ended (instruction) prompts")
+    n_fact_prompts: PositiveInt = Field(6, description="fact (knowledge QA) prompts")
+    max_response_tokens: int = Field(3, ge=1, le=5, description="L: content words per response")
+    sft_steps: PositiveInt = Field(600, description="SFT steps that fit pi_ref")
+
+
+class Model(Strict):
+    """The policy being trained; it starts as pi_ref."""
+
+    toy: ToyModel = Field(default_factory=ToyModel, description="toy world recipe")
+
+
+class OffPolicy(Strict):
+    """Pairs as given: two responses from a fixed off-policy distribution, ordered by reward."""
+
+    kind: Literal["offpolicy"]
+    name: str = Field(pattern=NAME_PATTERN, description="label used in results")
+
+
+class PolicyGradientPairs(Strict):
+    """Chosen: the best-scored response; rejected: sampled from pi_ref."""
+
+    kind: Literal["pg"]
+    name: str = Field(pattern=NAME_PATTERN, description="label used in results")
+
+
+class PowerLaw(Strict):
+    """DESIGN 1.2-1.4: chosen ~ pi_ref, rejected ~ pi_l ∝ pi_ref^(1+b) pi_star^(-b), BT labels.
+
+    pi_star = pi_ref * exp(score / tau): tau sets the DID entropy (small tau, low entropy).
+    """
+
+    kind: Literal["powerlaw"]
+    name: str = Field(pattern=NAME_PATTERN, description="label used in results")
+    tau: PositiveFloat = Field(description="temperature of pi_star; the DID-entropy knob")
+    beta_data: PositiveFloat = Field(0.1, description="power-law exponent that builds the data")
+    candidates: PositiveInt = Field(
+        32, description="pi_ref candidates per prompt for importance resampling of the rejected"
+    )
+
+
+Regime = Annotated[OffPolicy | PolicyGradientPairs | PowerLaw, Field(discriminator="kind")]
+
+
+class Data(Strict):
+    """How preference pairs are built for every regime."""
+
+    pairs_per_prompt: PositiveInt = Field(8, description="preference pairs drawn per prompt")
+    seed: int = Field(0, description="seed of the data (fixed across trial seeds)")
+
+
+class Train(Strict):
+    """The DPO loop run by each trial's Ray Train workers."""
+
+    lr: PositiveFloat = Field(1e-3, description="learning rate")
+    steps: PositiveInt = Field(40, description="optimizer steps per trial")
+    batch_size: PositiveInt = Field(8, description="pairs per optimizer step, over all workers")
+    grad_accum: PositiveInt = Field(1, description="micro-batches accumulated per step")
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="torch optimizer")
+    weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay")
+    loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="DPO loss")
+    max_prompt_tokens: PositiveInt = Field(16, description="prompts are left-truncated to this")
+    max_response_tokens: PositiveInt = Field(8, description="responses are truncated to this")
+    checkpoint_every: PositiveInt = Field(20, description="save a checkpoint every k steps")
+    report_every: PositiveInt = Field(5, description="ray.train.report metrics every k steps")
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> Train:
+        if self.batch_size % self.grad_accum:
+            raise ValueError(
+                f"batch_size ({self.batch_size}) must be a multiple of grad_accum "
+                f"({self.grad_accum})"
+            )
+        return self
+
+
+class Search(Strict):
+    """The swept axes. grid: every combination; random: num_samples draws."""
+
+    mode: Literal["grid", "random"] = Field("grid", description="grid or random search")
+    beta: list[PositiveFloat] = Field(min_length=1, description="training betas")
+    regime: list[str] | None = Field(None, description="regime names (default: all regimes)")
+    seed: list[int] = Field([0], min_length=1, description="training seeds")
+    num_samples: PositiveInt = Field(1, description="random mode: trials drawn")
+
+
+class Scaling(Strict):
+    """Ray resources for each trial and the whole sweep."""
+
+    workers_per_trial: PositiveInt = Field(1, description="Ray Train workers (DDP ranks)")
+    cpus_per_worker: PositiveFloat = Field(1.0, description="CPUs per worker")
+    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per worker (0: CPU, gloo)")
+    max_concurrent_trials: PositiveInt = Field(1, description="trials running at once")
+
+
+class Eval(Strict):
+    """What is measured on every trained policy."""
+
+    did_samples: PositiveInt = Field(32, description="K samples per prompt for DID estimates")
+    exact: bool = Field(True, description="toy world: exact DID entropy by enumeration")
+
+
+class Sweep(Strict):
+    """A whole sweep file."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="results go to <storage>/<name>/")
+    world: Literal["toy"] = Field("toy", description="where policies live")
+    storage: Path = Field(Path("results"), description="results root (local path)")
+    model: Model = Field(default_factory=Model, description="the policy / pi_ref")
+    data: Data = Field(default_factory=Data, description="preference data")
+    regimes: list[Regime] = Field(min_length=1, description="DID-entropy regimes of the data")
+    train: Train = Field(default_factory=Train, description="DPO loop")
+    search: Search = Field(description="swept axes")
+    scaling: Scaling = Field(default_factory=Scaling, description="Ray resources")
+    eval: Eval = Field(default_factory=Eval, description="evaluation")
+
+    @model_validator(mode="after")
+    def _responses_fit(self) -> Sweep:
+        need = self.model.toy.max_response_tokens + 1  # content words + </s>
+        if self.train.max_response_tokens < need:
+            raise ValueError(
+                f"train.max_response_tokens ({self.train.max_response_tokens}) must be >= "
+                f"model.toy.max_response_tokens + 1 ({need}): truncating toy responses would "
+                "leave the enumerable response space"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _regimes_known(self) -> Sweep:
+        names = [r.name for r in self.regimes]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"regime names must be unique; repeated: {', '.join(duplicates)}")
+        unknown = [r for r in self.search.regime or [] if r not in names]
+        if unknown:
+            raise ValueError(
+                f"search.regime names {unknown} are not defined in regimes ({', '.join(names)})"
+            )
+        return self
+
+    def trial_count(self) -> int:
+        s = self.search
+        grid = len(s.beta) * len(self.regime_names()) * len(s.seed)
+        return grid if s.mode == "grid" else s.num_samples
+
+    def regime_names(self) -> list[str]:
+        return list(self.search.regime or [r.name for r in self.regimes])
+
+    def regime(self, name: str) -> OffPolicy | PolicyGradientPairs | PowerLaw:
+        return next(r for r in self.regimes if r.name == name)
