@@ -1,0 +1,97 @@
+"""The Ray Train worker function: loads pi_ref and the shared data, runs `train_dpo`, reports.
+
+Ray calls are marked `# Ray:`; everything else is the plain loop of `didray.train.loop`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import ray.train
+import ray.train.torch
+import torch
+from transformers import AutoModelForCausalLM
+
+from didray.data.prepare import load_pair_tensors
+from didray.eval.toy import evaluate_tables, score_table
+from didray.train.loop import make_optimizer, train_dpo
+from didray.worlds import toy
+
+
+def load_policy(path: str | Path) -> torch.nn.Module:
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+
+def save_checkpoint(model: torch.nn.Module, optimizer, step: int, out: Path) -> None:
+    """Weights as safetensors (what evaluation and samplers load) plus the optimizer to resume."""
+    model.save_pretrained(out)
+    torch.save(optimizer.state_dict(), out / "optimizer.pt")
+    (out / "state.json").write_text(json.dumps({"step": step}))
+
+
+def restore(model: torch.nn.Module) -> tuple[int, dict | None]:
+    """Weights, optimizer state and step from the run's latest checkpoint, if there is one."""
+    checkpoint = ray.train.get_checkpoint()  # Ray: the latest checkpoint of this run name
+    if checkpoint is None:
+        return 0, None
+    with checkpoint.as_directory() as d:
+        model.load_state_dict(load_policy(d).state_dict())
+        state = torch.load(Path(d) / "optimizer.pt")
+        step = json.loads((Path(d) / "state.json").read_text())["step"]
+    return step, state
+
+
+def exact_did_metrics(model, tokenizer, world, ref_table) -> dict[str, float]:
+    """DID entropy and scores of the current policy by enumeration (toy world only)."""
+    model.eval()
+    table = toy.enumerate_logps(model, tokenizer, world)  # (P, R)
+    model.train()
+    out = evaluate_tables(table, ref_table, *score_table(world))
+    return {"did/entropy": out["did_entropy"], "eval/instruction_score": out["instruction_score"],
+            "eval/qa_accuracy": out["qa_accuracy"]}
+
+
+def train_worker(cfg: dict) -> None:
+    """One DDP rank of one trial. `cfg` carries the trial's axes and the prepared file paths."""
+    torch.set_num_threads(cfg["threads"])
+    # Train V2 logs every report at INFO on a logger named by file path, which its
+    # LoggingConfig does not reach; the root level does, and didray prints progress itself.
+    logging.getLogger().setLevel(logging.WARNING)
+    context = ray.train.get_context()  # Ray
+    rank, world_size = context.get_world_rank(), context.get_world_size()
+    torch.manual_seed(cfg["seed"])
+    world, model, tokenizer = toy.load_world(cfg["world_dir"])
+    hook = toy.response_hook(model, tokenizer)
+    data = load_pair_tensors(Path(cfg["ref_file"]))
+    ref_table = torch.load(cfg["enum_file"])
+    train = cfg["train"]
+
+    start, optimizer_state = restore(model)
+    model = ray.train.torch.prepare_model(model)  # Ray: DDP over gloo (CPU) or NCCL (GPU)
+    optimizer = make_optimizer(model.parameters(), train["optimizer"], train["lr"],
+                               train["weight_decay"])
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    plain = model.module if hasattr(model, "module") else model
+
+    def on_step(step: int, metrics: dict[str, float]) -> None:
+        last = step == train["steps"]
+        if step % train["report_every"] and not last:
+            return
+        metrics = {"step": step, **metrics}
+        if cfg["exact_eval"] and rank == 0:
+            metrics |= exact_did_metrics(plain, tokenizer, world, ref_table)
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0 and (step % train["checkpoint_every"] == 0 or last):
+                save_checkpoint(plain, optimizer, step, Path(tmp))
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)  # Ray
+            ray.train.report(metrics, checkpoint=checkpoint)  # Ray: every rank must call it
+
+    train_dpo(model, optimizer, data, beta=cfg["beta"], loss_type=train["loss_type"],
+              steps=train["steps"], batch_size=train["batch_size"],
+              grad_accum=train["grad_accum"], seed=cfg["seed"], start_step=start, rank=rank,
+              world_size=world_size, hook=hook, on_step=on_step)
