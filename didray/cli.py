@@ -40,13 +40,13 @@ def outcome_count(text: str) -> int:
     return value
 
 
-def print_frame(frame: pl.DataFrame, fmt: str) -> None:
+def print_frame(frame: pl.DataFrame, fmt: str, precision: int | None = None) -> None:
     if fmt == "csv":
         print(frame.write_csv(), end="")
         return
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=200,
-                   float_precision=None, tbl_formatting="MARKDOWN" if fmt == "md" else None,
-                   tbl_hide_dataframe_shape=fmt == "md", tbl_hide_column_data_types=fmt == "md"):
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=250,
+                   float_precision=precision, tbl_formatting="MARKDOWN" if fmt == "md" else None,
+                   tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
         print(frame)
 
 
@@ -64,9 +64,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from didray.config.load import load_sweep
 
     sweep = load_sweep(args.file)
-    points = len(sweep.search.beta) * len(sweep.regime_names()) * len(sweep.search.seed)
-    trials = points if sweep.search.mode == "grid" else sweep.search.num_samples
-    print(f"{args.file}: valid sweep {sweep.name!r}: {trials} trial(s) "
+    print(f"{args.file}: valid sweep {sweep.name!r}: {sweep.trial_count()} trial(s) "
           f"({sweep.search.mode}: beta x regime x seed)")
     return 0
 
@@ -82,7 +80,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     sweep_dir = run_sweep(sweep, Path(args.file).read_text(), args.address, args.resume)
     table = entropy_vs_scores(load_trials(sweep_dir))
     print(f"\nDID entropy vs downstream scores ({sweep_dir}):")
-    print_frame(table, args.format)
+    print_frame(table, args.format, precision=3)
+    unfinished = sweep.trial_count() - int(table["finished"].sum() + table["failed"].sum())
+    if unfinished:
+        print(f"didray: {unfinished} trial(s) did not finish; continue with "
+              f"`didray run {args.file} --resume`", file=sys.stderr)
+        return 130
     return 0 if table["failed"].sum() == 0 else 1
 
 

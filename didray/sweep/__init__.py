@@ -1,0 +1,24 @@
+"""The sweep driver: Tune trials that each run a Ray Train job, and their results on disk."""
+
+import os
+
+# Ray reads these when it starts processes; they keep a CPU sweep's console readable.
+RAY_ENV = {
+    # Train's state actor polls the dashboard's State API; quiet when the dashboard is off.
+    "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
+    # One "PreemptionWatcher" error line per Train run otherwise.
+    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+    # Workers' report() waits for the controller's poll; 2 s default slows short trials.
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5",
+    "TOKENIZERS_PARALLELISM": "false",
+    # Per-file progress bars of datasets/transformers drown didray's own stage lines.
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    # Tune's own status tables; didray's ResultsWriter prints one line per report instead.
+    "RAY_AIR_NEW_OUTPUT": "0",
+}
+
+# Ray reads them when it is imported and when it starts processes, so they are set before any
+# didray.sweep module imports ray; ray.init also passes them to every worker's runtime_env.
+for _key, _value in RAY_ENV.items():
+    os.environ.setdefault(_key, _value)

@@ -1,0 +1,107 @@
+"""Exact evaluation in the toy world: every response of every prompt is enumerated.
+
+Inputs are tables over (prompt, response): log-probs of the policy and of pi_ref and the
+world's scores, each (P, R) with responses in `enumerate_responses` order. Nothing is sampled,
+so every number here is the population value the estimators of later stages are graded against.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from didray.core.did import did_entropy
+from didray.core.dpo import dpo_loss
+
+
+def win_rate(p: Tensor, q: Tensor, scores: Tensor) -> Tensor:
+    """P(score(y) > score(y')) + P(tie) / 2 with y ~ p, y' ~ q, for one prompt: (R,) -> ().
+
+    One prompt at a time: the (R, R) comparison table of every prompt at once would take
+    hundreds of MB for the default world.
+    """
+    greater = (scores.unsqueeze(-1) > scores.unsqueeze(-2)).to(p.dtype)  # (R, R)
+    ties = (scores.unsqueeze(-1) == scores.unsqueeze(-2)).to(p.dtype)  # (R, R)
+    return p @ (greater + 0.5 * ties) @ q  # ()
+
+
+def _mean(values: Tensor, mask: Tensor) -> float:
+    return float(values[mask].mean()) if bool(mask.any()) else float("nan")
+
+
+def evaluate_tables(
+    logp: Tensor, logp_ref: Tensor, scores: Tensor, is_fact: Tensor
+) -> dict[str, float]:
+    """Downstream scores and DID entropy of a policy from enumerated tables.
+
+    logp, logp_ref, scores: (P, R); is_fact: (P,) bool (fact prompts = knowledge QA).
+    instruction_score: expected score on open prompts; instruction_winrate: against pi_ref;
+    qa_accuracy: the policy's most likely response is the answer (greedy exact match).
+    """
+    p, q = logp.exp(), logp_ref.exp()  # (P, R)
+    is_open = ~is_fact  # (P,)
+    entropy = did_entropy(logp, logp_ref)  # (P,)
+    expected = (p * scores).sum(-1)  # (P,)
+    greedy = scores.gather(-1, logp.argmax(-1, keepdim=True)).squeeze(-1)  # (P,)
+    wins = torch.stack([win_rate(*row) for row in zip(p, q, scores, strict=True)])  # (P,)
+    return {
+        "did_entropy": float(entropy.mean()),
+        "did_entropy_open": _mean(entropy, is_open),
+        "did_entropy_fact": _mean(entropy, is_fact),
+        "instruction_score": _mean(expected, is_open),
+        "instruction_winrate": _mean(wins, is_open),
+        "qa_accuracy": _mean(greedy, is_fact),
+        "qa_expected": _mean(expected, is_fact),
+    }
+
+
+def displacement(
+    logp: Tensor, logp_ref: Tensor, prompt_ids: Tensor, chosen: Tensor, rejected: Tensor
+) -> dict[str, float]:
+    """Mean log-likelihood change of the dataset's chosen and rejected responses (DESIGN 1.6).
+
+    prompt_ids, chosen, rejected: (N,) indices into the (P, R) tables.
+    """
+    shift = logp - logp_ref  # (P, R)
+    return {
+        "chosen_displacement": float(shift[prompt_ids, chosen].mean()),
+        "rejected_displacement": float(shift[prompt_ids, rejected].mean()),
+    }
+
+
+def dataset_dpo_metrics(
+    logp: Tensor, logp_ref: Tensor, prompt_ids: Tensor, chosen: Tensor, rejected: Tensor,
+    beta: float, loss_type: str,
+) -> dict[str, float]:
+    """The trained objective over the whole regime dataset (log 2 at pi_ref for sigmoid)."""
+    rows_c, rows_r = (prompt_ids, chosen), (prompt_ids, rejected)
+    losses, metrics = dpo_loss(logp[rows_c], logp[rows_r], logp_ref[rows_c], logp_ref[rows_r],
+                               beta, loss_type)
+    return {"dpo_loss": float(losses.mean()),
+            "reward_accuracy": float(metrics["rewards/accuracies"])}
+
+
+def index_responses(responses: list[str], texts: list[str]) -> Tensor:
+    """Positions of `texts` in the enumerated `responses` (N,)."""
+    position = {r: i for i, r in enumerate(responses)}
+    return torch.tensor([position[t] for t in texts], dtype=torch.long)
+
+
+def score_table(world) -> tuple[Tensor, Tensor]:
+    """The world's score of every (prompt, response): (P, R), and which prompts are facts (P,)."""
+    from didray.worlds.toy import enumerate_responses
+
+    responses = enumerate_responses(world)
+    scores = torch.tensor([[world.reward(p, r) for r in responses] for p in world.prompts],
+                          dtype=torch.float64)  # (P, R)
+    return scores, torch.tensor([p.family == "fact" for p in world.prompts])
+
+
+def pair_indices(world, dataset) -> tuple[Tensor, Tensor, Tensor]:
+    """(prompt, chosen, rejected) indices of a regime dataset into the enumerated tables."""
+    from didray.worlds.toy import enumerate_responses
+
+    responses = enumerate_responses(world)
+    return (torch.tensor(list(dataset["prompt_id"]), dtype=torch.long),
+            index_responses(responses, list(dataset["chosen"])),
+            index_responses(responses, list(dataset["rejected"])))

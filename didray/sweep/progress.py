@@ -1,0 +1,99 @@
+"""A Tune callback on the driver: prints progress and keeps steps/trials Parquet up to date.
+
+It is pickled with the Tuner, so a restored sweep gets it back; it then reloads the rows
+already on disk instead of starting empty, and later rows for the same (trial, step) win.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+from ray import tune
+
+from didray.sweep.results import rows_frame, write_parquet
+
+AXES = ("beta", "regime", "seed")
+SHOWN = ("loss", "rewards/accuracies", "rewards/margins", "did/entropy")
+TUNE_KEYS = {"final", "checkpoint_path", "timestamp", "done", "training_iteration", "trial_id",
+             "date", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip",
+             "time_since_restore", "iterations_since_restore", "config"}
+
+
+def _read_rows(path: Path) -> list[dict]:
+    return pl.read_parquet(path).to_dicts() if path.exists() else []
+
+
+class ResultsWriter(tune.Callback):
+    """steps.parquet: one row per reported step; trials.parquet: one row per trial."""
+
+    def __init__(self, sweep_dir: Path, steps: int, regimes: dict[str, dict],
+                 flush_every_s: float = 5.0) -> None:
+        self.sweep_dir, self.steps, self.regimes = sweep_dir, steps, regimes
+        self.flush_every_s = flush_every_s
+        self._steps: dict[tuple[str, int], dict] | None = None
+        self._trials: dict[str, dict] = {}
+        self._flushed = 0.0
+
+    def _load(self) -> None:
+        if self._steps is None:
+            self._steps = {(r["trial_id"], r["step"]): r
+                           for r in _read_rows(self.sweep_dir / "steps.parquet")}
+            self._trials = {r["trial_id"]: r for r in _read_rows(self.sweep_dir / "trials.parquet")}
+
+    def _axes(self, trial) -> dict:
+        axes = {k: trial.config[k] for k in AXES}
+        return {"trial_id": trial.trial_id, **axes, **self.regimes[axes["regime"]]}
+
+    def _trial_row(self, trial, status: str, **extra) -> None:
+        row = {**self._trials.get(trial.trial_id, {}), **self._axes(trial), "status": status}
+        self._trials[trial.trial_id] = {**row, **extra}
+
+    def flush(self, force: bool = False) -> None:
+        if not force and time.monotonic() - self._flushed < self.flush_every_s:
+            return
+        write_parquet(rows_frame(list(self._steps.values())), self.sweep_dir / "steps.parquet")
+        write_parquet(rows_frame(list(self._trials.values())), self.sweep_dir / "trials.parquet")
+        self._flushed = time.monotonic()
+
+    def on_trial_start(self, iteration, trials, trial, **info) -> None:
+        self._load()
+        self._trial_row(trial, "RUNNING")
+        axes = " ".join(f"{k}={trial.config[k]}" for k in AXES)
+        print(f"[didray] trial {trial.trial_id} started: {axes}", file=sys.stderr, flush=True)
+        self.flush(force=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        self._load()
+        metrics = {k: v for k, v in result.items()
+                   if k not in TUNE_KEYS and isinstance(v, int | float)}
+        if result.get("final"):
+            self._trial_row(trial, "RUNNING", **metrics)
+            return
+        step = int(metrics["step"])
+        self._steps[trial.trial_id, step] = {**self._axes(trial), **metrics}
+        last = {f"final/{k}": v for k, v in metrics.items() if k != "step"}
+        self._trial_row(trial, "RUNNING", step=step, **last)
+        shown = " ".join(f"{k}={metrics[k]:.3f}" for k in SHOWN if k in metrics)
+        print(f"[didray]   {trial.trial_id} step {step}/{self.steps} {shown}",
+              file=sys.stderr, flush=True)
+        self.flush()
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._load()
+        self._trial_row(trial, "TERMINATED")
+        print(f"[didray] trial {trial.trial_id} finished", file=sys.stderr, flush=True)
+        self.flush(force=True)
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._load()
+        self._trial_row(trial, "ERROR", error=str(trial.error_file or "see Tune logs"))
+        print(f"[didray] trial {trial.trial_id} FAILED: {trial.error_file}", file=sys.stderr,
+              flush=True)
+        self.flush(force=True)
+
+    def on_experiment_end(self, trials, **info) -> None:
+        self._load()
+        self.flush(force=True)

@@ -1,0 +1,118 @@
+"""End-to-end sweeps on a real local Ray (slow: each Train run costs ~10-30 s of start-up)."""
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import pytest
+import ray
+import yaml
+
+from didray.cli import main
+
+ROOT = Path(__file__).parents[2]
+CI = yaml.safe_load((ROOT / "sweeps/ci.yaml").read_text())
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ci_run(tmp_path_factory):
+    """sweeps/ci.yaml run once through the CLI, in this process; Ray is stopped afterwards."""
+    storage = tmp_path_factory.mktemp("ci")
+    try:
+        code = main(["run", str(ROOT / "sweeps/ci.yaml"), "--storage", str(storage)])
+    finally:
+        ray.shutdown()
+    return code, storage / "ci"
+
+
+def test_ci_sweep_writes_one_finished_row_per_trial(ci_run):
+    code, out = ci_run
+    assert code == 0
+    trials = pl.read_parquet(out / "trials.parquet")
+    assert trials.height == 4
+    assert set(trials["status"]) == {"TERMINATED"}
+    assert sorted(zip(trials["beta"], trials["regime"], strict=True)) == [
+        (0.1, "pg"), (0.1, "powerlaw-t1"), (0.5, "pg"), (0.5, "powerlaw-t1")]
+    for column in ("did_entropy", "instruction_score", "instruction_winrate", "qa_accuracy",
+                   "chosen_displacement", "rejected_displacement", "dpo_loss", "final/loss",
+                   "regime_kind", "tau", "beta_data", "seed"):
+        assert column in trials.columns, column
+    # Exact DID entropy over 819 responses lies in [0, log 819].
+    assert trials["did_entropy"].is_between(0, math.log(819)).all()
+
+
+def test_ci_sweep_steps_and_training_lowers_the_loss(ci_run):
+    _, out = ci_run
+    steps = pl.read_parquet(out / "steps.parquet")
+    assert steps.height == 4 * 3  # reports at steps 2, 4, 6 of every trial
+    assert sorted(set(steps["step"])) == [2, 4, 6]
+    trials = pl.read_parquet(out / "trials.parquet")
+    # Every policy starts at pi_ref, where the whole-dataset DPO loss is exactly log 2.
+    assert (trials["dpo_loss"] < math.log(2)).all(), trials["dpo_loss"]
+
+
+def test_ci_sweep_computes_each_cache_once(ci_run):
+    _, out = ci_run
+    manifest = json.loads((out / "manifest.json").read_text())
+    counts = manifest["cache_computations"]
+    assert {key.split("/")[0] for key in counts} == {"pi_ref", "enumeration", "data", "ref"}
+    assert sum(k.startswith("ref/") for k in counts) == 2  # one per regime, shared by 2 betas
+    assert set(counts.values()) == {1}
+    assert manifest["runs"][-1]["status"] == "finished"
+    assert manifest["sweep"]["name"] == "ci"
+
+
+def test_rerun_without_resume_is_refused_and_keeps_results(ci_run, capsys):
+    _, out = ci_run
+    before = (out / "trials.parquet").read_bytes()
+    assert main(["run", str(ROOT / "sweeps/ci.yaml"), "--storage", str(out.parent)]) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert (out / "trials.parquet").read_bytes() == before
+
+
+def run_cli(args: list[str], interrupt_after: str | None = None) -> tuple[int, str]:
+    """`didray` in a subprocess (its own Ray); SIGINT once `interrupt_after` is printed."""
+    proc = subprocess.Popen([sys.executable, "-m", "didray.cli", *args], cwd=ROOT,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    lines = []
+    for line in proc.stderr:
+        lines.append(line)
+        if interrupt_after and interrupt_after in line:
+            proc.send_signal(signal.SIGINT)
+            interrupt_after = None
+    return proc.wait(timeout=300), "".join(lines)
+
+
+def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    sweep = {**CI, "name": "resume", "search": {"beta": [0.1, 0.5], "regime": ["pg"]},
+             "scaling": {**CI["scaling"], "max_concurrent_trials": 1}}
+    path = tmp_path / "resume.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    args = ["run", str(path), "--storage", str(tmp_path)]
+
+    started = time.monotonic()
+    code, first = run_cli(args, interrupt_after="finished")
+    assert code != 0, first
+    done = [line.split()[2] for line in first.splitlines() if line.endswith("finished")]
+    assert len(done) >= 1
+
+    code, second = run_cli([*args, "--resume"])
+    assert code == 0, second
+    restarted = [line.split()[2] for line in second.splitlines() if "started:" in line]
+    assert not set(done) & set(restarted), (done, restarted)
+
+    out = tmp_path / "resume"
+    trials = pl.read_parquet(out / "trials.parquet")
+    assert trials.height == 2 and set(trials["status"]) == {"TERMINATED"}
+    steps = pl.read_parquet(out / "steps.parquet")
+    assert steps.group_by("trial_id").agg(pl.col("step").max())["step"].to_list() == [6, 6]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert set(manifest["cache_computations"].values()) == {1}
+    assert [r["resumed"] for r in manifest["runs"]] == [False, True]
+    assert time.monotonic() - started < 300
