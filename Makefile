@@ -23,7 +23,7 @@ theory: venv
 	$(VENV)/bin/didray theory
 
 lint: venv
-	$(VENV)/bin/ruff check didray tests bench analysis
+	$(VENV)/bin/ruff check .
 
 test: lint
 	$(VENV)/bin/pytest -q

@@ -121,7 +121,6 @@ class Scaling(Strict):
 class Eval(Strict):
     """What is measured on every trained policy."""
 
-    did_samples: PositiveInt = Field(32, description="K samples per prompt for DID estimates")
     exact: bool = Field(True, description="toy world: exact DID entropy by enumeration")
 
 
