@@ -68,14 +68,14 @@ class ResultsWriter(tune.Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self._load()
         metrics = {k: v for k, v in result.items()
-                   if k not in TUNE_KEYS and isinstance(v, int | float)}
+                   if k not in TUNE_KEYS and isinstance(v, int | float | str)}
         if result.get("final"):
             self._trial_row(trial, "RUNNING", **metrics)
             return
         step = int(metrics["step"])
         self._steps[trial.trial_id, step] = {**self._axes(trial), **metrics}
-        last = {f"final/{k}": v for k, v in metrics.items() if k != "step"}
-        self._trial_row(trial, "RUNNING", step=step, **last)
+        last = {f"final/{k}": v for k, v in metrics.items() if k not in ("step", "node_id")}
+        self._trial_row(trial, "RUNNING", step=step, node_id=metrics.get("node_id"), **last)
         shown = " ".join(f"{k}={metrics[k]:.3f}" for k in SHOWN if k in metrics)
         print(f"[didray]   {trial.trial_id} step {step}/{self.steps} {shown}",
               file=sys.stderr, flush=True)

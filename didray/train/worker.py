@@ -10,6 +10,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+import ray
 import ray.train
 import ray.train.torch
 import torch
@@ -81,7 +82,8 @@ def train_worker(cfg: dict) -> None:
         last = step == train["steps"]
         if step % train["report_every"] and not last:
             return
-        metrics = {"step": step, **metrics}
+        # The node id shows where a sweep's trials ran on a multi-node cluster.
+        metrics = {"step": step, "node_id": ray.get_runtime_context().get_node_id(), **metrics}
         if cfg["exact_eval"] and rank == 0:
             metrics |= exact_did_metrics(plain, tokenizer, world, ref_table)
         with tempfile.TemporaryDirectory() as tmp:

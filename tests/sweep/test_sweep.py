@@ -10,7 +10,6 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import ray
 import yaml
 
 from didray.cli import main
@@ -20,19 +19,8 @@ CI = yaml.safe_load((ROOT / "sweeps/ci.yaml").read_text())
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def ci_run(tmp_path_factory):
-    """sweeps/ci.yaml run once through the CLI, in this process; Ray is stopped afterwards."""
-    storage = tmp_path_factory.mktemp("ci")
-    try:
-        code = main(["run", str(ROOT / "sweeps/ci.yaml"), "--storage", str(storage)])
-    finally:
-        ray.shutdown()
-    return code, storage / "ci"
-
-
-def test_ci_sweep_writes_one_finished_row_per_trial(ci_run):
-    code, out = ci_run
+def test_ci_sweep_writes_one_finished_row_per_trial(ci_sweep):
+    code, out = ci_sweep
     assert code == 0
     trials = pl.read_parquet(out / "trials.parquet")
     assert trials.height == 4
@@ -41,14 +29,14 @@ def test_ci_sweep_writes_one_finished_row_per_trial(ci_run):
         (0.1, "pg"), (0.1, "powerlaw-t1"), (0.5, "pg"), (0.5, "powerlaw-t1")]
     for column in ("did_entropy", "instruction_score", "instruction_winrate", "qa_accuracy",
                    "chosen_displacement", "rejected_displacement", "dpo_loss", "final/loss",
-                   "regime_kind", "tau", "beta_data", "seed"):
+                   "regime_kind", "tau", "beta_data", "seed", "node_id"):
         assert column in trials.columns, column
     # Exact DID entropy over 819 responses lies in [0, log 819].
     assert trials["did_entropy"].is_between(0, math.log(819)).all()
 
 
-def test_ci_sweep_steps_and_training_lowers_the_loss(ci_run):
-    _, out = ci_run
+def test_ci_sweep_steps_and_training_lowers_the_loss(ci_sweep):
+    _, out = ci_sweep
     steps = pl.read_parquet(out / "steps.parquet")
     assert steps.height == 4 * 3  # reports at steps 2, 4, 6 of every trial
     assert sorted(set(steps["step"])) == [2, 4, 6]
@@ -57,8 +45,8 @@ def test_ci_sweep_steps_and_training_lowers_the_loss(ci_run):
     assert (trials["dpo_loss"] < math.log(2)).all(), trials["dpo_loss"]
 
 
-def test_ci_sweep_computes_each_cache_once(ci_run):
-    _, out = ci_run
+def test_ci_sweep_computes_each_cache_once(ci_sweep):
+    _, out = ci_sweep
     manifest = json.loads((out / "manifest.json").read_text())
     counts = manifest["cache_computations"]
     assert {key.split("/")[0] for key in counts} == {"pi_ref", "enumeration", "data", "ref"}
@@ -68,8 +56,8 @@ def test_ci_sweep_computes_each_cache_once(ci_run):
     assert manifest["sweep"]["name"] == "ci"
 
 
-def test_rerun_without_resume_is_refused_and_keeps_results(ci_run, capsys):
-    _, out = ci_run
+def test_rerun_without_resume_is_refused_and_keeps_results(ci_sweep, capsys):
+    _, out = ci_sweep
     before = (out / "trials.parquet").read_bytes()
     assert main(["run", str(ROOT / "sweeps/ci.yaml"), "--storage", str(out.parent)]) == 2
     assert "pass --resume" in capsys.readouterr().err
