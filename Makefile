@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# --resume makes a second `make demo` print the finished sweep instead of refusing to
+# overwrite it (and continues an interrupted one).
 demo: venv
-	$(VENV)/bin/didray run sweeps/toy.yaml
+	$(VENV)/bin/didray run sweeps/toy.yaml --resume
 
 theory: venv
 	$(VENV)/bin/didray theory

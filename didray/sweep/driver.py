@@ -55,7 +55,9 @@ def trial_constants(sweep: Sweep, prepared: PreparedSweep, sweep_dir: Path) -> d
     }
 
 
-def check_state(sweep_dir: Path, resume: bool) -> None:
+def check_state(sweep: Sweep, sweep_dir: Path, resume: bool) -> None:
+    """Refuse what would mix or overwrite results: a rerun without --resume, or a resume
+    with a sweep file that differs from the one the results came from."""
     from ray import tune
 
     exists = (sweep_dir / "tune").exists()
@@ -65,6 +67,13 @@ def check_state(sweep_dir: Path, resume: bool) -> None:
             "change `name` or `storage` to start a new one (nothing was changed)")
     if resume and exists and not tune.Tuner.can_restore(str(sweep_dir / "tune")):
         raise SweepStateError(f"{sweep_dir / 'tune'} has no restorable Tune state")
+    before = (read_json(sweep_dir / "manifest.json", {}) or {}).get("sweep")
+    now = sweep.model_dump(mode="json", exclude={"storage"})
+    if resume and before is not None and {**before, "storage": None} != {**now, "storage": None}:
+        changed = sorted(k for k in now if before.get(k) != now[k])
+        raise SweepStateError(
+            f"{sweep_dir} was written by a different sweep file (changed: {', '.join(changed)});"
+            " --resume continues the original sweep only. Use a new `name` for the new one")
 
 
 def start_ray(address: str | None) -> None:
@@ -135,7 +144,8 @@ def run_sweep(sweep: Sweep, source: str, address: str | None = None,
               resume: bool = False) -> Path:
     """Run (or resume) a whole sweep; returns its results directory."""
     sweep_dir = (sweep.storage / sweep.name).resolve()
-    check_state(sweep_dir, resume)
+    check_state(sweep, sweep_dir, resume)
+    resume = resume and (sweep_dir / "tune").exists()  # --resume on nothing starts afresh
     old = read_json(sweep_dir / "manifest.json", {}) or {}
     started = time.time()
     caches = Caches()

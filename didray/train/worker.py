@@ -83,7 +83,8 @@ def train_worker(cfg: dict) -> None:
         if step % train["report_every"] and not last:
             return
         # The node id shows where a sweep's trials ran on a multi-node cluster.
-        metrics = {"step": step, "node_id": ray.get_runtime_context().get_node_id(), **metrics}
+        metrics = {"step": step, "node_id": ray.get_runtime_context().get_node_id(),
+                   "workers": world_size, **metrics}
         if cfg["exact_eval"] and rank == 0:
             metrics |= exact_did_metrics(plain, tokenizer, world, ref_table)
         with tempfile.TemporaryDirectory() as tmp:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+import ray
 import yaml
 
 from didray.cli import main
@@ -64,6 +65,15 @@ def test_rerun_without_resume_is_refused_and_keeps_results(ci_sweep, capsys):
     assert (out / "trials.parquet").read_bytes() == before
 
 
+def test_resume_with_a_changed_sweep_file_is_refused(ci_sweep, tmp_path, capsys):
+    _, out = ci_sweep
+    changed = {**CI, "train": {**CI["train"], "lr": 0.5}}
+    path = tmp_path / "ci.yaml"
+    path.write_text(yaml.safe_dump(changed))
+    assert main(["run", str(path), "--storage", str(out.parent), "--resume"]) == 2
+    assert "changed: train" in capsys.readouterr().err
+
+
 def run_cli(args: list[str], interrupt_after: str | None = None) -> tuple[int, str]:
     """`didray` in a subprocess (its own Ray); SIGINT once `interrupt_after` is printed."""
     proc = subprocess.Popen([sys.executable, "-m", "didray.cli", *args], cwd=ROOT,
@@ -104,3 +114,21 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert set(manifest["cache_computations"].values()) == {1}
     assert [r["resumed"] for r in manifest["runs"]] == [False, True]
     assert time.monotonic() - started < 300
+
+
+def test_two_ddp_workers_train_one_trial(tmp_path):
+    sweep = {**CI, "name": "ddp", "search": {"beta": [0.1], "regime": ["pg"]},
+             "train": {**CI["train"], "steps": 4, "report_every": 2},
+             "scaling": {"workers_per_trial": 2, "cpus_per_worker": 1,
+                         "max_concurrent_trials": 1}}
+    path = tmp_path / "ddp.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    try:
+        assert main(["run", str(path), "--storage", str(tmp_path)]) == 0
+    finally:
+        ray.shutdown()
+    steps = pl.read_parquet(tmp_path / "ddp" / "steps.parquet")
+    assert steps["workers"].to_list() == [2, 2]
+    trials = pl.read_parquet(tmp_path / "ddp" / "trials.parquet")
+    assert trials["status"].to_list() == ["TERMINATED"]
+    assert trials["dpo_loss"][0] < math.log(2)
