@@ -83,6 +83,9 @@ def start_ray(address: str | None) -> None:
         return
     env = {"env_vars": RAY_ENV}
     if address:
+        # Ray's own helper processes (Train's placement-group cleaner) call ray.init() with no
+        # address; with several clusters on one machine they must be told which one.
+        env = {"env_vars": {**RAY_ENV, "RAY_ADDRESS": address}}
         ray.init(address=address, runtime_env=env, logging_level="WARNING")
     else:
         # The dashboard stays on: users watch sweeps there, and without it Train's placement
