@@ -93,6 +93,18 @@ def start_ray(address: str | None) -> None:
         ray.init(runtime_env=env, logging_level="WARNING")
 
 
+def trial_table():
+    """Tune's periodic trial table: the swept axes and the metrics a researcher watches."""
+    from ray.tune import CLIReporter
+
+    return CLIReporter(
+        parameter_columns={"beta": "beta", "regime": "regime", "seed": "seed"},
+        metric_columns={"step": "step", "loss": "loss", "rewards/accuracies": "acc",
+                        "rewards/margins": "margin", "did/entropy": "DID H",
+                        "did_entropy": "final DID H", "qa_accuracy": "QA"},
+        max_report_frequency=30, max_column_length=14)
+
+
 def build_tuner(sweep: Sweep, space: dict, sweep_dir: Path, writer: ResultsWriter, resume: bool):
     from ray import tune
 
@@ -110,7 +122,8 @@ def build_tuner(sweep: Sweep, space: dict, sweep_dir: Path, writer: ResultsWrite
         tune_config=tune.TuneConfig(
             max_concurrent_trials=sweep.scaling.max_concurrent_trials,
             num_samples=sweep.search.num_samples if sweep.search.mode == "random" else 1),
-        run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), verbose=0,
+        run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), verbose=1,
+                                  progress_reporter=trial_table(),
                                   callbacks=[writer],
                                   failure_config=tune.FailureConfig(max_failures=0)),
     )
