@@ -121,7 +121,9 @@ class Scaling(Strict):
 class Eval(Strict):
     """What is measured on every trained policy."""
 
-    exact: bool = Field(True, description="toy world: exact DID entropy by enumeration")
+    exact: bool = Field(True, description="toy world: exact DID entropy at every report")
+    did_samples: PositiveInt = Field(32, description="K samples per prompt for DID estimates")
+    bootstrap: PositiveInt = Field(200, description="bootstrap resamples for estimate CIs")
 
 
 class Sweep(Strict):

@@ -47,6 +47,8 @@ def trial_constants(sweep: Sweep, prepared: PreparedSweep, sweep_dir: Path) -> d
         "scaling": scaling.model_dump(),
         "threads": max(1, int(scaling.cpus_per_worker)),
         "exact_eval": sweep.eval.exact,
+        "eval": sweep.eval.model_dump(),
+        "sweep_dir": str(sweep_dir),
         "world_dir": str(prepared.world_dir),
         "enum_file": str(prepared.enum_file),
         "train_storage": str(sweep_dir / "train"),

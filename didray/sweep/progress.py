@@ -81,8 +81,16 @@ class ResultsWriter(tune.Callback):
               file=sys.stderr, flush=True)
         self.flush()
 
+    def merge_evals(self) -> None:
+        """evals.parquet gathers the per-trial estimate files the trials write themselves."""
+        parts = sorted((self.sweep_dir / "evals").glob("*.parquet"))
+        if parts:
+            write_parquet(pl.concat([pl.read_parquet(p) for p in parts], how="diagonal"),
+                          self.sweep_dir / "evals.parquet")
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._load()
+        self.merge_evals()
         self._trial_row(trial, "TERMINATED")
         print(f"[didray] trial {trial.trial_id} finished", file=sys.stderr, flush=True)
         self.flush(force=True)

@@ -10,12 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import datasets
+import polars as pl
 import ray.train
 import ray.tune
 import torch
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
+from didray.eval.estimates import entropy_estimates
 from didray.eval.toy import (
     dataset_dpo_metrics,
     displacement,
@@ -23,19 +25,30 @@ from didray.eval.toy import (
     pair_indices,
     score_table,
 )
+from didray.sweep.results import write_parquet
 from didray.train.worker import load_policy, train_worker
 from didray.worlds import toy
 
 
-def evaluate_checkpoint(checkpoint: ray.train.Checkpoint, cfg: dict) -> dict[str, float]:
-    """Exact toy-world evaluation of the trained policy (DESIGN pipeline step 4)."""
+def evaluate_checkpoint(checkpoint: ray.train.Checkpoint, cfg: dict,
+                        trial_id: str) -> dict[str, float]:
+    """Evaluate the trained policy (DESIGN pipeline step 4): exact scores, DID entropy and its
+    sample estimates (written per prompt to evals/<trial id>.parquet; means returned)."""
     world, _, tokenizer = toy.load_world(cfg["world_dir"])
     ref_table = torch.load(cfg["enum_file"])  # (P, R)
     with checkpoint.as_directory() as d:
         policy = load_policy(d).eval()
     table = toy.enumerate_logps(policy, tokenizer, world)  # (P, R)
     pairs = pair_indices(world, datasets.load_from_disk(cfg["data_dir"]))
-    return {**evaluate_tables(table, ref_table, *score_table(world)),
+    estimates = pl.DataFrame(entropy_estimates(table, ref_table, cfg["eval"]["did_samples"],
+                                               cfg["eval"]["bootstrap"], seed=cfg["seed"]))
+    axes = {"trial_id": trial_id, "beta": cfg["beta"], "regime": cfg["regime"],
+            "seed": cfg["seed"]}
+    write_parquet(estimates.with_columns(**{k: pl.lit(v) for k, v in axes.items()}),
+                  Path(cfg["sweep_dir"]) / "evals" / f"{trial_id}.parquet")
+    means = estimates.group_by("estimator", "proposal").agg(pl.col("estimate").mean())
+    return {**{f"did_entropy_{r['estimator']}_{r['proposal']}": r["estimate"]
+               for r in means.to_dicts()},**evaluate_tables(table, ref_table, *score_table(world)),
             **displacement(table, ref_table, *pairs),
             **dataset_dpo_metrics(table, ref_table, *pairs, cfg["beta"],
                                   cfg["train"]["loss_type"])}
@@ -72,6 +85,6 @@ def run_trial(config: dict) -> None:
         ),
     )
     result = trainer.fit()  # Ray: raises if the run failed, which marks the trial ERROR
-    metrics = evaluate_checkpoint(result.checkpoint, cfg)
+    metrics = evaluate_checkpoint(result.checkpoint, cfg, trial_id)
     ray.tune.report({**metrics, "final": True,
                      "checkpoint_path": str(Path(result.checkpoint.path))})

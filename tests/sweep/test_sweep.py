@@ -46,6 +46,23 @@ def test_ci_sweep_steps_and_training_lowers_the_loss(ci_sweep):
     assert (trials["dpo_loss"] < math.log(2)).all(), trials["dpo_loss"]
 
 
+def test_ci_sweep_stores_did_entropy_estimates_next_to_exact(ci_sweep):
+    _, out = ci_sweep
+    evals = pl.read_parquet(out / "evals.parquet")
+    assert evals.height == 4 * 3 * 8  # trials x (estimator, proposal) x prompts
+    assert set(evals["k"]) == {32}
+    assert {"estimator", "proposal", "estimate", "ci_low", "ci_high", "exact",
+            "trial_id", "beta", "regime"} <= set(evals.columns)
+    assert (evals["ci_low"] <= evals["ci_high"]).all()
+    trials = pl.read_parquet(out / "trials.parquet")
+    # The per-prompt exact values average to the trial's exact DID entropy.
+    exact = evals.filter(pl.col("estimator") == "plugin").group_by("trial_id").agg(
+        pl.col("exact").mean())
+    joined = trials.join(exact, on="trial_id")
+    assert (joined["exact"] - joined["did_entropy"]).abs().max() < 1e-6
+    assert "did_entropy_snis_ref" in trials.columns
+
+
 def test_ci_sweep_computes_each_cache_once(ci_sweep):
     _, out = ci_sweep
     manifest = json.loads((out / "manifest.json").read_text())
