@@ -1,0 +1,134 @@
+"""cluster/: every file parses; launcher YAMLs validate against the schema Ray ships; KubeRay
+manifests carry the fields KubeRay requires; the RayJob runs a sweep file that exists and
+validates; runtime_env.yaml uses only runtime_env fields and agrees with didray.jobs."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+import ray
+import yaml
+from ray.runtime_env import RuntimeEnv
+
+from didray import jobs
+from didray.config.load import load_sweep
+from didray.sweep import RAY_ENV
+
+ROOT = Path(__file__).parents[2]
+CLUSTER = ROOT / "cluster"
+YAMLS = sorted(CLUSTER.glob("*.yaml"))
+LAUNCHERS = [CLUSTER / "aws-gpu.yaml", CLUSTER / "gcp-gpu.yaml"]
+KUBERAY = {"RayCluster": CLUSTER / "kuberay-raycluster.yaml",
+           "RayJob": CLUSTER / "kuberay-rayjob.yaml"}
+
+
+def load(path: Path) -> dict:
+    return yaml.safe_load(path.read_text())
+
+
+def at(doc: dict, path: str):
+    """doc at a dotted path ('spec.headGroupSpec.template'); KeyError names the path."""
+    node = doc
+    for part in path.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(f"missing {path} (at {part!r})")
+        node = node[part]
+    return node
+
+
+def test_every_yaml_parses():
+    assert {p.name for p in YAMLS} >= {*(p.name for p in LAUNCHERS),
+                                       *(p.name for p in KUBERAY.values()), "runtime_env.yaml"}
+    for path in YAMLS:
+        docs = list(yaml.safe_load_all(path.read_text()))
+        assert docs and all(isinstance(d, dict) for d in docs), path
+
+
+@pytest.fixture(scope="module")
+def ray_schema() -> dict:
+    return json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text())
+
+
+@pytest.mark.parametrize("path", LAUNCHERS, ids=lambda p: p.name)
+def test_launcher_config(path, ray_schema):
+    config = load(path)
+    jsonschema.validate(config, ray_schema)
+    types = config["available_node_types"]
+    head = types[config["head_node_type"]]
+    assert head["resources"].get("GPU", 0) == 0, "the head is a CPU node"
+    workers = {n: t for n, t in types.items() if n != config["head_node_type"]}
+    assert any(t["resources"].get("GPU", 0) >= 1 for t in workers.values()), "no GPU workers"
+    for name, t in workers.items():  # autoscaling bounds
+        assert 0 <= t["min_workers"] <= t["max_workers"] <= config["max_workers"], name
+    setup = config["setup_commands"]
+    torch = next(i for i, c in enumerate(setup) if "torch" in c)
+    project = next(i for i, c in enumerate(setup) if "pip install" in c and "didray" in c)
+    assert torch < project, "torch must be installed before the project"
+    assert config["file_mounts"] == {"~/didray": "."}
+    images = [config["docker"]["head_image"], config["docker"]["worker_image"]]
+    assert all(f":{ray.__version__}-" in image for image in images), "client/cluster Ray differ"
+
+
+# What KubeRay needs of each manifest, as (path, check) pairs; {group} runs per worker group.
+CLUSTER_SPEC = [
+    ("headGroupSpec.rayStartParams", lambda v: isinstance(v, dict)),
+    ("headGroupSpec.template.spec.containers", lambda v: len(v) >= 1 and v[0].get("image")),
+    ("workerGroupSpecs", lambda v: isinstance(v, list) and len(v) >= 1),
+]
+WORKER_GROUP = [
+    ("groupName", lambda v: isinstance(v, str) and v),
+    ("rayStartParams", lambda v: isinstance(v, dict)),
+    ("replicas", lambda v: isinstance(v, int)),
+    ("minReplicas", lambda v: isinstance(v, int)),
+    ("maxReplicas", lambda v: isinstance(v, int)),
+    ("template.spec.containers", lambda v: len(v) >= 1 and v[0].get("image")),
+]
+
+
+def check_cluster_spec(spec: dict) -> None:
+    for path, ok in CLUSTER_SPEC:
+        assert ok(at(spec, path)), path
+    assert at(spec, "rayVersion") == ray.__version__, "client/cluster Ray differ"
+    for group in spec["workerGroupSpecs"]:
+        for path, ok in WORKER_GROUP:
+            assert ok(at(group, path)), f"workerGroupSpecs[{group.get('groupName')}].{path}"
+        assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
+        limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+        assert int(limits["nvidia.com/gpu"]) >= 1, "GPU workers"
+
+
+@pytest.mark.parametrize("kind", KUBERAY)
+def test_kuberay_manifest(kind):
+    doc = load(KUBERAY[kind])
+    assert (doc["apiVersion"], doc["kind"]) == ("ray.io/v1", kind)
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", at(doc, "metadata.name"))
+    if kind == "RayJob":
+        assert at(doc, "spec.entrypoint")
+        check_cluster_spec(at(doc, "spec.rayClusterSpec"))
+    else:
+        check_cluster_spec(doc["spec"])
+
+
+def test_rayjob_runs_a_valid_sweep_file():
+    entrypoint = load(KUBERAY["RayJob"])["spec"]["entrypoint"]
+    assert "didray run " in entrypoint
+    files = re.findall(r"\bsweeps/[\w.-]+\.ya?ml\b", entrypoint)
+    assert len(files) == 1, entrypoint
+    assert load_sweep(ROOT / files[0]).trial_count() >= 1
+
+
+def test_runtime_env_fields(monkeypatch):
+    env = load(CLUSTER / "runtime_env.yaml")
+    assert set(env) <= set(RuntimeEnv.known_fields), set(env) - set(RuntimeEnv.known_fields)
+    monkeypatch.chdir(ROOT)  # working_dir "." is the repository root
+    RuntimeEnv(**env)  # Ray's own validation of each field's value
+    assert env["excludes"] == jobs.EXCLUDES
+    # A job's env_vars must not repeat the driver's, or Ray refuses to merge the two.
+    assert not set(env["env_vars"]) & set(RAY_ENV)
+    assert all(isinstance(v, str) for v in env["env_vars"].values())
+    rayjob_env = yaml.safe_load(load(KUBERAY["RayJob"])["spec"]["runtimeEnvYAML"])
+    assert rayjob_env == {"env_vars": env["env_vars"]}
