@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from didray.errors import BadInput
+from didray.jobs import add_job_commands
 
 
 class UsageError(BadInput):
@@ -114,6 +115,8 @@ def build_parser() -> Parser:
     run.add_argument("--storage", type=Path, help="override the sweep file's storage path")
     run.add_argument("--format", choices=("table", "md", "csv"), default="table")
     run.set_defaults(func=cmd_run)
+
+    add_job_commands(sub)
     return parser
 
 
