@@ -43,6 +43,7 @@ def trial_constants(sweep: Sweep, prepared: PreparedSweep, sweep_dir: Path) -> d
     """What every trial needs besides its axes: paths to shared data, never the data itself."""
     scaling = sweep.scaling
     return {
+        "sweep": sweep.name,
         "train": sweep.train.model_dump(),
         "scaling": scaling.model_dump(),
         "threads": max(1, int(scaling.cpus_per_worker)),

@@ -70,7 +70,7 @@ def scaling_config(scaling: dict) -> ray.train.ScalingConfig:
 def run_trial(config: dict) -> None:
     """The Tune trainable. `config` holds the trial's axes and the sweep's prepared paths."""
     trial_id = ray.tune.get_context().get_trial_id()  # Ray: stable across Tuner.restore
-    cfg = {**config, **config["regimes"][config["regime"]]}
+    cfg = {**config, **config["regimes"][config["regime"]], "trial_id": trial_id}
     trainer = TorchTrainer(
         train_worker,
         train_loop_config=cfg,

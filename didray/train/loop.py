@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -59,6 +60,7 @@ def dpo_step(
     """One optimizer step on pairs `idx`, accumulated over `micro_batches`; returns batch means."""
     optimizer.zero_grad(set_to_none=True)
     totals: dict[str, float] = {}
+    tokens = 0
     chunks = [c for c in idx.chunk(micro_batches) if len(c)]
     for chunk in chunks:
         # Chosen and rejected go through one forward pass: DDP expects one forward per backward.
@@ -69,8 +71,9 @@ def dpo_step(
         (losses.mean() / len(chunks)).backward()
         for key, value in {"loss": losses.detach().mean(), **metrics}.items():
             totals[key] = totals.get(key, 0.0) + float(value) / len(chunks)
+        tokens += int(data.enc.attention_mask[torch.cat([chunk, chunk + data.n])].sum())
     optimizer.step()
-    return totals
+    return {**totals, "tokens": tokens}
 
 
 def train_dpo(
@@ -94,6 +97,8 @@ def train_dpo(
     model.train()
     for step in range(start_step, steps):
         idx = batch_indices(data.n, batch_size, step, seed, rank, world_size)
+        started = time.perf_counter()
         metrics = dpo_step(model, optimizer, data, idx, beta, loss_type, grad_accum, hook)
+        metrics["tokens_per_s"] = metrics.pop("tokens") / (time.perf_counter() - started)
         if on_step is not None:
             on_step(step + 1, metrics)

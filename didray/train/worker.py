@@ -18,6 +18,7 @@ from transformers import AutoModelForCausalLM
 
 from didray.data.prepare import load_pair_tensors
 from didray.eval.toy import evaluate_tables, score_table
+from didray.sweep.metrics import export_step_metrics
 from didray.train.loop import make_optimizer, train_dpo
 from didray.worlds import toy
 
@@ -87,6 +88,9 @@ def train_worker(cfg: dict) -> None:
                    "workers": world_size, **metrics}
         if cfg["exact_eval"] and rank == 0:
             metrics |= exact_did_metrics(plain, tokenizer, world, ref_table)
+        if rank == 0:
+            export_step_metrics(metrics, {"sweep": cfg["sweep"], "trial": cfg["trial_id"],
+                                          "beta": cfg["beta"], "regime": cfg["regime"]})
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0 and (step % train["checkpoint_every"] == 0 or last):
