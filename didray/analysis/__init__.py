@@ -1,0 +1,9 @@
+"""Polars analysis of sweep results: `load` the Parquet tables of one or more results
+directories, then build tables (one lazy query, one collect each) and figures from them."""
+
+from didray.analysis.load import Results, load
+from didray.analysis.report import capability_report, print_summary, print_tables
+from didray.analysis.tables import compare, correlations, dynamics, entropy_vs_scores
+
+__all__ = ["Results", "capability_report", "compare", "correlations", "dynamics",
+           "entropy_vs_scores", "load", "print_summary", "print_tables"]

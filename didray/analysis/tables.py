@@ -1,29 +1,152 @@
-"""Tables over a sweep's trials.parquet (lazy Polars, one collect per table)."""
+"""Tables of DID entropy against downstream scores: lazy Polars, one `collect()` per table.
+
+Every table counts trials by status (finished = TERMINATED, failed = ERROR, running = anything
+else) so a partial or broken sweep shows what is missing instead of silently averaging fewer
+seeds; scores are averaged over finished trials only (the others have no evaluation).
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from collections.abc import Sequence
 
 import polars as pl
 
-SCORES = ("did_entropy", "instruction_score", "instruction_winrate", "qa_accuracy",
-          "chosen_displacement", "rejected_displacement", "reward_accuracy")
+from didray.analysis.load import TRIALS_SCHEMA, Results
+from didray.analysis.stats import t_critical
+from didray.errors import BadInput
+
+KEYS = ("sweep", "regime", "beta")
+DESCRIPTORS = ("regime_kind", "tau", "beta_data")
+SCORES = ("instruction_score", "instruction_winrate", "qa_accuracy", "chosen_displacement",
+          "rejected_displacement", "reward_accuracy")
+CORRELATED = ("instruction_score", "instruction_winrate", "qa_accuracy", "qa_expected",
+              "chosen_displacement", "rejected_displacement", "reward_accuracy")
+CURVES = ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected",
+          "did/entropy", "eval/instruction_score", "eval/qa_accuracy")
+FINISHED = pl.col("status") == "TERMINATED"
+FAILED = pl.col("status") == "ERROR"
 
 
-def entropy_vs_scores(trials: pl.LazyFrame) -> pl.DataFrame:
-    """One row per (beta, regime): finished/failed trial counts and mean scores over seeds.
+def flag_status(frame: pl.LazyFrame) -> pl.LazyFrame:
+    """`frame` with boolean `_finished`/`_failed` columns, computed once, so that aggregations
+    downstream are plain sums and means (Polars' fast group-by path)."""
+    return frame.with_columns(_finished=FINISHED.fill_null(False),
+                              _failed=FAILED.fill_null(False))
 
-    Trials that failed or are still running are counted, never dropped silently; their
-    scores (absent) do not enter the means.
+
+def status_counts() -> list[pl.Expr]:
+    """trials/finished/failed counts of a group of `flag_status` rows (`add_running` adds the
+    rest, so the counts always add up)."""
+    return [pl.len().alias("trials"), pl.col("_finished").sum().alias("finished"),
+            pl.col("_failed").sum().alias("failed")]
+
+
+def add_running() -> pl.Expr:
+    return (pl.col("trials") - pl.col("finished") - pl.col("failed")).alias("running")
+
+
+def t_interval(column: str, n: str, sd: str, level: float = 0.95) -> list[pl.Expr]:
+    """`column`_ci_low/high: mean +- t_{n-1} sd / sqrt(n); null below 2 values (sd is null)."""
+    critical = pl.col(n).clip(lower_bound=2).map_elements(
+        lambda count: t_critical(count - 1, level), return_dtype=pl.Float64)
+    half = critical * pl.col(sd) / pl.col(n).cast(pl.Float64).sqrt()
+    return [(pl.col(column) - half).alias(f"{column}_ci_low"),
+            (pl.col(column) + half).alias(f"{column}_ci_high")]
+
+
+def entropy_vs_scores(results: Results, level: float = 0.95) -> pl.DataFrame:
+    """One row per (sweep, regime, beta): status counts, DID entropy mean and t interval over
+    finished seeds (null with fewer than two), and mean downstream scores of finished trials."""
+    evaluated = ("did_entropy", *SCORES)
+    table = (flag_status(results.trials)
+             .with_columns(pl.when("_finished").then(pl.col(c)).alias(c) for c in evaluated)
+             .group_by(KEYS)
+             .agg(*[pl.col(c).first() for c in DESCRIPTORS], *status_counts(),
+                  pl.col("did_entropy").mean(), pl.col("did_entropy").std().alias("_sd"),
+                  pl.col("did_entropy").count().alias("_n"), *[pl.col(s).mean() for s in SCORES])
+             .with_columns(add_running(), *t_interval("did_entropy", "_n", "_sd", level))
+             .select(*KEYS[:2], *DESCRIPTORS, KEYS[2], "trials", "finished", "failed", "running",
+                     "did_entropy", "did_entropy_ci_low", "did_entropy_ci_high", *SCORES)
+             .sort(KEYS))
+    return table.collect()
+
+
+def correlations(results: Results, by: Sequence[str] = ("sweep",), resamples: int = 1000,
+                 level: float = 0.95, seed: int = 0) -> pl.DataFrame:
+    """Pearson and Spearman of DID entropy against each score over finished trials, per `by`
+    group, with percentile-bootstrap intervals (trials resampled with replacement).
+
+    n counts the trials with both values. Correlations are null where a score is constant
+    (undefined), intervals null below three trials. Draws come from a seeded hash of
+    (resample, draw), so a table is reproducible.
     """
-    names = trials.collect_schema().names()
-    done = pl.col("status") == "TERMINATED"
-    aggs = [pl.len().alias("trials"), done.sum().alias("finished"),
-            (pl.col("status") == "ERROR").sum().alias("failed")]
-    aggs += [pl.col(c).filter(done).mean().alias(c) for c in SCORES if c in names]
-    keys = [k for k in ("regime", "regime_kind", "tau", "beta") if k in names]
-    return trials.group_by(keys).agg(aggs).sort(keys).collect()
+    group = [*by, "score"]
+    pairs = (results.trials.filter(FINISHED)
+             .unpivot(on=list(CORRELATED), index=[*by, "did_entropy"], variable_name="score",
+                      value_name="value")
+             .drop_nulls(["did_entropy", "value"])
+             .with_columns(i=pl.int_range(pl.len(), dtype=pl.UInt64).over(group),
+                           n=pl.len().over(group).cast(pl.UInt64)))
+    point = pairs.group_by(group).agg(pl.len().alias("n"), *_correlation_exprs())
+    draws = (pairs.select(*group, "n", j="i")
+             .join(pl.LazyFrame({"b": range(resamples)}), how="cross")
+             .with_columns(i=pl.struct("b", "j").hash(seed) % pl.col("n"))
+             .join(pairs.select(*group, "i", "did_entropy", "value"), on=[*group, "i"]))
+    tail = (1 - level) / 2
+    spread = (draws.group_by([*group, "b"]).agg(*_correlation_exprs())
+              .group_by(group)
+              .agg(*[pl.col(m).quantile(q, "linear").alias(f"{m}_ci_{side}")
+                     for m in ("pearson", "spearman")
+                     for side, q in (("low", tail), ("high", 1 - tail))]))
+    intervals = [f"{m}_ci_{side}" for m in ("pearson", "spearman") for side in ("low", "high")]
+    table = (point.join(spread, on=group, how="left")
+             .with_columns(pl.when(pl.col("n") >= 3).then(pl.col(c)).alias(c) for c in intervals)
+             .select(*group, "n", "pearson", "pearson_ci_low", "pearson_ci_high", "spearman",
+                     "spearman_ci_low", "spearman_ci_high")
+             .sort(group))
+    return table.collect()
 
 
-def load_trials(sweep_dir: Path) -> pl.LazyFrame:
-    return pl.scan_parquet(sweep_dir / "trials.parquet")
+def _correlation_exprs() -> list[pl.Expr]:
+    """Pearson and Spearman of (did_entropy, value); NaN (a constant column) becomes null."""
+    return [pl.corr("did_entropy", "value").fill_nan(None).alias("pearson"),
+            pl.corr("did_entropy", "value", method="spearman").fill_nan(None).alias("spearman")]
+
+
+def dynamics(results: Results) -> pl.DataFrame:
+    """Training curves averaged over seeds: one row per (sweep, regime, beta, step) with the
+    mean and standard deviation (null for one seed) of each reported metric, and the status
+    counts of the trials that reported the step (running and failed trials' steps are kept)."""
+    status = flag_status(results.trials).select("sweep", "trial_id", "_finished", "_failed")
+    aggs = [expr for m in CURVES
+            for expr in (pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std().alias(f"{m}_std"))]
+    table = (results.steps.join(status, on=["sweep", "trial_id"], how="left")
+             .group_by(*KEYS, "step")
+             .agg(*status_counts(), *aggs)
+             .with_columns(add_running())
+             .select(*KEYS, "step", "trials", "finished", "failed", "running",
+                     *[f"{m}_{stat}" for m in CURVES for stat in ("mean", "std")])
+             .sort(*KEYS, "step"))
+    return table.collect()
+
+
+def compare(results: Results, metric: str, rows: str | Sequence[str] = "regime",
+            columns: str = "beta") -> pl.DataFrame:
+    """`metric` (a trials.parquet column) averaged over the trials that have it, pivoted:
+    one row per `rows` value, one column per `columns` value (named `<columns>=<value>`).
+
+    A cell whose trials all lack the metric (failed, still running) is null, not absent.
+    """
+    rows = [rows] if isinstance(rows, str) else list(rows)
+    _require(metric, [c for c, dtype in TRIALS_SCHEMA.items() if dtype.is_numeric()])
+    for axis in (*rows, columns):
+        _require(axis, list(TRIALS_SCHEMA))
+    means = (results.trials.group_by(*rows, columns).agg(pl.col(metric).mean())
+             .sort(*rows, columns).collect())
+    wide = means.pivot(on=columns, index=rows, values=metric, sort_columns=True)
+    return wide.rename({c: f"{columns}={c}" for c in wide.columns if c not in rows})
+
+
+def _require(name: str, allowed: list[str]) -> None:
+    if name not in allowed:
+        raise BadInput(f"compare: unknown column {name!r}; choose from {', '.join(allowed)}")

@@ -1,0 +1,100 @@
+"""Printed summaries and the markdown "DID entropy vs capability" report.
+
+The paper's headline comparison (arXiv:2505.23761): high-entropy DID helps open-ended
+instruction following, low-entropy DID helps knowledge-intensive QA. Here that reads as the
+sign of the rank correlation between a trained policy's DID entropy and each score, across the
+finished trials of a sweep (pooled over beta and regime), with its bootstrap interval.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from didray.analysis.load import Results, load
+from didray.analysis.plots import write_plots
+from didray.analysis.tables import compare, correlations, entropy_vs_scores
+from didray.display import print_frame
+
+PRECISION = 3
+# (score, the sign of its correlation with DID entropy that the paper's claim predicts)
+CLAIMS = (("instruction_score", 1, "high-entropy DID helps instruction following"),
+          ("instruction_winrate", 1, "high-entropy DID helps instruction following"),
+          ("qa_accuracy", -1, "low-entropy DID helps knowledge QA"),
+          ("qa_expected", -1, "low-entropy DID helps knowledge QA"))
+
+
+def _title(text: str, fmt: str) -> str:
+    return {"md": f"### {text}", "csv": f"# {text}"}.get(fmt, text)
+
+
+def print_tables(results: Results, fmt: str = "table") -> pl.DataFrame:
+    """Print the entropy-vs-scores table and the correlations; return the former (its status
+    counts decide `didray run`'s exit code)."""
+    table = entropy_vs_scores(results)
+    print(_title("DID entropy vs downstream scores (per regime x beta; finished trials; "
+                 "95% t interval over seeds, null with one seed)", fmt))
+    print_frame(table, fmt, PRECISION)
+    print()
+    print(_title("Correlation of DID entropy with each score across finished trials "
+                 "(95% bootstrap intervals)", fmt))
+    print_frame(correlations(results), fmt, PRECISION)
+    return table
+
+
+def print_summary(sweep_dir: Path, fmt: str = "table") -> pl.DataFrame:
+    """What `didray run` prints at the end of a sweep: `print_tables` of its directory."""
+    return print_tables(load(sweep_dir), fmt)
+
+
+def markdown(frame: pl.DataFrame) -> str:
+    """A frame as a GitHub markdown table, every row and column shown."""
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=10_000,
+                   float_precision=PRECISION, tbl_formatting="MARKDOWN",
+                   tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
+        return str(frame)
+
+
+def verdicts(table: pl.DataFrame) -> pl.DataFrame:
+    """Each claim of the paper against the Spearman correlations of `correlations()`:
+    supported / contradicted when the interval excludes 0 on the predicted / opposite side,
+    inconclusive otherwise (including when there is no interval)."""
+    claims = pl.DataFrame(CLAIMS, schema=["score", "predicted_sign", "claim"], orient="row")
+    signed = pl.col("predicted_sign")
+    low, high = pl.col("spearman_ci_low") * signed, pl.col("spearman_ci_high") * signed
+    verdict = (pl.when(pl.min_horizontal(low, high) > 0).then(pl.lit("supported"))
+               .when(pl.max_horizontal(low, high) < 0).then(pl.lit("contradicted"))
+               .otherwise(pl.lit("inconclusive")))
+    return (claims.join(table, on="score", how="left")
+            .with_columns(verdict.alias("verdict"))
+            .select("sweep", "claim", "score", "n",
+                    "spearman", "spearman_ci_low", "spearman_ci_high", "verdict"))
+
+
+def capability_report(results: Results, out: Path, title: str) -> Path:
+    """Write `out/report.md` (tables, verdicts, the two figures) and the PNGs; return the
+    report's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    figures = write_plots(results, out)
+    table = entropy_vs_scores(results)
+    counts = table.select("trials", "finished", "failed", "running").sum().row(0, named=True)
+    sections = [
+        f"# DID entropy vs capability: {title}",
+        "Claim under test (arXiv:2505.23761): high-entropy DID helps open-ended instruction "
+        "following, low-entropy DID helps knowledge-intensive QA. Each finished trial is one "
+        "point (DID entropy of the trained policy, score); the verdict reads the Spearman "
+        "correlation's 95% bootstrap interval.",
+        f"Trials: {counts['trials']} ({counts['finished']} finished, {counts['failed']} failed, "
+        f"{counts['running']} running); only finished trials are evaluated.",
+        "## Verdicts", markdown(verdicts(correlations(results))),
+        "## DID entropy by regime and beta", markdown(compare(results, "did_entropy")),
+        "## Instruction score by regime and beta",
+        markdown(compare(results, "instruction_score")),
+        "## QA accuracy by regime and beta", markdown(compare(results, "qa_accuracy")),
+        "## Per regime x beta (means over finished seeds)", markdown(table),
+        "## Figures", *[f"![{path.stem}]({path.name})" for path in figures],
+    ]
+    report = out / "report.md"
+    report.write_text("\n\n".join(sections) + "\n")
+    return report

@@ -1,0 +1,86 @@
+"""`didray analyze` on a hand-built results directory: formats, files, one-line errors."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from didray.cli import main
+
+ROOT = Path(__file__).parents[2]
+
+
+def analyze(argv: list[str]) -> int:
+    return main(["analyze", *argv])
+
+
+def test_prints_the_tables_as_csv(sweep_dir, capsys):
+    assert analyze([str(sweep_dir), "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# DID entropy vs downstream scores")
+    assert "sweep,regime,regime_kind,tau,beta_data,beta,trials,finished,failed,running" in out
+    assert "partial,pg,pg,,,0.5,3,1,1,1,4.0" in out  # the failed and running trial, counted
+
+
+def test_parquet_and_plots_go_to_out(sweep_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert analyze([str(sweep_dir), "--format", "parquet", "--out", str(out), "--plot"]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["correlations.parquet", "dynamics.parquet", "dynamics.png",
+                     "entropy_vs_scores.parquet", "entropy_vs_scores.png"]
+    assert pl.read_parquet(out / "entropy_vs_scores.parquet")["trials"].sum() == 8
+    assert all((out / name).stat().st_size > 0 for name in names)
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [(["{tmp}"], "{tmp}: no results here"),
+     (["{sweep}", "--plot"], "--plot write files: give --out DIR"),
+     (["{sweep}", "--format", "xml"], "invalid choice"),
+     (["{sweep}/steps.parquet"], "steps.parquet: no such results directory")],
+)
+def test_bad_input_is_one_line_and_exit_2(sweep_dir, tmp_path, argv, needle, capsys):
+    fill = {"tmp": tmp_path / "empty", "sweep": sweep_dir}
+    (tmp_path / "empty").mkdir()
+    assert analyze([a.format(**fill) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert needle.format(**fill) in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_corrupt_trials_file_is_named(sweep_dir, capsys):
+    (sweep_dir / "trials.parquet").write_bytes(b"PAR1 garbage")
+    assert analyze([str(sweep_dir)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"didray: {sweep_dir / 'trials.parquet'}: not a readable Parquet")
+    assert "\n" not in err
+
+
+def test_capability_script_writes_a_report(sweep_dir, tmp_path):
+    out = tmp_path / "report"
+    done = subprocess.run([sys.executable, str(ROOT / "analysis/did_vs_capability.py"),
+                           str(sweep_dir), "--out", str(out)],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == str(out / "report.md")
+    assert "## Verdicts" in (out / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_analyze_a_real_ci_sweep(ci_sweep, tmp_path, capsys):
+    """sweeps/ci.yaml run on a local Ray (2 betas x 2 regimes), read back end to end."""
+    code, results_dir = ci_sweep
+    assert code == 0
+    capsys.readouterr()
+    assert analyze([str(results_dir), "--format", "md"]) == 0
+    out = capsys.readouterr().out
+    assert "| ci    | pg " in out and "| ci    | instruction_score " in out
+    files = tmp_path / "files"
+    assert analyze([str(results_dir), "--format", "parquet", "--out", str(files), "--plot"]) == 0
+    table = pl.read_parquet(files / "entropy_vs_scores.parquet")
+    assert table.height == 4 and table["finished"].to_list() == [1, 1, 1, 1]
+    assert table["did_entropy"].null_count() == 0
+    steps = pl.read_parquet(files / "dynamics.parquet")
+    assert steps["loss_mean"].null_count() == 0 and steps["step"].max() > 0
+    assert (files / "dynamics.png").stat().st_size > 0

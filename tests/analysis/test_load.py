@@ -1,0 +1,78 @@
+"""Loading results directories: declared schemas, several sweeps, and bad input named."""
+
+import polars as pl
+import pytest
+
+from didray.analysis.load import EVALS_SCHEMA, STEPS_SCHEMA, TRIALS_SCHEMA, load
+from didray.errors import BadInput
+
+
+def test_every_frame_has_its_declared_schema(sweep_dir):
+    results = load(sweep_dir)
+    trials = results.trials.collect()
+    assert trials.schema == TRIALS_SCHEMA
+    assert results.steps.collect().schema == STEPS_SCHEMA
+    assert results.evals.collect().schema == EVALS_SCHEMA
+    assert trials["sweep"].unique().to_list() == ["partial"]
+    assert trials["node_id"].null_count() == trials.height  # absent in the file: typed nulls
+    assert trials.filter(pl.col("status") == "ERROR")["error"].to_list() == ["boom"]
+
+
+def test_evals_are_long_with_exact_values(sweep_dir):
+    evals = load(sweep_dir).evals.filter(pl.col("trial_id") == "t0").collect()
+    values = dict(zip(evals["metric"], evals["estimate"], strict=True))
+    assert values == {"did_entropy": 1.0, "instruction_score": 0.5, "qa_accuracy": 1.0,
+                      "chosen_displacement": -1.0}
+    assert set(evals["estimator"]) == {"exact"} and evals["exact"].equals(evals["estimate"],
+                                                                           check_names=False)
+
+
+def test_evals_parquet_is_loaded_with_the_trial_axes(sweep_dir):
+    pl.DataFrame({"trial_id": ["t0", "t6"], "estimator": ["plugin", "snis"], "k": [32, 32],
+                  "proposal": [None, "pi_ref"], "estimate": [0.9, 5.2], "ci_low": [0.8, 5.0],
+                  "ci_high": [1.0, 5.4], "exact": [1.0, 5.0]}
+                 ).write_parquet(sweep_dir / "evals.parquet")
+    evals = load(sweep_dir).evals.filter(pl.col("estimator") != "exact").collect()
+    assert evals.select("trial_id", "regime", "beta", "metric", "k", "estimate").rows() == [
+        ("t0", "pg", 0.1, "did_entropy", 32, 0.9), ("t6", "pl", 0.1, "did_entropy", 32, 5.2)]
+
+
+def test_several_sweeps_load_together(sweep_dir, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    pl.read_parquet(sweep_dir / "trials.parquet").head(2).write_parquet(other / "trials.parquet")
+    trials = load([sweep_dir, other]).trials.collect()
+    assert trials.group_by("sweep").len().sort("sweep").rows() == [("other", 2),
+                                                                   ("partial", 8)]
+
+
+def test_a_sweep_without_steps_yet(sweep_dir):
+    (sweep_dir / "steps.parquet").unlink()
+    assert load(sweep_dir).steps.collect().height == 0
+    pl.DataFrame().write_parquet(sweep_dir / "steps.parquet")  # written before any report
+    assert load(sweep_dir).steps.collect().height == 0
+
+
+def test_no_results_is_bad_input_naming_the_path(tmp_path):
+    with pytest.raises(BadInput, match=f"{tmp_path}: no results here"):
+        load(tmp_path)
+    with pytest.raises(BadInput, match="nowhere: no such results directory"):
+        load(tmp_path / "nowhere")
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage"])
+def test_corrupt_parquet_is_bad_input_naming_the_file(sweep_dir, damage):
+    path = sweep_dir / "steps.parquet"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncate" else b"not parquet at all")
+    with pytest.raises(BadInput, match=f"{path}: not a readable Parquet file") as caught:
+        load(sweep_dir)
+    assert "\n" not in str(caught.value)
+
+
+def test_two_sweeps_with_one_name_are_refused(sweep_dir, tmp_path):
+    twin = tmp_path / "elsewhere" / "partial"
+    twin.mkdir(parents=True)
+    (twin / "trials.parquet").write_bytes((sweep_dir / "trials.parquet").read_bytes())
+    with pytest.raises(BadInput, match="share the name 'partial'"):
+        load([sweep_dir, twin])

@@ -1,0 +1,30 @@
+"""t critical values: closed forms at 1 and 2 degrees of freedom, a property elsewhere."""
+
+import math
+from statistics import NormalDist
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from didray.analysis.stats import _central_mass, t_critical
+
+
+def test_closed_forms():
+    assert t_critical(1) == pytest.approx(math.tan(0.95 * math.pi / 2), rel=1e-12)
+    assert t_critical(2) == pytest.approx(0.95 * math.sqrt(2 / (1 - 0.95**2)), rel=1e-12)
+    assert t_critical(1, 0.5) == pytest.approx(1.0, rel=1e-12)  # the Cauchy quartile
+    assert t_critical(4) == pytest.approx(2.7764451051977987, rel=1e-10)  # tables
+
+
+@given(st.integers(1, 3000))
+def test_critical_value_has_the_level_and_shrinks_to_normal(df):
+    t = t_critical(df)
+    if df <= 1000:
+        assert _central_mass(t, df) == pytest.approx(0.95, abs=1e-10)
+    assert NormalDist().inv_cdf(0.975) < t <= t_critical(max(df - 1, 1))
+
+
+def test_rejects_no_degrees_of_freedom():
+    with pytest.raises(ValueError, match=">= 1"):
+        t_critical(0)

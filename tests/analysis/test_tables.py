@@ -1,0 +1,126 @@
+"""The analysis tables against answers computed by hand from the fixture in conftest.py."""
+
+import math
+
+import polars as pl
+import pytest
+from polars.testing import assert_frame_equal
+
+from didray.analysis.load import Results
+from didray.analysis.tables import CURVES, compare, correlations, dynamics, entropy_vs_scores
+from didray.errors import BadInput
+
+T1 = math.tan(0.95 * math.pi / 2)  # t_{0.975} with 1 d.o.f.: the Cauchy quantile
+T2 = 0.95 * math.sqrt(2 / (1 - 0.95**2))  # with 2 d.o.f.: solves t / sqrt(2 + t^2) = 0.95
+COUNT = pl.UInt32
+
+
+def test_entropy_vs_scores_by_hand(results):
+    half_pg = T2 * 1.0 / math.sqrt(3)  # seeds 1, 2, 3: sd 1
+    half_pl = T1 * math.sqrt(2) / math.sqrt(2)  # seeds 5, 7: sd sqrt(2)
+    expected = pl.DataFrame(
+        {"sweep": ["s", "s", "s"], "regime": ["pg", "pg", "pl"],
+         "regime_kind": ["pg", "pg", "powerlaw"], "tau": [None, None, 0.5],
+         "beta_data": [None, None, 0.1], "beta": [0.1, 0.5, 0.1],
+         "trials": [3, 3, 2], "finished": [3, 1, 2], "failed": [0, 1, 0], "running": [0, 1, 0],
+         "did_entropy": [2.0, 4.0, 6.0],
+         "did_entropy_ci_low": [2.0 - half_pg, None, 6.0 - half_pl],
+         "did_entropy_ci_high": [2.0 + half_pg, None, 6.0 + half_pl],
+         "instruction_score": [0.6, 0.8, 0.95], "instruction_winrate": [None, None, None],
+         "qa_accuracy": [2 / 3, 0.0, 0.0], "chosen_displacement": [-2.0, -4.0, -6.0],
+         "rejected_displacement": [None, None, None], "reward_accuracy": [None, None, None]},
+        schema_overrides={"trials": COUNT, "finished": COUNT, "failed": COUNT, "running": COUNT,
+                          "instruction_winrate": pl.Float64, "rejected_displacement": pl.Float64,
+                          "reward_accuracy": pl.Float64})
+    assert_frame_equal(entropy_vs_scores(results), expected)
+
+
+def test_partial_sweep_counts_every_trial(results):
+    """The failed and the running trial are counted, and their (absent) scores do not dilute
+    the means."""
+    row = entropy_vs_scores(results).filter(pl.col("beta") == 0.5).row(0, named=True)
+    assert (row["trials"], row["finished"], row["failed"], row["running"]) == (3, 1, 1, 1)
+    assert row["did_entropy"] == 4.0
+
+
+def correlation_results(did: list, score: list, extra_status: bool = True) -> Results:
+    n = len(did)
+    rows = {"trial_id": [f"t{i}" for i in range(n)], "status": ["TERMINATED"] * n,
+            "did_entropy": did, "instruction_score": score, "qa_accuracy": [0.5] * n,
+            "chosen_displacement": [2.0 * x for x in did]}
+    frame = pl.DataFrame(rows)
+    if extra_status:  # a failed and a running trial with values that would spoil everything
+        frame = pl.concat([frame, pl.DataFrame(
+            {"trial_id": ["f", "r"], "status": ["ERROR", "RUNNING"], "did_entropy": [9.0, 9.0],
+             "instruction_score": [-9.0, -9.0], "qa_accuracy": [0.0, 1.0],
+             "chosen_displacement": [0.0, 0.0]})])
+    return Results.of(frame, sweep="s")
+
+
+def test_correlations_by_hand():
+    """x = 1..4, y = 1, 3, 2, 10: Spearman 1 - 6 * 2 / (4 * 15) = 0.8; Pearson
+    13 / sqrt(5 * 50). A linear score has both 1 in every resample; a constant one has none."""
+    table = correlations(correlation_results([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 10.0]))
+    expected = pl.DataFrame(
+        {"sweep": ["s"] * 3, "score": ["chosen_displacement", "instruction_score", "qa_accuracy"],
+         "n": [4, 4, 4], "pearson": [1.0, 13 / math.sqrt(250), None],
+         "pearson_ci_low": [1.0, None, None], "pearson_ci_high": [1.0, None, None],
+         "spearman": [1.0, 0.8, None],
+         "spearman_ci_low": [1.0, None, None], "spearman_ci_high": [1.0, None, None]},
+        schema_overrides={"n": COUNT, **{c: pl.Float64 for c in (
+            "pearson_ci_low", "pearson_ci_high", "spearman_ci_low", "spearman_ci_high")}})
+    intervals = ["pearson_ci_low", "pearson_ci_high", "spearman_ci_low", "spearman_ci_high"]
+    assert_frame_equal(table.drop(intervals), expected.drop(intervals))
+    linear = table.filter(pl.col("score") == "chosen_displacement")
+    assert_frame_equal(linear, expected.head(1))
+    row = table.filter(pl.col("score") == "instruction_score").row(0, named=True)
+    for method in ("pearson", "spearman"):
+        assert -1 <= row[f"{method}_ci_low"] <= row[f"{method}_ci_high"] <= 1
+
+
+def test_correlations_are_reproducible_and_need_three_trials_for_an_interval():
+    results = correlation_results([1.0, 2.0, 3.0, 4.0, 6.0], [1.0, 3.0, 2.0, 10.0, 4.0])
+    assert_frame_equal(correlations(results), correlations(results))
+    pair = correlations(correlation_results([1.0, 2.0], [3.0, 5.0], extra_status=False))
+    row = pair.filter(pl.col("score") == "instruction_score").row(0, named=True)
+    assert (row["n"], row["pearson"], row["spearman"]) == (2, 1.0, 1.0)
+    assert row["pearson_ci_low"] is None and row["spearman_ci_high"] is None
+
+
+def test_dynamics_by_hand(results):
+    """loss = step + seed / 10, did/entropy = 4 - seed at step 2 only; the running trial
+    reported step 1 only, the failed one both steps."""
+    table = dynamics(results)
+    sd2 = math.sqrt(0.005)  # sd of two values 0.1 apart
+    expected = pl.DataFrame(
+        {"sweep": ["s"] * 6, "regime": ["pg", "pg", "pg", "pg", "pl", "pl"],
+         "beta": [0.1, 0.1, 0.5, 0.5, 0.1, 0.1], "step": [1, 2, 1, 2, 1, 2],
+         "trials": [3, 3, 3, 2, 2, 2], "finished": [3, 3, 1, 1, 2, 2],
+         "failed": [0, 0, 1, 1, 0, 0], "running": [0, 0, 1, 0, 0, 0],
+         "loss_mean": [1.1, 2.1, 1.1, 2.05, 1.05, 2.05],
+         "loss_std": [0.1, 0.1, 0.1, sd2, sd2, sd2],
+         "did/entropy_mean": [None, 3.0, None, 3.5, None, 3.5],
+         "did/entropy_std": [None, 1.0, None, math.sqrt(0.5), None, math.sqrt(0.5)]},
+        schema_overrides={"step": pl.Int64, "trials": COUNT, "finished": COUNT, "failed": COUNT,
+                          "running": COUNT})
+    assert_frame_equal(table.select(expected.columns), expected)
+    others = [f"{m}_{s}" for m in CURVES if m not in ("loss", "did/entropy")
+              for s in ("mean", "std")]
+    assert table.select(others).null_count().row(0) == (6,) * len(others)
+
+
+def test_compare_pivots_a_metric(results):
+    expected = pl.DataFrame({"regime": ["pg", "pl"], "beta=0.1": [2.0, 6.0],
+                             "beta=0.5": [4.0, None]})
+    assert_frame_equal(compare(results, "did_entropy"), expected)
+    by_status = compare(results, "final/loss", rows=["regime"], columns="status")
+    assert_frame_equal(by_status, pl.DataFrame(
+        {"regime": ["pg", "pl"], "status=ERROR": [0.5, None], "status=RUNNING": [0.5, None],
+         "status=TERMINATED": [0.5, 0.5]}))
+
+
+def test_compare_names_an_unknown_column(results):
+    with pytest.raises(BadInput, match="unknown column 'nope'"):
+        compare(results, "nope")
+    with pytest.raises(BadInput, match="unknown column 'regime'"):
+        compare(results, "regime")  # not numeric
