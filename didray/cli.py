@@ -9,6 +9,8 @@ from pathlib import Path
 
 import polars as pl
 
+from didray.analysis.cli import add_analyze_command
+from didray.display import print_frame
 from didray.errors import BadInput
 from didray.jobs import add_job_commands
 
@@ -41,16 +43,6 @@ def outcome_count(text: str) -> int:
     return value
 
 
-def print_frame(frame: pl.DataFrame, fmt: str, precision: int | None = None) -> None:
-    if fmt == "csv":
-        print(frame.write_csv(), end="")
-        return
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=250,
-                   float_precision=precision, tbl_formatting="MARKDOWN" if fmt == "md" else None,
-                   tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
-        print(frame)
-
-
 def cmd_theory(args: argparse.Namespace) -> int:
     from didray.worlds.theory import theory_report
 
@@ -71,7 +63,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from didray.analysis.tables import entropy_vs_scores, load_trials
+    from didray.analysis import print_summary
     from didray.config.load import load_sweep
     from didray.sweep.driver import run_sweep
 
@@ -79,9 +71,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.storage:
         sweep = sweep.model_copy(update={"storage": args.storage})
     sweep_dir = run_sweep(sweep, Path(args.file).read_text(), args.address, args.resume)
-    table = entropy_vs_scores(load_trials(sweep_dir))
-    print(f"\nDID entropy vs downstream scores ({sweep_dir}):")
-    print_frame(table, args.format, precision=3)
+    print(f"\nResults: {sweep_dir}")
+    table = print_summary(sweep_dir, args.format)
     unfinished = sweep.trial_count() - int(table["finished"].sum() + table["failed"].sum())
     if unfinished:
         print(f"didray: {unfinished} trial(s) did not finish; continue with "
@@ -116,6 +107,7 @@ def build_parser() -> Parser:
     run.add_argument("--format", choices=("table", "md", "csv"), default="table")
     run.set_defaults(func=cmd_run)
 
+    add_analyze_command(sub)
     add_job_commands(sub)
     return parser
 

@@ -8,7 +8,7 @@ import ray
 import yaml
 from ray.cluster_utils import Cluster
 
-from didray.analysis.tables import entropy_vs_scores, load_trials
+from didray.analysis import entropy_vs_scores, load
 from didray.cli import main
 
 ROOT = Path(__file__).parents[2]
@@ -41,5 +41,5 @@ def test_trials_spread_over_nodes_and_land_in_shared_storage(cluster, tmp_path):
     assert trials["status"].to_list() == ["TERMINATED"] * 2
     worker_nodes = {n["NodeID"] for n in ray.nodes() if n["Resources"].get("CPU")}
     assert set(trials["node_id"]) == worker_nodes  # one trial on each worker node
-    table = entropy_vs_scores(load_trials(tmp_path / "multi"))
+    table = entropy_vs_scores(load(tmp_path / "multi"))
     assert table["finished"].sum() == 2
