@@ -62,10 +62,15 @@ def plot_entropy_vs_scores(results: Results, path: Path) -> Path:
                          label=f"{label}, beta={beta:g}")
         axis.set(xlabel="DID entropy (nats)", ylabel=score, title=f"DID entropy vs {score}")
         axis.grid(alpha=0.3)
-    if trials.height:
+    return _finish(figure, axes, trials.height, "no finished trial yet", path)
+
+
+def _finish(figure, axes, rows: int, empty: str, path: Path) -> Path:
+    """A legend when something was drawn, else a title saying why the panels are empty."""
+    if rows:
         axes[0].legend(fontsize=7)
     else:
-        figure.suptitle("no finished trial yet")
+        figure.suptitle(empty)
     return _save(figure, path)
 
 
@@ -85,11 +90,7 @@ def plot_dynamics(results: Results, path: Path) -> Path:
                               alpha=0.15)
         axis.set(xlabel="step", ylabel=metric, title=metric)
         axis.grid(alpha=0.3)
-    if curves.height:
-        axes[0].legend(fontsize=7)
-    else:
-        figure.suptitle("no step reported yet")
-    return _save(figure, path)
+    return _finish(figure, axes, curves.height, "no step reported yet", path)
 
 
 def write_plots(results: Results, out: Path) -> list[Path]:
