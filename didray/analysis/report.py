@@ -29,17 +29,27 @@ def _title(text: str, fmt: str) -> str:
     return {"md": f"### {text}", "csv": f"# {text}"}.get(fmt, text)
 
 
+def readable(frame: pl.DataFrame, fmt: str) -> pl.DataFrame:
+    """For reading on a terminal or in markdown, drop columns that say nothing: all-null ones
+    (CIs with one seed) and the sweep name when there is one sweep. CSV keeps every column."""
+    if fmt == "csv":
+        return frame
+    empty = [c for c in frame.columns if frame[c].null_count() == frame.height]
+    single = ["sweep"] if "sweep" in frame.columns and frame["sweep"].n_unique() == 1 else []
+    return frame.drop(empty + single)
+
+
 def print_tables(results: Results, fmt: str = "table") -> pl.DataFrame:
     """Print the entropy-vs-scores table and the correlations; return the former (its status
     counts decide `didray run`'s exit code)."""
     table = entropy_vs_scores(results)
     print(_title("DID entropy vs downstream scores (per regime x beta; finished trials; "
                  "95% t interval over seeds, null with one seed)", fmt))
-    print_frame(table, fmt, PRECISION)
+    print_frame(readable(table, fmt), fmt, PRECISION)
     print()
     print(_title("Correlation of DID entropy with each score across finished trials "
                  "(95% bootstrap intervals)", fmt))
-    print_frame(correlations(results), fmt, PRECISION)
+    print_frame(readable(correlations(results), fmt), fmt, PRECISION)
     return table
 
 
