@@ -228,7 +228,9 @@ def test_auth_refused_is_bad_input(ray_head, monkeypatch):
     with pytest.raises(BadInput, match="refused the authentication token"):
         args.func(args)
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
-    with pytest.raises(BadInput, match="requires an authentication token"):
+    # didray sends no token now, but a Ray client that this process initialised earlier (the
+    # ci_sweep fixture's ray.init) may attach its cached local token: refused either way.
+    with pytest.raises(BadInput, match="(requires an|refused the) authentication token"):
         args.func(args)
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     args = parse("logs", "no-such-job", "--address", url, "--follow")
