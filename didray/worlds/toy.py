@@ -408,6 +408,14 @@ class ResponseLogitsProcessor(LogitsProcessor):
 # ----------------------------------------------------------------------------- scoring
 
 
+def response_space(model: PreTrainedModel,
+                   tokenizer: PreTrainedTokenizerBase) -> ResponseSpace | None:
+    """The toy response space a saved policy carries in its config; None for other models."""
+    if getattr(model.config, "toy_response_words", None) is None:
+        return None
+    return ResponseSpace.from_model(model, tokenizer)
+
+
 def response_hook(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                   temperature: float = 1.0) -> LogitsHook:
     """The masked policy as a `didray.worlds.text` logits hook (temperature before the mask)."""

@@ -1,0 +1,1 @@
+"""Samplers: completions with token log-probs, scoring, weight reloads; Ray actors wrap them."""

@@ -1,0 +1,98 @@
+"""The transformers sampler on a real toy model, in-process and as a Ray actor."""
+
+import pytest
+import ray
+import torch
+
+from didray.sampling.sampler import Sampler
+from didray.worlds import toy
+
+SPEC = toy.ToyWorldSpec(n_open_prompts=2, n_fact_prompts=2, response_alphabet=6,
+                        max_response_tokens=2)
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    """An untrained toy policy saved like a checkpoint, and its world."""
+    out = tmp_path_factory.mktemp("policy")
+    tokenizer = toy.build_tokenizer()
+    toy.build_model(SPEC, tokenizer).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out, toy.build_world(SPEC)
+
+
+def exact(path, prompt: str, responses: list[str]) -> torch.Tensor:
+    world_model = Sampler(path)
+    return toy.response_logprobs(world_model.model, world_model.tokenizer, prompt, responses)
+
+
+def test_samples_stay_in_the_response_space_and_carry_their_logprobs(saved):
+    path, world = saved
+    sampler = Sampler(path)
+    prompts = [p.text for p in world.prompts]
+    out = sampler.generate(prompts, n=8, max_tokens=8, seed=0)
+    space = set(toy.enumerate_responses(world))
+    assert [len(rows) for rows in out] == [8] * len(prompts)
+    for prompt, rows in zip(prompts, out, strict=True):
+        texts = [c.text for c in rows]
+        assert set(texts) <= space
+        scored = sampler.score([prompt] * len(texts), texts)
+        assert [c.logprob for c in rows] == pytest.approx(scored, abs=1e-4)
+
+
+def test_sample_frequencies_match_the_exact_policy(saved):
+    path, world = saved
+    prompt = world.prompts[0].text
+    responses = toy.enumerate_responses(world)
+    probs = exact(path, prompt, responses).exp()  # (R,)
+    draws = [c.text for c in Sampler(path).generate([prompt], n=3000, seed=1)[0]]
+    freq = torch.tensor([draws.count(r) / len(draws) for r in responses], dtype=probs.dtype)
+    assert 0.5 * float((freq - probs).abs().sum()) < 0.1
+
+
+def test_generation_is_reproducible_in_seed(saved):
+    path, world = saved
+    sampler = Sampler(path)
+    texts = lambda seed: [c.text for c in sampler.generate([world.prompts[1].text], 16,  # noqa: E731
+                                                           seed=seed)[0]]
+    assert texts(3) == texts(3)
+    assert texts(3) != texts(4)
+
+
+def test_reload_weights_scores_like_the_new_checkpoint(saved, tmp_path):
+    path, world = saved
+    sampler = Sampler(path)
+    prompt, responses = world.prompts[0].text, ["red", "red blue", "cat"]
+    before = sampler.score([prompt] * 3, responses)
+    changed = Sampler(path)
+    with torch.no_grad():
+        for p in changed.model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    changed.model.save_pretrained(tmp_path)
+    changed.tokenizer.save_pretrained(tmp_path)
+    sampler.reload_weights(tmp_path)
+    after = sampler.score([prompt] * 3, responses)
+    assert after == pytest.approx(Sampler(tmp_path).score([prompt] * 3, responses), abs=1e-6)
+    assert max(abs(a - b) for a, b in zip(before, after, strict=True)) > 1e-3
+
+
+@pytest.mark.slow
+def test_one_actor_serves_two_callers(saved):
+    path, world = saved
+    prompts = [p.text for p in world.prompts]
+    responses = ["red", "cat dog", "blue", "one"]
+    local = Sampler(path).score(prompts, responses)
+    ray.init(num_cpus=2, include_dashboard=False)
+    try:
+        actor = ray.remote(Sampler).options(num_cpus=1).remote(str(path), threads=1)
+
+        @ray.remote(num_cpus=0.1)
+        def caller(sampler, seed: int):
+            return ray.get(sampler.score.remote(prompts, responses)), \
+                ray.get(sampler.generate.remote(prompts, 4, seed=seed))
+
+        (s1, g1), (s2, g2) = ray.get([caller.remote(actor, 0), caller.remote(actor, 0)])
+    finally:
+        ray.shutdown()
+    assert s1 == pytest.approx(local, abs=1e-6) and s2 == pytest.approx(local, abs=1e-6)
+    assert [[c.text for c in row] for row in g1] == [[c.text for c in row] for row in g2]
