@@ -1,8 +1,9 @@
 """`run_sweep`: validate -> prepare -> one Tune trial per search point -> Parquet and manifest.
 
-Layout under <storage>/<name>/: steps.parquet, trials.parquet, manifest.json, data/ (regime
-datasets and reference caches), tune/ (Tune's experiment state, for --resume) and train/ (the
-Train runs and their checkpoints, named by trial id).
+Layout under <storage>/<name>/: steps.parquet, trials.parquet, evals.parquet (DID-entropy
+estimates; evals/ holds each trial's part), manifest.json, data/ (regime datasets and reference
+caches), tune/ (Tune's experiment state, for --resume) and train/ (the Train runs and their
+checkpoints, named by trial id).
 """
 
 from __future__ import annotations
@@ -47,7 +48,6 @@ def trial_constants(sweep: Sweep, prepared: PreparedSweep, sweep_dir: Path) -> d
         "train": sweep.train.model_dump(),
         "scaling": scaling.model_dump(),
         "threads": max(1, int(scaling.cpus_per_worker)),
-        "exact_eval": sweep.eval.exact,
         "eval": sweep.eval.model_dump(),
         "sweep_dir": str(sweep_dir),
         "world_dir": str(prepared.world_dir),

@@ -86,7 +86,7 @@ def train_worker(cfg: dict) -> None:
         # The node id shows where a sweep's trials ran on a multi-node cluster.
         metrics = {"step": step, "node_id": ray.get_runtime_context().get_node_id(),
                    "workers": world_size, **metrics}
-        if cfg["exact_eval"] and rank == 0:
+        if cfg["eval"]["exact"] and rank == 0:
             metrics |= exact_did_metrics(plain, tokenizer, world, ref_table)
         if rank == 0:
             export_step_metrics(metrics, {"sweep": cfg["sweep"], "trial": cfg["trial_id"],
