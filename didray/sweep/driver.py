@@ -162,7 +162,9 @@ def regime_columns(sweep: Sweep) -> dict[str, dict]:
 def run_sweep(sweep: Sweep, source: str, address: str | None = None,
               resume: bool = False) -> Path:
     """Run (or resume) a whole sweep; returns its results directory."""
-    sweep_dir = (sweep.storage / sweep.name).resolve()
+    # Every path handed to Ray is absolute: workers do not run in the driver's directory.
+    sweep = sweep.model_copy(update={"storage": sweep.storage.resolve()})
+    sweep_dir = sweep.storage / sweep.name
     check_state(sweep, sweep_dir, resume)
     resume = resume and (sweep_dir / "tune").exists()  # --resume on nothing starts afresh
     old = read_json(sweep_dir / "manifest.json", {}) or {}

@@ -133,15 +133,18 @@ def test_interrupted_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert time.monotonic() - started < 300
 
 
-def test_two_ddp_workers_train_one_trial(tmp_path):
+def test_two_ddp_workers_train_one_trial(tmp_path, monkeypatch):
     sweep = {**CI, "name": "ddp", "search": {"beta": [0.1], "regime": ["pg"]},
              "train": {**CI["train"], "steps": 4, "report_every": 2},
              "scaling": {"workers_per_trial": 2, "cpus_per_worker": 1,
                          "max_concurrent_trials": 1}}
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(sweep))
+    # A relative storage path, as in the shipped sweep files: Ray workers run elsewhere, so
+    # the driver must hand them absolute paths.
+    monkeypatch.chdir(tmp_path)
     try:
-        assert main(["run", str(path), "--storage", str(tmp_path)]) == 0
+        assert main(["run", str(path), "--storage", "."]) == 0
     finally:
         ray.shutdown()
     steps = pl.read_parquet(tmp_path / "ddp" / "steps.parquet")
