@@ -46,12 +46,12 @@ def restore(model: torch.nn.Module) -> tuple[int, dict | None]:
     return step, state
 
 
-def exact_did_metrics(model, tokenizer, world, ref_table) -> dict[str, float]:
+def exact_did_metrics(model, tokenizer, world, ref_table, scores) -> dict[str, float]:
     """DID entropy and scores of the current policy by enumeration (toy world only)."""
     model.eval()
     table = toy.enumerate_logps(model, tokenizer, world)  # (P, R)
     model.train()
-    out = evaluate_tables(table, ref_table, *score_table(world))
+    out = evaluate_tables(table, ref_table, *scores)
     return {"did/entropy": out["did_entropy"], "eval/instruction_score": out["instruction_score"],
             "eval/qa_accuracy": out["qa_accuracy"]}
 
@@ -69,6 +69,7 @@ def train_worker(cfg: dict) -> None:
     hook = toy.response_hook(model, tokenizer)
     data = load_pair_tensors(Path(cfg["ref_file"]))
     ref_table = torch.load(cfg["enum_file"])
+    scores = score_table(world)  # fixed for the run: computed once, used at every report
     train = cfg["train"]
 
     start, optimizer_state = restore(model)
@@ -87,7 +88,7 @@ def train_worker(cfg: dict) -> None:
         metrics = {"step": step, "node_id": ray.get_runtime_context().get_node_id(),
                    "workers": world_size, **metrics}
         if cfg["eval"]["exact"] and rank == 0:
-            metrics |= exact_did_metrics(plain, tokenizer, world, ref_table)
+            metrics |= exact_did_metrics(plain, tokenizer, world, ref_table, scores)
         if rank == 0:
             export_step_metrics(metrics, {"sweep": cfg["sweep"], "trial": cfg["trial_id"],
                                           "beta": cfg["beta"], "regime": cfg["regime"]})
