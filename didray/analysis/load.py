@@ -109,7 +109,7 @@ def _evals(trials: pl.LazyFrame, estimates: pl.LazyFrame | None) -> pl.LazyFrame
     if estimates is not None:
         axes = trials.select(*AXES)
         joined = (estimates.with_columns(pl.col("metric").fill_null("did_entropy"))
-                  .join(axes, on=["sweep", "trial_id"], how="left"))
+                  .join(axes, on=["sweep", "trial_id"], how="left", maintain_order="left"))
         frames.append(conform(joined, EVALS_SCHEMA))
     return pl.concat(frames, how="vertical")
 

@@ -76,7 +76,7 @@ def verdicts(table: pl.DataFrame) -> pl.DataFrame:
     verdict = (pl.when(pl.min_horizontal(low, high) > 0).then(pl.lit("supported"))
                .when(pl.max_horizontal(low, high) < 0).then(pl.lit("contradicted"))
                .otherwise(pl.lit("inconclusive")))
-    return (claims.join(table, on="score", how="left")
+    return (claims.join(table, on="score", how="left", maintain_order="left")
             .with_columns(verdict.alias("verdict"))
             .select("sweep", "claim", "score", "n",
                     "spearman", "spearman_ci_low", "spearman_ci_high", "verdict"))
