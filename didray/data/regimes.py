@@ -31,7 +31,7 @@ class Sources:
 
 
 def resample_rejected(
-    candidates: list[str], scores: list[float], weight_exponent: float, generator: torch.Generator
+    scores: list[float], weight_exponent: float, generator: torch.Generator
 ) -> tuple[int, float]:
     """Sampling-importance-resampling from pi_ref candidates to pi_l (DESIGN 1.4).
 
@@ -101,8 +101,7 @@ def powerlaw_pairs(
         for _ in range(per_prompt):
             y_w = src.sample_ref(prompt, 1, generator)[0]
             cands = src.sample_ref(prompt, regime.candidates, generator)
-            k, ess = resample_rejected(cands, [src.score(prompt, c) for c in cands], -slope,
-                                       generator)
+            k, ess = resample_rejected([src.score(prompt, c) for c in cands], -slope, generator)
             y_l = cands[k]
             margin = slope * (src.score(prompt, y_w) - src.score(prompt, y_l))
             keep = bool(torch.rand((), generator=generator) < 1 / (1 + math.exp(-margin)))

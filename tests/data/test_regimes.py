@@ -22,7 +22,7 @@ SOURCES = Sources(prompts=["p"], families=["open"], score=lambda p, r: SCORES[r]
 def test_resample_weights_hand_derived():
     # weights ∝ exp(-log 3 * score): [1, 1/3] -> [3/4, 1/4]; ESS = 1 / (9/16 + 1/16) = 1.6
     g = torch.Generator().manual_seed(0)
-    picks = [resample_rejected(["a", "b"], [0.0, 1.0], -math.log(3), g) for _ in range(4000)]
+    picks = [resample_rejected([0.0, 1.0], -math.log(3), g) for _ in range(4000)]
     assert picks[0][1] == pytest.approx(1.6)
     share = sum(k == 0 for k, _ in picks) / len(picks)
     assert share == pytest.approx(0.75, abs=0.03)
