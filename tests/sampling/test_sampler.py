@@ -3,8 +3,11 @@
 import pytest
 import ray
 import torch
+from transformers import AutoModelForCausalLM
 
-from didray.sampling.sampler import Sampler
+from didray.errors import BadInput
+from didray.sampling import sampler as sampler_module
+from didray.sampling.sampler import Sampler, prompt_seed, resolve_backend
 from didray.worlds import toy
 
 SPEC = toy.ToyWorldSpec(n_open_prompts=2, n_fact_prompts=2, response_alphabet=6,
@@ -21,14 +24,34 @@ def saved(tmp_path_factory):
     return out, toy.build_world(SPEC)
 
 
+def hf_sampler(path) -> Sampler:
+    return Sampler(path, backend="transformers")
+
+
 def exact(path, prompt: str, responses: list[str]) -> torch.Tensor:
-    world_model = Sampler(path)
-    return toy.response_logprobs(world_model.model, world_model.tokenizer, prompt, responses)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    return toy.response_logprobs(model, toy.build_tokenizer(), prompt, responses)
+
+
+def test_backend_names_resolve(monkeypatch):
+    assert resolve_backend("transformers") == "transformers"
+    with pytest.raises(BadInput, match="one of"):
+        resolve_backend("tgi")
+    monkeypatch.setattr(sampler_module.importlib.util, "find_spec", lambda name: None)
+    assert resolve_backend("auto") == "transformers"
+    with pytest.raises(BadInput, match="pip install vllm"):
+        resolve_backend("vllm")
+
+
+def test_prompt_seeds_are_stable_and_distinct():
+    assert prompt_seed(0, "list 2 colours") == prompt_seed(0, "list 2 colours")
+    assert len({prompt_seed(s, p) for s in (0, 1) for p in ("a", "b")}) == 4
+    assert 0 <= prompt_seed(7, "x") < 2**31
 
 
 def test_samples_stay_in_the_response_space_and_carry_their_logprobs(saved):
     path, world = saved
-    sampler = Sampler(path)
+    sampler = hf_sampler(path)
     prompts = [p.text for p in world.prompts]
     out = sampler.generate(prompts, n=8, max_tokens=8, seed=0)
     space = set(toy.enumerate_responses(world))
@@ -45,34 +68,50 @@ def test_sample_frequencies_match_the_exact_policy(saved):
     prompt = world.prompts[0].text
     responses = toy.enumerate_responses(world)
     probs = exact(path, prompt, responses).exp()  # (R,)
-    draws = [c.text for c in Sampler(path).generate([prompt], n=3000, seed=1)[0]]
+    draws = [c.text for c in hf_sampler(path).generate([prompt], n=3000, seed=1)[0]]
     freq = torch.tensor([draws.count(r) / len(draws) for r in responses], dtype=probs.dtype)
     assert 0.5 * float((freq - probs).abs().sum()) < 0.1
 
 
 def test_generation_is_reproducible_in_seed(saved):
     path, world = saved
-    sampler = Sampler(path)
+    sampler = hf_sampler(path)
     texts = lambda seed: [c.text for c in sampler.generate([world.prompts[1].text], 16,  # noqa: E731
                                                            seed=seed)[0]]
     assert texts(3) == texts(3)
     assert texts(3) != texts(4)
 
 
+def test_a_prompts_samples_do_not_depend_on_the_batch(saved):
+    path, world = saved
+    sampler = hf_sampler(path)
+    prompts = [p.text for p in world.prompts]
+    texts = lambda ps: [[c.text for c in row] for row in sampler.generate(ps, 8, seed=2)]  # noqa: E731
+    full = texts(prompts)
+    assert texts(prompts[1:2]) == full[1:2]
+    assert texts(prompts[::-1]) == full[::-1]
+
+
+def test_greedy_gives_n_copies_of_one_answer(saved):
+    path, world = saved
+    rows = hf_sampler(path).generate([world.prompts[0].text], n=3, temperature=0)[0]
+    assert len(rows) == 3 and len(set(rows)) == 1
+
+
 def test_reload_weights_scores_like_the_new_checkpoint(saved, tmp_path):
     path, world = saved
-    sampler = Sampler(path)
+    sampler = hf_sampler(path)
     prompt, responses = world.prompts[0].text, ["red", "red blue", "cat"]
     before = sampler.score([prompt] * 3, responses)
-    changed = Sampler(path)
+    changed = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     with torch.no_grad():
-        for p in changed.model.parameters():
+        for p in changed.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    changed.model.save_pretrained(tmp_path)
-    changed.tokenizer.save_pretrained(tmp_path)
+    changed.save_pretrained(tmp_path)
+    toy.build_tokenizer().save_pretrained(tmp_path)
     sampler.reload_weights(tmp_path)
     after = sampler.score([prompt] * 3, responses)
-    assert after == pytest.approx(Sampler(tmp_path).score([prompt] * 3, responses), abs=1e-6)
+    assert after == pytest.approx(hf_sampler(tmp_path).score([prompt] * 3, responses), abs=1e-6)
     assert max(abs(a - b) for a, b in zip(before, after, strict=True)) > 1e-3
 
 
@@ -81,10 +120,11 @@ def test_one_actor_serves_two_callers(saved):
     path, world = saved
     prompts = [p.text for p in world.prompts]
     responses = ["red", "cat dog", "blue", "one"]
-    local = Sampler(path).score(prompts, responses)
+    local = hf_sampler(path).score(prompts, responses)
     ray.init(num_cpus=2, include_dashboard=False)
     try:
-        actor = ray.remote(Sampler).options(num_cpus=1).remote(str(path), threads=1)
+        actor = ray.remote(Sampler).options(num_cpus=1).remote(str(path), "transformers",
+                                                                threads=1)
 
         @ray.remote(num_cpus=0.1)
         def caller(sampler, seed: int):
