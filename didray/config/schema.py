@@ -29,10 +29,22 @@ class ToyModel(Strict):
     sft_steps: PositiveInt = Field(600, description="SFT steps that fit pi_ref")
 
 
+class HFModel(Strict):
+    """A Hugging Face causal LM: pi_ref as published; the policy starts from it."""
+
+    path: str = Field(description="hub name, local directory, or python-package:NAME[/sub]")
+    gguf_file: str | None = Field(
+        None, description="a GGUF file inside `path`, dequantised once to safetensors")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="weights and training dtype (bfloat16 on GPUs)")
+    gradient_checkpointing: bool = Field(False, description="trade compute for memory")
+
+
 class Model(Strict):
     """The policy being trained; it starts as pi_ref."""
 
     toy: ToyModel = Field(default_factory=ToyModel, description="toy world recipe")
+    hf: HFModel | None = Field(None, description="world: hf: the model")
 
 
 class OffPolicy(Strict):
@@ -72,6 +84,25 @@ class Data(Strict):
 
     pairs_per_prompt: PositiveInt = Field(8, description="preference pairs drawn per prompt")
     seed: int = Field(0, description="seed of the data (fixed across trial seeds)")
+    source: str | None = Field(
+        None, description="world: hf: TRL-format dataset (hub name or local path) with a "
+        "`prompt` column; `chosen`/`rejected` for offpolicy and pg, `reference` for the "
+        "embedding scorer")
+    split: str = Field("train", description="world: hf: split of `source`")
+    max_prompts: PositiveInt | None = Field(None, description="world: hf: first N prompts only")
+
+
+class SamplerSettings(Strict):
+    """The sampler actors that draw pi_ref's responses for the regimes and evaluate policies."""
+
+    backend: Literal["auto", "vllm", "transformers"] = Field(
+        "auto", description="auto: vLLM when it is installed, else transformers")
+    actors: PositiveInt = Field(1, description="sampler actors in the pool")
+    cpus_per_actor: PositiveFloat = Field(1.0, description="CPUs each actor reserves")
+    gpus_per_actor: float = Field(0.0, ge=0, description="GPUs each actor reserves")
+    temperature: PositiveFloat = Field(1.0, description="sampling temperature of pi_ref draws")
+    max_tokens: PositiveInt = Field(
+        64, description="world: hf: longest sampled response (toy: its response length)")
 
 
 class Train(Strict):
@@ -118,19 +149,41 @@ class Scaling(Strict):
     max_concurrent_trials: PositiveInt = Field(1, description="trials running at once")
 
 
+class Scorer(Strict):
+    """The instruction-following score (hf world): a reward model, or embedding similarity to
+    each prompt's reference response where no reward model can be had."""
+
+    kind: Literal["reward_model", "embedding"] = Field(description="how responses are scored")
+    path: str = Field(description="hub name, local directory, or python-package:NAME[/sub]")
+
+
+class QASet(Strict):
+    """The knowledge-QA score (hf world)."""
+
+    source: str = Field(description="dataset with question, answer (str or aliases), choices")
+    split: str = Field("train", description="split of `source`")
+    limit: PositiveInt | None = Field(None, description="first N questions only")
+    mode: Literal["multiple_choice", "exact_match"] = Field(
+        "multiple_choice", description="choice log-likelihood, or greedy answer exact match")
+
+
 class Eval(Strict):
     """What is measured on every trained policy."""
 
     exact: bool = Field(True, description="toy world: exact DID entropy at every report")
     did_samples: PositiveInt = Field(32, description="K samples per prompt for DID estimates")
     bootstrap: PositiveInt = Field(200, description="bootstrap resamples for estimate CIs")
+    prompts: PositiveInt | None = Field(
+        None, description="world: hf: evaluate on the first N data prompts (default: all)")
+    scorer: Scorer | None = Field(None, description="world: hf: instruction-following score")
+    qa: QASet | None = Field(None, description="world: hf: knowledge-QA set")
 
 
 class Sweep(Strict):
     """A whole sweep file."""
 
     name: str = Field(pattern=NAME_PATTERN, description="results go to <storage>/<name>/")
-    world: Literal["toy"] = Field("toy", description="where policies live")
+    world: Literal["toy", "hf"] = Field("toy", description="where policies live")
     storage: Path = Field(Path("results"), description="results root (local path)")
     model: Model = Field(default_factory=Model, description="the policy / pi_ref")
     data: Data = Field(default_factory=Data, description="preference data")
@@ -139,9 +192,30 @@ class Sweep(Strict):
     search: Search = Field(description="swept axes")
     scaling: Scaling = Field(default_factory=Scaling, description="Ray resources")
     eval: Eval = Field(default_factory=Eval, description="evaluation")
+    sampler: SamplerSettings = Field(default_factory=SamplerSettings,
+                                     description="sampler actors")
+
+    @model_validator(mode="after")
+    def _world_sections(self) -> Sweep:
+        hf_only = {"model.hf": self.model.hf, "data.source": self.data.source,
+                   "eval.scorer": self.eval.scorer, "eval.qa": self.eval.qa}
+        if self.world == "toy":
+            given = [k for k, v in hf_only.items() if v is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} only apply to world: hf (world is toy)")
+            return self
+        missing = [k for k in ("model.hf", "data.source", "eval.scorer") if hf_only[k] is None]
+        if missing:
+            raise ValueError(f"world: hf needs {', '.join(missing)}")
+        if self.eval.exact and "exact" in self.eval.model_fields_set:
+            raise ValueError("eval.exact: true needs world: toy (hf responses cannot be "
+                             "enumerated); remove it")
+        return self
 
     @model_validator(mode="after")
     def _responses_fit(self) -> Sweep:
+        if self.world != "toy":
+            return self
         need = self.model.toy.max_response_tokens + 1  # content words + </s>
         if self.train.max_response_tokens < need:
             raise ValueError(

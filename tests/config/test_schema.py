@@ -100,3 +100,36 @@ def test_unparseable_files(tmp_path, capsys, text, expected):
 def test_missing_file(tmp_path, capsys):
     assert main(["validate", str(tmp_path / "nope.yaml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+HF = {"name": "h", "world": "hf", "model": {"hf": {"path": "m"}},
+      "data": {"source": "d.jsonl"}, "regimes": [{"kind": "pg", "name": "pg"}],
+      "search": {"beta": [0.1]}, "eval": {"scorer": {"kind": "embedding", "path": "e"}}}
+
+
+def test_hf_sections_belong_to_the_hf_world():
+    errors = errors_of(with_("data.source", "d.jsonl"))
+    assert errors == ["(top level): data.source only apply to world: hf (world is toy)"]
+
+
+@pytest.mark.parametrize("drop, named", [("model", "model.hf"), ("data", "data.source"),
+                                         ("eval", "eval.scorer")])
+def test_hf_world_names_what_it_lacks(drop, named):
+    data = {k: v for k, v in HF.items() if k != drop}
+    assert named in " ".join(errors_of(data))
+
+
+def test_hf_world_refuses_exact_evaluation():
+    data = {**HF, "eval": {**HF["eval"], "exact": True}}
+    assert "eval.exact" in " ".join(errors_of(data))
+    assert parse_sweep(HF).sampler.backend == "auto"  # and the minimal hf file is valid
+
+
+def test_hf_sweep_files_pin_what_they_claim():
+    cpu = load_sweep(Path(__file__).parents[2] / "sweeps/smollm2-cpu.yaml")
+    gpu = load_sweep(Path(__file__).parents[2] / "sweeps/qwen3-4b-ultrafeedback.yaml")
+    assert (cpu.model.hf.dtype, cpu.scaling.gpus_per_worker, cpu.sampler.gpus_per_actor) == (
+        "float32", 0, 0)
+    assert {r.kind for r in cpu.regimes} == {"pg", "powerlaw"} and len(cpu.search.beta) == 2
+    assert (gpu.model.hf.dtype, gpu.model.hf.gradient_checkpointing) == ("bfloat16", True)
+    assert gpu.scaling.gpus_per_worker == 1 and gpu.sampler.backend == "vllm"

