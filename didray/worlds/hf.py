@@ -13,9 +13,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from didray.errors import BadInput
+from didray.files import build_once
 
 PACKAGE_PREFIX = "python-package:"
 
@@ -72,21 +70,7 @@ def materialize_model(path: str, gguf_file: str | None, cache_dir: str | Path) -
     if not source.is_file():
         raise BadInput(f"{path}: no GGUF file {gguf_file!r} in {resolved}")
     final = Path(cache_dir) / _gguf_key(resolved, gguf_file, source)
-    if _complete(final):
-        return str(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
-    try:
-        _dequantise_into(resolved, gguf_file, tmp)
-        if final.exists() and not _complete(final):
-            shutil.rmtree(final)  # a stale partial entry from an older, non-atomic writer
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not _complete(final):  # someone else finished first: use theirs
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    build_once(final, _complete, lambda tmp: _dequantise_into(resolved, gguf_file, tmp))
     return str(final)
 
 

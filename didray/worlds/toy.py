@@ -28,10 +28,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-import os
 import random
-import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -53,6 +50,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from didray.files import build_once
 from didray.worlds.text import (
     LogitsHook,
     batched_response_logps,
@@ -617,28 +615,9 @@ def _complete(path: Path) -> bool:
 
 
 def fit_reference(spec: ToyWorldSpec, cache_dir: str | Path) -> Path:
-    """Build the world, SFT pi_ref, save it under cache_dir/<recipe hash>; reuse if complete.
-
-    Written into a temp dir first and moved with `os.replace`, so a crash never leaves a
-    half-written entry that would later be mistaken for a finished one.
-    """
-    cache_dir = Path(cache_dir)
-    final = cache_dir / spec.recipe_hash()
-    if _complete(final):
-        return final
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=cache_dir, prefix=f".tmp-{final.name}-"))
-    try:
-        _fit_into(spec, tmp)
-        if final.exists() and not _complete(final):
-            shutil.rmtree(final)  # a stale partial entry from an older, non-atomic writer
-        try:
-            os.replace(tmp, final)
-        except OSError:
-            if not _complete(final):  # someone else finished first: use theirs
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    """Build the world, SFT pi_ref, save it under cache_dir/<recipe hash>; reuse if complete."""
+    final = Path(cache_dir) / spec.recipe_hash()
+    build_once(final, _complete, lambda tmp: _fit_into(spec, tmp))
     return final
 
 
