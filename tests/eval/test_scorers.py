@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoModel, AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+from builders import save_plain
+from transformers import AutoModel, AutoTokenizer, LlamaForSequenceClassification
 
 from didray.errors import BadInput
 from didray.eval.scorers import (
@@ -147,16 +148,11 @@ RM_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}<s> user: "
 
 @pytest.fixture(scope="module")
 def tiny_reward_model(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("rm")
     tokenizer = toy.build_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                         head_dim=32, max_position_embeddings=64, num_labels=1,
-                         pad_token_id=tokenizer.pad_token_id)
-    LlamaForSequenceClassification(config).save_pretrained(out)
     tokenizer.chat_template = RM_TEMPLATE
-    tokenizer.save_pretrained(out)
+    torch.manual_seed(0)
+    out = save_plain(LlamaForSequenceClassification, tmp_path_factory.mktemp("rm"), tokenizer,
+                     num_labels=1)
     return out
 
 

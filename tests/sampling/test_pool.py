@@ -2,6 +2,7 @@
 
 import pytest
 import ray
+from builders import save_toy_policy
 
 from didray.config.schema import SamplerSettings
 from didray.sampling.pool import SamplerPool, shards
@@ -20,9 +21,7 @@ def test_shards_cover_in_order_and_never_empty():
 
 @pytest.mark.slow
 def test_two_actors_answer_like_one_sampler_in_order(tmp_path):
-    tokenizer = toy.build_tokenizer()
-    toy.build_model(SPEC, tokenizer).save_pretrained(tmp_path)
-    tokenizer.save_pretrained(tmp_path)
+    save_toy_policy(tmp_path, SPEC)
     prompts = [p.text for p in toy.build_world(SPEC).prompts]
     local = Sampler(tmp_path, backend="transformers", threads=1)
     expected = [[c.text for c in row] for row in local.generate(prompts, 4, seed=7)]

@@ -3,6 +3,7 @@
 import pytest
 import ray
 import torch
+from builders import save_toy_policy
 from transformers import AutoModelForCausalLM
 
 from didray.errors import BadInput
@@ -17,11 +18,7 @@ SPEC = toy.ToyWorldSpec(n_open_prompts=2, n_fact_prompts=2, response_alphabet=6,
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """An untrained toy policy saved like a checkpoint, and its world."""
-    out = tmp_path_factory.mktemp("policy")
-    tokenizer = toy.build_tokenizer()
-    toy.build_model(SPEC, tokenizer).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out, toy.build_world(SPEC)
+    return save_toy_policy(tmp_path_factory.mktemp("policy"), SPEC), toy.build_world(SPEC)
 
 
 def hf_sampler(path) -> Sampler:

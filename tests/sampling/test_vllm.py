@@ -6,6 +6,7 @@ from dataclasses import replace
 import pytest
 import ray
 import torch
+from builders import save_toy_policy
 from transformers import AutoModelForCausalLM
 
 from didray.config.schema import SamplerSettings
@@ -20,9 +21,7 @@ SPEC = toy.ToyWorldSpec(n_open_prompts=2, n_fact_prompts=2, response_alphabet=6,
 
 
 def save_policy(out, seed: int) -> None:
-    tokenizer = toy.build_tokenizer()
-    toy.build_model(replace(SPEC, seed=seed), tokenizer).save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    save_toy_policy(out, replace(SPEC, seed=seed))
 
 
 @pytest.fixture(scope="module")
@@ -96,6 +95,16 @@ def test_samples_depend_on_seed_and_prompt_only(engine):
     assert full != texts(engine.generate(PROMPTS, n=8, seed=4))
     assert texts(engine.generate(PROMPTS[2:3], n=8, seed=3)) == full[2:3]
     assert texts(engine.generate(PROMPTS[::-1], n=8, seed=3)) == full[::-1]
+
+
+def test_batches_beyond_the_engine_budget_draw_the_same_samples(engine):
+    # 40 x 200 seeded draws pass vLLM's 4096-token prefill budget and 256-sequence limit:
+    # split into engine-sized groups (and n into seeded slices), every prompt still gets
+    # exactly the draws it gets alone. Unsplit, the CPU sampler crashed here.
+    texts = lambda out: [[c.text for c in rows] for rows in out]  # noqa: E731
+    alone = texts(engine.generate(PROMPTS[:1], n=200, seed=5))[0]
+    crowd = texts(engine.generate(PROMPTS * 10, n=200, seed=5))
+    assert crowd[0] == alone and crowd[len(PROMPTS)] == alone
 
 
 def test_reload_weights_scores_like_the_new_checkpoint(engine, paths):

@@ -7,7 +7,8 @@ from pathlib import Path
 import datasets
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from builders import save_plain
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from didray.errors import BadInput
 from didray.worlds import toy
@@ -33,16 +34,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> str:
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory) -> Path:
     """A randomly initialised 2-layer Llama with the toy tokenizer (which has a chat template)."""
-    out = tmp_path_factory.mktemp("tiny")
-    tokenizer = toy.build_tokenizer()
     torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
-                         head_dim=32, max_position_embeddings=64,
-                         eos_token_id=tokenizer.eos_token_id,
-                         pad_token_id=tokenizer.pad_token_id)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    out = save_plain(LlamaForCausalLM, tmp_path_factory.mktemp("tiny"))
     return out
 
 
