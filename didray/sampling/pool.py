@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import ray
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from didray.config.schema import SamplerSettings
 from didray.sampling.sampler import Completion, Sampler, resolve_backend
@@ -42,7 +43,10 @@ class SamplerPool:
         remote = ray.remote(Sampler).options(  # Ray: one process per actor
             num_cpus=settings.cpus_per_actor, num_gpus=settings.gpus_per_actor,
             max_concurrency=1,  # an engine is not thread-safe: calls queue up
-            runtime_env=actor_env(self.backend))
+            runtime_env=actor_env(self.backend),
+            # Not inside the caller's placement group (a Tune trial's holds no CPU): the
+            # actors take the cluster's free resources like any other.
+            scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
         self.actors = [remote.remote(str(model_dir), self.backend, dtype, threads)
                        for _ in range(settings.actors)]
 

@@ -85,14 +85,40 @@ class VllmBackend:
 
         greedy = temperature == 0
         extra = {MASK_KEY: self._mask_args()} if self.space else None
-        # One request per prompt with its own seed (its n children get seed + i): a prompt's
-        # draws do not depend on the rest of the batch.
-        params = [SamplingParams(n=1 if greedy else n, temperature=temperature, top_p=top_p,
-                                 max_tokens=max_tokens, seed=prompt_seed(seed, p), logprobs=0,
-                                 extra_args=extra) for p in prompts]
-        outputs = self.llm.generate([self._prompt(p) for p in prompts], params, use_tqdm=False)
-        rows = [[self._completion(c) for c in out.outputs] for out in outputs]
+        rows: list[list[Completion]] = [[] for _ in prompts]
+        for batch in self._batches([self._prompt(p) for p in prompts], 1 if greedy else n):
+            # One request per (prompt, slice of its n) with its own seed: vLLM seeds child i
+            # of a request seed + i, so slices seeded at their offset draw what one request of
+            # all n would, and a prompt's draws do not depend on the rest of the batch.
+            params = [SamplingParams(n=count, temperature=temperature, top_p=top_p,
+                                     max_tokens=max_tokens, seed=prompt_seed(seed, prompts[i]) + at,
+                                     logprobs=0, extra_args=extra) for i, _, at, count in batch]
+            outputs = self.llm.generate([tokens for _, tokens, _, _ in batch], params,
+                                        use_tqdm=False)
+            for (i, _, _, _), out in zip(batch, outputs, strict=True):
+                rows[i] += [self._completion(c) for c in out.outputs]
         return [row * n if greedy else row for row in rows]
+
+    def _batches(self, tokens: list, n: int) -> list[list[tuple]]:
+        """(prompt index, tokens, child offset, count) requests, grouped so that every request
+        of a group is prefilled whole in the engine's first step. A seeded request whose
+        prefill is split across steps crashes vLLM's CPU sampler (its generators have no
+        offset to rewind), so a group stays within the token budget and the sequence limit."""
+        config = self.llm.llm_engine.vllm_config.scheduler_config
+        budget, max_seqs = config.max_num_batched_tokens, config.max_num_seqs
+        requests = []
+        for i, t in enumerate(tokens):
+            per = max(1, min(budget // len(t["prompt_token_ids"]), max_seqs))
+            requests += [(i, t, at, min(per, n - at)) for at in range(0, n, per)]
+        groups, used, seqs = [[]], 0, 0
+        for request in requests:
+            size = len(request[1]["prompt_token_ids"]) * request[3]
+            if groups[-1] and (used + size > budget or seqs + request[3] > max_seqs):
+                groups.append([])
+                used, seqs = 0, 0
+            groups[-1].append(request)
+            used, seqs = used + size, seqs + request[3]
+        return groups
 
     def score(self, prompts: list[str], completions: list[str]) -> list[float]:
         from vllm import SamplingParams, TokensPrompt
@@ -178,6 +204,7 @@ def _response_mask_class() -> type:
 
         def __init__(self, vllm_config, device, is_pin_memory) -> None:
             self.vocab_size = vllm_config.model_config.get_vocab_size()
+            self.device = device  # where the logits live (a GPU under CUDA vLLM)
             self.rows: dict[int, tuple[torch.Tensor, list[int]]] = {}  # batch row -> state
 
         def is_argmax_invariant(self) -> bool:
@@ -193,7 +220,7 @@ def _response_mask_class() -> type:
             space = toy.ResponseSpace(tuple(args["content"]), args["eos"], self.vocab_size,
                                       args["max_tokens"])
             # output_ids is the request's live list of generated tokens: its length is the step
-            return space.allowed(), output_ids
+            return space.allowed(self.device), output_ids
 
         def apply(self, logits: torch.Tensor) -> torch.Tensor:
             for row, (allowed, output_ids) in self.rows.items():
