@@ -1,29 +1,39 @@
-"""The prepare stage: pi_ref, each regime's dataset, and the reference log-prob caches.
+"""The prepare stage: pi_ref, each regime's dataset, the reference log-prob caches and, in the
+hf world, pi_ref's evaluation samples.
 
 Everything here is keyed by a content hash and written atomically, so a second run (or a
-resumed one) reuses it; `Caches` counts what was actually computed, for the manifest.
+resumed one) reuses it; `Caches` counts what was actually computed, for the manifest. pi_ref's
+draws come from the sampler actors, started on first use (a fully cached prepare starts none).
+Reference log-probs run as a Ray task with a training worker's resources, through the code
+training uses, so step 0 of every trial sits exactly at pi_ref.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import datasets
+import ray
 import torch
 from safetensors.torch import load_file, save_file
 
 from didray.config.schema import Sweep
 from didray.data.regimes import Sources, build_pairs
+from didray.data.sources import PoolFactory, hf_sources, toy_sources
 from didray.errors import BadInput
-from didray.sweep.results import content_hash
+from didray.eval import hf as hf_eval
+from didray.eval.scorers import make_scorer
+from didray.files import build_once
+from didray.sampling.pool import SamplerPool
+from didray.sampling.sampler import resolve_backend
+from didray.sweep.results import content_hash, write_json
 from didray.train.loop import PairTensors
-from didray.worlds import toy
+from didray.worlds import hf, toy
+from didray.worlds.policy import load_policy
 from didray.worlds.text import Encoded, batched_response_logps, encode, prompt_text
 
 Progress = Callable[[str], None]
@@ -53,8 +63,45 @@ class PreparedRegime:
 class PreparedSweep:
     world_dir: Path
     world_hash: str
-    enum_file: Path  # pi_ref's log-prob of every (prompt, response): (P, R)
     regimes: dict[str, PreparedRegime]
+    enum_file: Path | None = None  # toy: pi_ref's log-prob of every (prompt, response): (P, R)
+    eval_file: Path | None = None  # hf: pi_ref's evaluation samples and scores
+
+
+@dataclass(frozen=True)
+class World:
+    """A loaded world, as prepare needs it."""
+
+    dir: Path
+    hash: str
+    sources: Callable[[PoolFactory], Sources]
+    score_key: object = None  # what pair scores depend on besides the world (hf: the scorer)
+    enum_file: Path | None = None
+    evaluate_ref: Callable[[PoolFactory], Path] | None = None  # hf: writes the eval file
+
+
+class LazyPool:
+    """The sampler pool over pi_ref, started on first call; `close` releases its actors."""
+
+    def __init__(self, world_dir: Path, sweep: Sweep, progress: Progress) -> None:
+        self.world_dir, self.sweep, self.progress = world_dir, sweep, progress
+        self.pool: SamplerPool | None = None
+
+    def __call__(self) -> SamplerPool:
+        if self.pool is None:
+            s = self.sweep.sampler
+            self.progress(f"sampler: starting {s.actors} {resolve_backend(s.backend)} "
+                          "actor(s) on pi_ref")
+            self.pool = SamplerPool(self.world_dir, s, model_dtype(self.sweep))
+        return self.pool
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.close()
+
+
+def model_dtype(sweep: Sweep) -> str:
+    return sweep.model.hf.dtype if sweep.world == "hf" else "float32"
 
 
 def toy_spec(sweep: Sweep) -> toy.ToyWorldSpec:
@@ -73,35 +120,63 @@ def check_prompt_lengths(world: toy.ToyWorld, tokenizer, max_prompt: int) -> Non
                        f"{longest} tokens; set it to at least {longest}")
 
 
-def toy_sources(world: toy.ToyWorld, ref_table: torch.Tensor) -> Sources:
-    """Samplers over the enumerated space: exact draws from pi_ref's table and from uniform."""
-    responses = toy.enumerate_responses(world)
-    index = {p.text: i for i, p in enumerate(world.prompts)}
-    probs = ref_table.exp()  # (P, R)
+def toy_world(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) -> World:
+    """Fit (or reuse) the toy pi_ref and enumerate its log-probs once for exact evaluation."""
+    spec = toy_spec(sweep)
+    world_hash = spec.recipe_hash()
+    cache_root = sweep.storage / "cache"
+    cached = (cache_root / "toy" / world_hash).is_dir()
+    progress(f"pi_ref: toy world {world_hash} ({'cached' if cached else 'fitting by SFT'})")
+    world_dir = toy.fit_reference(spec, cache_root / "toy")
+    caches.note(f"pi_ref/{world_hash}", not cached)
+    world, model, tokenizer = toy.load_world(world_dir)
+    check_prompt_lengths(world, tokenizer, sweep.train.max_prompt_tokens)
 
-    def sample_ref(prompt: str, n: int, g: torch.Generator) -> list[str]:
-        idx = torch.multinomial(probs[index[prompt]], n, replacement=True, generator=g)
-        return [responses[i] for i in idx.tolist()]
+    enum_file = sweep_dir / "data" / f"ref-enumeration-{world_hash}.pt"
+    fresh = not enum_file.exists()
+    if fresh:
+        progress(f"pi_ref: enumerating {len(world.prompts)} prompts x "
+                 f"{toy.response_space_size(world)} responses")
+        enum_file.parent.mkdir(parents=True, exist_ok=True)
+        table = toy.enumerate_logps(model, tokenizer, world)  # (P, R)
+        torch.save(table, enum_file.with_suffix(".tmp"))
+        os.replace(enum_file.with_suffix(".tmp"), enum_file)
+    caches.note(f"enumeration/{enum_file.stem}", fresh)
+    return World(world_dir, world_hash, lambda pool: toy_sources(world, sweep, pool),
+                 enum_file=enum_file)
 
-    def sample_uniform(prompt: str, n: int, g: torch.Generator) -> list[str]:
-        return [responses[i] for i in torch.randint(len(responses), (n,), generator=g).tolist()]
 
-    def best(prompt: str) -> str:
-        return max(responses, key=lambda r: world.reward(prompt, r))
+def hf_world(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) -> World:
+    """pi_ref as published (a GGUF dequantised once), the data's prompts, and the scorer."""
+    m, data = sweep.model.hf, sweep.data
+    progress(f"pi_ref: {m.path}" + (f" ({m.gguf_file})" if m.gguf_file else ""))
+    world_dir = Path(hf.materialize_model(m.path, m.gguf_file, sweep.storage / "cache" / "hf"))
+    world_hash = content_hash(m.model_dump(exclude={"gradient_checkpointing"}))
+    rows = hf.load_preference_rows(data.source, data.split, data.max_prompts)
+    progress(f"data: {len(rows)} prompts from {data.source}")
+    references = {r["prompt"]: r["reference"] for r in rows if r.get("reference")}
+    scorer = make_scorer(sweep.eval.scorer.kind, sweep.eval.scorer.path, references)
+    prompts = [r["prompt"] for r in rows][: sweep.eval.prompts]
 
-    return Sources([p.text for p in world.prompts], [p.family for p in world.prompts],
-                   world.reward, sample_ref, sample_uniform, best)
+    def evaluate_ref(pool: PoolFactory) -> Path:
+        key = content_hash(world_hash, prompts, sweep.eval.model_dump(), sampling_key(sweep))
+        path = sweep_dir / "data" / f"ref-eval-{key}.json"
+        fresh = not path.exists()
+        if fresh:
+            progress(f"eval: pi_ref's samples and greedy responses on {len(prompts)} prompts")
+            write_json(hf_eval.reference_eval(pool(), prompts, sweep, scorer, references), path)
+        caches.note(f"ref-eval/{key}", fresh)
+        return path
+
+    return World(world_dir, world_hash, lambda pool: hf_sources(rows, scorer, sweep, pool),
+                 score_key=sweep.eval.scorer.model_dump(), evaluate_ref=evaluate_ref)
 
 
-def _atomic_dir(final: Path, write: Callable[[Path], None]) -> None:
-    """Write a directory under a temporary name, then rename it into place."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}."))
-    try:
-        write(tmp)
-        os.replace(tmp, final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+def sampling_key(sweep: Sweep) -> dict:
+    """What pi_ref's draws depend on besides the world and the seed."""
+    s = sweep.sampler
+    return {"backend": resolve_backend(s.backend), "temperature": s.temperature,
+            "max_tokens": s.max_tokens}
 
 
 def save_pair_tensors(data: PairTensors, path: Path) -> None:
@@ -118,71 +193,77 @@ def load_pair_tensors(path: Path) -> PairTensors:
                        t["ref_logps"])
 
 
+def reference_cache(world_dir: str, dtype: str, prompts: list[str], responses: list[str],
+                    lengths: tuple[int, int], threads: int) -> PairTensors:
+    """Tokenise the pairs and score them under pi_ref (run as a Ray task: a GPU if asked)."""
+    torch.set_num_threads(threads)
+    model, tokenizer, hook = load_policy(world_dir, dtype)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    enc = encode(tokenizer, prompts, responses, *lengths)
+    ref = batched_response_logps(model.to(device).eval(), enc.to(device), hook, batch_size=16)
+    return PairTensors(enc, ref.float().cpu())
+
+
 def prepare(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) -> PreparedSweep:
-    """Fit (or reuse) pi_ref, then build every swept regime's data and reference cache."""
-    spec = toy_spec(sweep)
-    world_hash = spec.recipe_hash()
-    cache_root = sweep.storage / "cache"
-    cached = (cache_root / "toy" / world_hash).is_dir()
-    progress(f"pi_ref: toy world {world_hash} ({'cached' if cached else 'fitting by SFT'})")
-    world_dir = toy.fit_reference(spec, cache_root / "toy")
-    caches.note(f"pi_ref/{world_hash}", not cached)
-    world, model, tokenizer = toy.load_world(world_dir)
+    """pi_ref, then every swept regime's data and reference cache (needs Ray started).
 
-    check_prompt_lengths(world, tokenizer, sweep.train.max_prompt_tokens)
-    enum_file = sweep_dir / "data" / f"ref-enumeration-{world_hash}.pt"
-    fresh = not enum_file.exists()
-    if fresh:
-        progress(f"pi_ref: enumerating {len(world.prompts)} prompts x "
-                 f"{toy.response_space_size(world)} responses")
-        enum_file.parent.mkdir(parents=True, exist_ok=True)
-        table = toy.enumerate_logps(model, tokenizer, world)  # (P, R)
-        torch.save(table, enum_file.with_suffix(".tmp"))
-        os.replace(enum_file.with_suffix(".tmp"), enum_file)
-    caches.note(f"enumeration/{enum_file.stem}", fresh)
-    ref_table = torch.load(enum_file)
-    sources = toy_sources(world, ref_table)
-
-    regimes = {}
-    for name in sweep.regime_names():
-        regimes[name] = prepare_regime(sweep, name, world_hash, sources, model, tokenizer,
-                                       sweep_dir, caches, progress)
-    return PreparedSweep(world_dir, world_hash, enum_file, regimes)
+    The sampler actors are closed before any reference task starts: on a small node both
+    could not hold their CPUs at once."""
+    world = (toy_world if sweep.world == "toy" else hf_world)(sweep, sweep_dir, caches, progress)
+    pool = LazyPool(world.dir, sweep, progress)
+    try:
+        sources = world.sources(pool)
+        data = {name: build_regime(sweep, name, world, sources, sweep_dir, caches, progress)
+                for name in sweep.regime_names()}
+        eval_file = world.evaluate_ref(pool) if world.evaluate_ref else None
+    finally:
+        pool.close()
+    regimes = {name: reference_for(sweep, name, world, *data[name], caches, progress)
+               for name in data}
+    return PreparedSweep(world.dir, world.hash, regimes, world.enum_file, eval_file)
 
 
-def prepare_regime(
-    sweep: Sweep, name: str, world_hash: str, sources: Sources, model, tokenizer,
-    sweep_dir: Path, caches: Caches, progress: Progress,
-) -> PreparedRegime:
-    """Build the regime's dataset once (keyed by its recipe) and its reference cache once
-    (keyed by model, tokenizer, data and max lengths); reuse both when present."""
-    regime, data_cfg, train = sweep.regime(name), sweep.data, sweep.train
-    data_hash = content_hash(world_hash, regime.model_dump(), data_cfg.model_dump())
+def build_regime(sweep: Sweep, name: str, world: World, sources: Sources, sweep_dir: Path,
+                 caches: Caches, progress: Progress) -> tuple[Path, str]:
+    """The regime's dataset, built once (keyed by its recipe): its directory and hash."""
+    regime, data_cfg = sweep.regime(name), sweep.data
+    sampled = sampling_key(sweep) if regime.kind != "offpolicy" else None
+    data_hash = content_hash(world.hash, regime.model_dump(), data_cfg.model_dump(),
+                             world.score_key, sampled)
     data_dir = sweep_dir / "data" / f"{name}-{data_hash}"
     built = not data_dir.exists()
     if built:
         progress(f"data: building regime {name!r} ({regime.kind})")
         rows = build_pairs(regime, sources, data_cfg.pairs_per_prompt, data_cfg.seed)
-        meta = {"regime": regime.model_dump(), "data_hash": data_hash, "world_hash": world_hash}
+        meta = {"regime": regime.model_dump(), "data_hash": data_hash, "world_hash": world.hash}
         dataset = datasets.Dataset.from_list(rows, info=datasets.DatasetInfo(
             description=f"didray regime {name}", config_name=json.dumps(meta)))
-        _atomic_dir(data_dir, lambda tmp: dataset.save_to_disk(str(tmp)))
+        build_once(data_dir, Path.exists, lambda tmp: dataset.save_to_disk(str(tmp)))
     caches.note(f"data/{name}-{data_hash}", built)
+    return data_dir, data_hash
+
+
+def reference_for(sweep: Sweep, name: str, world: World, data_dir: Path, data_hash: str,
+                  caches: Caches, progress: Progress) -> PreparedRegime:
+    """The regime's reference cache, computed once (keyed by model, data and max lengths)."""
+    train = sweep.train
     dataset = datasets.load_from_disk(str(data_dir))
     if len(dataset) < train.batch_size:
         raise BadInput(f"regime {name!r} has {len(dataset)} pairs, fewer than "
-                         f"train.batch_size={train.batch_size}; raise data.pairs_per_prompt")
-
+                       f"train.batch_size={train.batch_size}; raise data.pairs_per_prompt")
     lengths = (train.max_prompt_tokens, train.max_response_tokens)
-    ref_hash = content_hash(world_hash, data_hash, lengths)
+    ref_hash = content_hash(world.hash, data_hash, lengths)
     ref_file = data_dir.parent / f"{name}-{data_hash}.ref-{ref_hash}.safetensors"
     fresh = not ref_file.exists()
     if fresh:
         progress(f"data: reference log-probs for {name!r} ({len(dataset)} pairs)")
+        scaling = sweep.scaling
+        task = ray.remote(reference_cache).options(  # Ray: a training worker's resources
+            num_cpus=scaling.cpus_per_worker, num_gpus=scaling.gpus_per_worker)
         prompts = list(dataset["prompt"]) * 2
         responses = list(dataset["chosen"]) + list(dataset["rejected"])
-        enc = encode(tokenizer, prompts, responses, *lengths)
-        ref = batched_response_logps(model, enc, toy.response_hook(model, tokenizer))  # (2N,)
-        save_pair_tensors(PairTensors(enc, ref), ref_file)
+        ref = ray.get(task.remote(str(world.dir), model_dtype(sweep), prompts, responses,
+                                  lengths, max(1, round(scaling.cpus_per_worker))))
+        save_pair_tensors(ref, ref_file)
     caches.note(f"ref/{ref_hash}", fresh)
     return PreparedRegime(name, data_dir, data_hash, ref_file, ref_hash, len(dataset))

@@ -38,6 +38,16 @@ def _estimate(method: tuple[str, str], log_ratio: Tensor, proposal_logp: Tensor,
     return est, low, high
 
 
+def method_rows(method: tuple[str, str], log_ratio: Tensor, proposal_logp: Tensor, ids: Tensor,
+                n_boot: int, generator: torch.Generator, exact: Tensor | None) -> list[dict]:
+    """One row per prompt for one method; log_ratio, proposal_logp, ids: (P, K); exact (P,)."""
+    est, low, high = _estimate(method, log_ratio, proposal_logp, ids, n_boot, generator)
+    return [{"prompt_id": p, "estimator": est.estimator, "k": est.k, "proposal": est.proposal,
+             "estimate": float(est.value[p]), "ci_low": float(low[p]), "ci_high": float(high[p]),
+             "exact": None if exact is None else float(exact[p])}
+            for p in range(log_ratio.shape[0])]
+
+
 def entropy_estimates(
     logp: Tensor, logp_ref: Tensor, k: int, n_boot: int = 200, seed: int = 0
 ) -> list[dict]:
@@ -53,10 +63,25 @@ def entropy_estimates(
         source = logp if method[1] == "policy" else logp_ref  # (P, R)
         ids = torch.multinomial(source.exp(), k, replacement=True, generator=generator)  # (P, K)
         log_ratio = logp.gather(-1, ids) - logp_ref.gather(-1, ids)  # (P, K)
-        est, low, high = _estimate(method, log_ratio, source.gather(-1, ids), ids, n_boot,
-                                   generator)
-        rows += [{"prompt_id": p, "estimator": est.estimator, "k": est.k,
-                  "proposal": est.proposal, "estimate": float(est.value[p]),
-                  "ci_low": float(low[p]), "ci_high": float(high[p]), "exact": float(exact[p])}
-                 for p in range(logp.shape[0])]
+        rows += method_rows(method, log_ratio, source.gather(-1, ids), ids, n_boot, generator,
+                            exact)
+    return rows
+
+
+def text_ids(texts: list[list[str]]) -> Tensor:
+    """(P, K) ids of sampled texts, equal where the text is equal within a prompt's row."""
+    return torch.tensor([[row.index(t) for t in row] for row in texts], dtype=torch.long)
+
+
+def sample_estimates(samples: dict[str, tuple[list[list[str]], Tensor, Tensor]], n_boot: int,
+                     seed: int = 0) -> list[dict]:
+    """Estimates from real samples (no exact value): per proposal ("policy", "ref") the texts
+    (P, K) and their log-probs under the policy and pi_ref, each (P, K)."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for method in METHODS:
+        texts, logp, logp_ref = samples[method[1]]
+        proposal_logp = logp if method[1] == "policy" else logp_ref
+        rows += method_rows(method, logp - logp_ref, proposal_logp, text_ids(texts), n_boot,
+                            generator, None)
     return rows

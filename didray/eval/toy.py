@@ -11,7 +11,6 @@ import torch
 from torch import Tensor
 
 from didray.core.did import did_entropy
-from didray.core.dpo import dpo_loss
 
 
 def win_rate(p: Tensor, q: Tensor, scores: Tensor) -> Tensor:
@@ -55,30 +54,9 @@ def evaluate_tables(
     }
 
 
-def displacement(
-    logp: Tensor, logp_ref: Tensor, prompt_ids: Tensor, chosen: Tensor, rejected: Tensor
-) -> dict[str, float]:
-    """Mean log-likelihood change of the dataset's chosen and rejected responses (DESIGN 1.6).
-
-    prompt_ids, chosen, rejected: (N,) indices into the (P, R) tables.
-    """
-    shift = logp - logp_ref  # (P, R)
-    return {
-        "chosen_displacement": float(shift[prompt_ids, chosen].mean()),
-        "rejected_displacement": float(shift[prompt_ids, rejected].mean()),
-    }
-
-
-def dataset_dpo_metrics(
-    logp: Tensor, logp_ref: Tensor, prompt_ids: Tensor, chosen: Tensor, rejected: Tensor,
-    beta: float, loss_type: str,
-) -> dict[str, float]:
-    """The trained objective over the whole regime dataset (log 2 at pi_ref for sigmoid)."""
-    rows_c, rows_r = (prompt_ids, chosen), (prompt_ids, rejected)
-    losses, metrics = dpo_loss(logp[rows_c], logp[rows_r], logp_ref[rows_c], logp_ref[rows_r],
-                               beta, loss_type)
-    return {"dpo_loss": float(losses.mean()),
-            "reward_accuracy": float(metrics["rewards/accuracies"])}
+def table_pairs(logp: Tensor, prompt_ids: Tensor, chosen: Tensor, rejected: Tensor) -> Tensor:
+    """(2N,) entries of a (P, R) table for the pairs (indices (N,) each), chosen rows first."""
+    return torch.cat([logp[prompt_ids, chosen], logp[prompt_ids, rejected]])
 
 
 def index_responses(responses: list[str], texts: list[str]) -> Tensor:

@@ -19,6 +19,10 @@ RAY_ENV = {
     # didray's results callback rewrites Parquet; on 2 busy cores that can pass Tune's
     # 0.5 s "performance bottleneck" warning threshold without slowing anything real.
     "TUNE_WARN_THRESHOLD_S": "2",
+    # A trial whose Train workers cannot start yet (another trial's workers or evaluation
+    # actor hold the CPUs; Tune restarts every errored trial of a resumed sweep at once) waits
+    # for them instead of failing after Train's default 60 s.
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "3600",
 }
 
 # Ray reads them when it is imported and when it starts processes, so they are set before any

@@ -16,8 +16,9 @@ from pathlib import Path
 import polars as pl
 
 from didray.config.schema import Sweep
-from didray.data.prepare import Caches, PreparedSweep, prepare
+from didray.data.prepare import Caches, PreparedSweep, model_dtype, prepare
 from didray.errors import BadInput
+from didray.sampling.sampler import resolve_backend
 from didray.sweep import RAY_ENV
 from didray.sweep.progress import ResultsWriter
 from didray.sweep.results import read_json, write_json
@@ -50,8 +51,13 @@ def trial_constants(sweep: Sweep, prepared: PreparedSweep, sweep_dir: Path) -> d
         "threads": max(1, int(scaling.cpus_per_worker)),
         "eval": sweep.eval.model_dump(),
         "sweep_dir": str(sweep_dir),
+        "world": sweep.world,
         "world_dir": str(prepared.world_dir),
-        "enum_file": str(prepared.enum_file),
+        "dtype": model_dtype(sweep),
+        "gradient_checkpointing": bool(sweep.model.hf and sweep.model.hf.gradient_checkpointing),
+        "sampler": sweep.sampler.model_dump(),
+        "enum_file": prepared.enum_file and str(prepared.enum_file),
+        "eval_file": prepared.eval_file and str(prepared.eval_file),
         "train_storage": str(sweep_dir / "train"),
         "regimes": {name: {"ref_file": str(r.ref_file), "data_dir": str(r.data_dir)}
                     for name, r in prepared.regimes.items()},
@@ -111,10 +117,10 @@ def trial_table():
 def build_tuner(sweep: Sweep, space: dict, sweep_dir: Path, writer: ResultsWriter, resume: bool):
     from ray import tune
 
-    from didray.sweep.trial import TRIAL_CPU, run_trial
+    from didray.sweep.trial import TRIAL_RESOURCES, run_trial
 
     # The trial function only waits on its Train run; its workers hold the real CPUs.
-    trainable = tune.with_resources(run_trial, {"CPU": TRIAL_CPU})
+    trainable = tune.with_resources(run_trial, TRIAL_RESOURCES)
     tune_dir = sweep_dir / "tune"
     if resume and tune_dir.exists():
         return tune.Tuner.restore(str(tune_dir), trainable=trainable,
@@ -132,6 +138,19 @@ def build_tuner(sweep: Sweep, space: dict, sweep_dir: Path, writer: ResultsWrite
     )
 
 
+def fit(tuner, sweep: Sweep):
+    """`tuner.fit()` while the trials' slot actor lives (`didray.sweep.trial.TrialSlots`)."""
+    import ray
+
+    from didray.sweep.trial import start_slots
+
+    slots = start_slots(sweep.name, sweep.scaling.max_concurrent_trials)
+    try:
+        return tuner.fit()
+    finally:
+        ray.kill(slots)
+
+
 def versions() -> dict[str, str]:
     names = ("didray", "ray", "torch", "transformers", "datasets", "polars", "pydantic")
     return {n: importlib.metadata.version(n) for n in names}
@@ -144,6 +163,8 @@ def write_manifest(sweep: Sweep, source: str, prepared: PreparedSweep, counts: d
         "sweep": sweep.model_dump(mode="json"),
         "sweep_file": source,
         "world_hash": prepared.world_hash,
+        "sampler_backend": resolve_backend(sweep.sampler.backend),
+        "eval_file": prepared.eval_file and str(prepared.eval_file),
         "regimes": {n: {"data_hash": r.data_hash, "ref_hash": r.ref_hash, "pairs": r.n_pairs,
                         "data_dir": str(r.data_dir), "ref_file": str(r.ref_file)}
                     for n, r in prepared.regimes.items()},
@@ -170,6 +191,7 @@ def run_sweep(sweep: Sweep, source: str, address: str | None = None,
     old = read_json(sweep_dir / "manifest.json", {}) or {}
     started = time.time()
     caches = Caches()
+    start_ray(address)  # prepare samples pi_ref's responses on sampler actors
     prepared = prepare(sweep, sweep_dir, caches, say)
     # Counts accumulate over runs: a resumed sweep still shows each cache computed once.
     counts = dict(old.get("cache_computations", {}))
@@ -180,12 +202,11 @@ def run_sweep(sweep: Sweep, source: str, address: str | None = None,
     runs = [*old.get("runs", []), run]
     write_manifest(sweep, source, prepared, counts, runs, sweep_dir)
 
-    start_ray(address)
     space = {**search_space(sweep), **trial_constants(sweep, prepared, sweep_dir)}
     writer = ResultsWriter(sweep_dir, sweep.train.steps, regime_columns(sweep))
     tuner = build_tuner(sweep, space, sweep_dir, writer, resume)
     say(f"ray: running trials; results in {sweep_dir}")
-    grid = tuner.fit()
+    grid = fit(tuner, sweep)
     statuses = pl.read_parquet(sweep_dir / "trials.parquet")["status"].to_list()
     ended = statuses.count("TERMINATED") + statuses.count("ERROR")
     run.update(trials_s=time.time() - started - run["prepare_s"],

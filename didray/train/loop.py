@@ -24,6 +24,9 @@ class PairTensors:
     def n(self) -> int:
         return self.ref_logps.shape[0] // 2
 
+    def to(self, device: torch.device | str) -> PairTensors:
+        return PairTensors(self.enc.to(device), self.ref_logps.to(device))
+
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int, rank: int = 0,
                   world_size: int = 1) -> Tensor:

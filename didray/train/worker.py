@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import ray
@@ -21,15 +22,14 @@ from didray.eval.toy import evaluate_tables, score_table
 from didray.sweep.metrics import export_step_metrics
 from didray.train.loop import make_optimizer, train_dpo
 from didray.worlds import toy
+from didray.worlds.policy import load_policy
 
 
-def load_policy(path: str | Path) -> torch.nn.Module:
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-
-
-def save_checkpoint(model: torch.nn.Module, optimizer, step: int, out: Path) -> None:
-    """Weights as safetensors (what evaluation and samplers load) plus the optimizer to resume."""
+def save_checkpoint(model: torch.nn.Module, tokenizer, optimizer, step: int, out: Path) -> None:
+    """Weights as safetensors with the tokenizer (a checkpoint loads on its own, in
+    transformers or vLLM), plus the optimizer state to resume from."""
     model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
     torch.save(optimizer.state_dict(), out / "optimizer.pt")
     (out / "state.json").write_text(json.dumps({"step": step}))
 
@@ -40,20 +40,29 @@ def restore(model: torch.nn.Module) -> tuple[int, dict | None]:
     if checkpoint is None:
         return 0, None
     with checkpoint.as_directory() as d:
-        model.load_state_dict(load_policy(d).state_dict())
+        model.load_state_dict(AutoModelForCausalLM.from_pretrained(d).state_dict())
         state = torch.load(Path(d) / "optimizer.pt")
         step = json.loads((Path(d) / "state.json").read_text())["step"]
     return step, state
 
 
-def exact_did_metrics(model, tokenizer, world, ref_table, scores) -> dict[str, float]:
-    """DID entropy and scores of the current policy by enumeration (toy world only)."""
-    model.eval()
-    table = toy.enumerate_logps(model, tokenizer, world)  # (P, R)
-    model.train()
-    out = evaluate_tables(table, ref_table, *scores)
-    return {"did/entropy": out["did_entropy"], "eval/instruction_score": out["instruction_score"],
-            "eval/qa_accuracy": out["qa_accuracy"]}
+def exact_reporter(cfg: dict, tokenizer) -> Callable[[torch.nn.Module], dict[str, float]]:
+    """DID entropy and scores of the current policy by enumeration (toy world only); the
+    world's tables are loaded once per run, not at every report."""
+    world = toy.load_world(cfg["world_dir"])[0]
+    ref_table = torch.load(cfg["enum_file"])  # (P, R)
+    scores = score_table(world)
+
+    def report(model: torch.nn.Module) -> dict[str, float]:
+        model.eval()
+        table = toy.enumerate_logps(model, tokenizer, world)  # (P, R)
+        model.train()
+        out = evaluate_tables(table, ref_table, *scores)
+        return {"did/entropy": out["did_entropy"],
+                "eval/instruction_score": out["instruction_score"],
+                "eval/qa_accuracy": out["qa_accuracy"]}
+
+    return report
 
 
 def train_worker(cfg: dict) -> None:
@@ -65,11 +74,12 @@ def train_worker(cfg: dict) -> None:
     context = ray.train.get_context()  # Ray
     rank, world_size = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(cfg["seed"])
-    world, model, tokenizer = toy.load_world(cfg["world_dir"])
-    hook = toy.response_hook(model, tokenizer)
-    data = load_pair_tensors(Path(cfg["ref_file"]))
-    ref_table = torch.load(cfg["enum_file"])
-    scores = score_table(world)  # fixed for the run: computed once, used at every report
+    model, tokenizer, hook = load_policy(cfg["world_dir"], cfg["dtype"],
+                                         cfg["gradient_checkpointing"])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    data = load_pair_tensors(Path(cfg["ref_file"])).to(device)
+    toy_exact = cfg["world"] == "toy" and cfg["eval"]["exact"]  # hf responses cannot be enumerated
+    exact = exact_reporter(cfg, tokenizer) if toy_exact and rank == 0 else None
     train = cfg["train"]
 
     start, optimizer_state = restore(model)
@@ -87,15 +97,15 @@ def train_worker(cfg: dict) -> None:
         # The node id shows where a sweep's trials ran on a multi-node cluster.
         metrics = {"step": step, "node_id": ray.get_runtime_context().get_node_id(),
                    "workers": world_size, **metrics}
-        if cfg["eval"]["exact"] and rank == 0:
-            metrics |= exact_did_metrics(plain, tokenizer, world, ref_table, scores)
+        if exact is not None:
+            metrics |= exact(plain)
         if rank == 0:
             export_step_metrics(metrics, {"sweep": cfg["sweep"], "trial": cfg["trial_id"],
                                           "beta": cfg["beta"], "regime": cfg["regime"]})
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0 and (step % train["checkpoint_every"] == 0 or last):
-                save_checkpoint(plain, optimizer, step, Path(tmp))
+                save_checkpoint(plain, tokenizer, optimizer, step, Path(tmp))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)  # Ray
             ray.train.report(metrics, checkpoint=checkpoint)  # Ray: every rank must call it
 

@@ -31,6 +31,10 @@ class Encoded:
         return Encoded(self.input_ids[index], self.attention_mask[index],
                        self.response_mask[index])
 
+    def to(self, device: torch.device | str) -> Encoded:
+        return Encoded(self.input_ids.to(device), self.attention_mask.to(device),
+                       self.response_mask.to(device))
+
 
 def prompt_text(tokenizer, prompt: str) -> str:
     """The chat-templated prompt the policy sees (generation prompt included)."""

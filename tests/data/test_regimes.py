@@ -11,12 +11,19 @@ from didray.data.regimes import Sources, build_pairs, resample_rejected
 SCORES = {"a": 1.0, "b": 0.0}
 
 
-def uniform(prompt: str, n: int, g: torch.Generator) -> list[str]:
-    return [("a", "b")[i] for i in torch.randint(2, (n,), generator=g).tolist()]
+def uniform(prompts: list[str], n: int, seed: int) -> list[list[str]]:
+    g = torch.Generator().manual_seed(seed)
+    return [[("a", "b")[i] for i in torch.randint(2, (n,), generator=g).tolist()]
+            for _ in prompts]
 
 
-SOURCES = Sources(prompts=["p"], families=["open"], score=lambda p, r: SCORES[r],
-                  sample_ref=uniform, sample_offpolicy=uniform, best_response=lambda p: "a")
+def given(per_prompt: int, seed: int) -> list[tuple[int, str, str]]:
+    return [(0, "b", "a")] * per_prompt  # as given, even against the score
+
+
+SOURCES = Sources(prompts=["p"], families=["open"],
+                  score=lambda ps, rs: [SCORES[r] for r in rs],
+                  sample_ref=uniform, given_pairs=given, best_response=lambda i: "a")
 
 
 def test_resample_weights_hand_derived():
@@ -45,10 +52,9 @@ def test_pg_chosen_is_best_and_rejected_differs():
     assert rows[0]["chosen_score"] == 1.0 and rows[0]["rejected_score"] == 0.0
 
 
-def test_offpolicy_orders_pairs_by_score():
-    rows = build_pairs(OffPolicy(kind="offpolicy", name="op"), SOURCES, per_prompt=50, seed=0)
-    assert all(r["chosen_score"] >= r["rejected_score"] for r in rows)
-    assert all(r["chosen"] != r["rejected"] for r in rows)
+def test_offpolicy_keeps_the_given_pairs():
+    rows = build_pairs(OffPolicy(kind="offpolicy", name="op"), SOURCES, per_prompt=3, seed=0)
+    assert [(r["chosen"], r["rejected"], r["chosen_score"]) for r in rows] == [("b", "a", 0.0)] * 3
 
 
 def test_build_is_deterministic_in_seed():

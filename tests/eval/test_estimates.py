@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from didray.eval.estimates import METHODS, entropy_estimates
+from didray.eval.estimates import METHODS, entropy_estimates, sample_estimates, text_ids
 
 
 def tables(p: int = 3, r: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,3 +51,20 @@ def test_estimates_approach_exact_as_k_grows():
     for method in METHODS:
         assert large[method] < 0.05, (method, large[method])
         assert large[method] < small[method] / 3, (method, small[method], large[method])
+
+
+def test_sample_estimates_from_texts_dedup_by_text():
+    # Policy = pi_ref: every log-ratio is 0, so the deduplicated plug-in is log(#distinct
+    # texts) exactly, whatever the log-probs; texts alone define what counts as distinct.
+    texts = [["a", "b", "a", "c"], ["x", "x", "x", "x"]]
+    logp = torch.log(torch.tensor([[0.5, 0.25, 0.5, 0.25], [1.0] * 4], dtype=torch.float64))
+    rows = sample_estimates({"policy": (texts, logp, logp), "ref": (texts, logp, logp)},
+                            n_boot=20)
+    plugin = [r for r in rows if r["estimator"] == "plugin"]
+    assert [r["estimate"] for r in plugin] == pytest.approx([math.log(3), 0.0])
+    assert all(r["exact"] is None and r["k"] == 4 for r in rows)
+    assert {(r["estimator"], r["proposal"]) for r in rows} == set(METHODS)
+
+
+def test_text_ids_mark_equal_texts_within_a_prompt():
+    assert text_ids([["a", "b", "a"], ["b", "b", "c"]]).tolist() == [[0, 1, 0], [0, 0, 2]]

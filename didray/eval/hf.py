@@ -1,0 +1,115 @@
+"""Evaluation in the hf world, where responses cannot be enumerated: everything is sampled
+through a sampler actor and scored by the sweep's scorer.
+
+pi_ref's side is computed once in prepare (`reference_eval`, saved as JSON); each trial then
+runs `evaluate_policy` on its checkpoint with one actor that serves the policy and, after a
+weight reload, pi_ref again. DID-entropy estimates need K samples from each model scored under
+both; DID samples are drawn at temperature 1 whatever the sampler's setting, since the
+estimators assume draws from the models themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import datasets
+import torch
+
+from didray.config.schema import SamplerSettings, Sweep
+from didray.eval.estimates import sample_estimates
+from didray.eval.pairs import pair_metrics
+from didray.eval.scorers import (
+    choice_pairs,
+    exact_match,
+    make_scorer,
+    multiple_choice_accuracy,
+    qa_prompt,
+    win_rate,
+)
+from didray.sampling.pool import SamplerPool
+from didray.sweep.results import read_json
+from didray.worlds import hf
+
+EVAL_SEED = 1_000_003  # pi_ref's eval draws stay apart from the data's draws (data.seed)
+
+
+def reference_eval(pool: SamplerPool, prompts: list[str], sweep: Sweep, scorer,
+                   references: dict[str, str]) -> dict:
+    """pi_ref's K samples per prompt with their log-probs, its greedy responses and their
+    scores (the win-rate baseline), and what trials need to rebuild the scorer and QA set."""
+    max_tokens, k = sweep.sampler.max_tokens, sweep.eval.did_samples
+    samples = pool.generate(prompts, k, temperature=1.0, max_tokens=max_tokens, seed=EVAL_SEED)
+    greedy = greedy_texts(pool, prompts, max_tokens)
+    qa = sweep.eval.qa
+    items = hf.load_qa(qa.source, qa.split, qa.limit) if qa else []
+    return {"prompts": prompts, "references": references,
+            "scorer": {"kind": sweep.eval.scorer.kind,
+                       "path": hf.resolve_path(sweep.eval.scorer.path)},
+            "samples": [[c.text for c in row] for row in samples],
+            "logps": [[c.logprob for c in row] for row in samples],
+            "greedy": greedy, "greedy_scores": scorer(prompts, greedy),
+            "qa_mode": qa.mode if qa else None, "qa": [asdict(item) for item in items]}
+
+
+def greedy_texts(pool: SamplerPool, prompts: list[str], max_tokens: int) -> list[str]:
+    return [row[0].text for row in pool.generate(prompts, 1, temperature=0.0,
+                                                  max_tokens=max_tokens)]
+
+
+def repeat_prompts(prompts: list[str], texts: list[list[str]]) -> tuple[list[str], list[str]]:
+    """Flatten (P, K) texts with their prompts, for one batched `score` call."""
+    return ([p for p, row in zip(prompts, texts, strict=True) for _ in row],
+            [t for row in texts for t in row])
+
+
+def as_table(values: list[float], k: int) -> torch.Tensor:
+    return torch.tensor(values, dtype=torch.float64).reshape(-1, k)  # (P, K)
+
+
+def qa_accuracy(pool: SamplerPool, ref: dict, max_tokens: int) -> float | None:
+    items = [hf.QAItem(**{**item, "answers": tuple(item["answers"]),
+                          "choices": item["choices"] and tuple(item["choices"])})
+             for item in ref["qa"]]
+    if not items:
+        return None
+    if ref["qa_mode"] == "multiple_choice":
+        prompts, completions, _ = choice_pairs(items)
+        return multiple_choice_accuracy(items, pool.score(prompts, completions))
+    answers = greedy_texts(pool, [qa_prompt(item) for item in items], max_tokens)
+    return sum(exact_match(a, item.answers) for a, item in zip(answers, items,
+                                                               strict=True)) / len(items)
+
+
+def evaluate_policy(checkpoint_dir: str, cfg: dict) -> tuple[list[dict], dict[str, float]]:
+    """DID-entropy estimate rows and the trial's metrics for a trained policy."""
+    ref = read_json(Path(cfg["eval_file"]))
+    settings = SamplerSettings(**{**cfg["sampler"], "actors": 1})
+    prompts, k, max_tokens = ref["prompts"], len(ref["samples"][0]), settings.max_tokens
+    data = datasets.load_from_disk(cfg["data_dir"])
+    pair_prompts = list(data["prompt"]) * 2
+    pair_texts = list(data["chosen"]) + list(data["rejected"])
+    with SamplerPool(cfg["world_dir"], settings, cfg["dtype"]) as pool:
+        pool.reload_weights(checkpoint_dir)  # the engine now serves the trained policy
+        drawn = pool.generate(prompts, k, temperature=1.0, max_tokens=max_tokens,
+                              seed=cfg["seed"])
+        texts = [[c.text for c in row] for row in drawn]
+        greedy = greedy_texts(pool, prompts, max_tokens)
+        ref_under_policy = pool.score(*repeat_prompts(prompts, ref["samples"]))
+        pairs_policy = pool.score(pair_prompts, pair_texts)
+        qa = qa_accuracy(pool, ref, max_tokens)
+        pool.reload_weights(cfg["world_dir"])  # back to pi_ref
+        policy_under_ref = pool.score(*repeat_prompts(prompts, texts))
+        pairs_ref = pool.score(pair_prompts, pair_texts)
+    samples = {"policy": (texts, as_table([c.logprob for row in drawn for c in row], k),
+                          as_table(policy_under_ref, k)),
+               "ref": (ref["samples"], as_table(ref_under_policy, k),
+                       as_table([x for row in ref["logps"] for x in row], k))}
+    rows = sample_estimates(samples, cfg["eval"]["bootstrap"], seed=cfg["seed"])
+    scorer = make_scorer(ref["scorer"]["kind"], ref["scorer"]["path"], ref["references"])
+    greedy_scores = scorer(prompts, greedy)
+    metrics = {"instruction_score": sum(greedy_scores) / len(greedy_scores),
+               "instruction_winrate": win_rate(greedy_scores, ref["greedy_scores"]),
+               **pair_metrics(torch.tensor(pairs_policy), torch.tensor(pairs_ref), cfg["beta"],
+                              cfg["train"]["loss_type"])}
+    return rows, metrics | ({"qa_accuracy": qa} if qa is not None else {})

@@ -1,0 +1,21 @@
+"""Metrics of a policy over its regime's whole dataset, from the pairs' log-probs (any world)."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from didray.core.dpo import dpo_loss
+
+
+def pair_metrics(policy: Tensor, ref: Tensor, beta: float, loss_type: str) -> dict[str, float]:
+    """Over a whole regime dataset: the mean log-likelihood change of its chosen and rejected
+    responses (DESIGN 1.6) and the trained objective (log 2 at pi_ref for sigmoid).
+
+    policy, ref: (2N,) log-probs of the pairs under the policy and pi_ref, chosen rows first.
+    """
+    (pc, pr), (rc, rr) = policy.double().chunk(2), ref.double().chunk(2)
+    losses, metrics = dpo_loss(pc, pr, rc, rr, beta, loss_type)
+    return {"chosen_displacement": float((pc - rc).mean()),
+            "rejected_displacement": float((pr - rr).mean()),
+            "dpo_loss": float(losses.mean()),
+            "reward_accuracy": float(metrics["rewards/accuracies"])}

