@@ -211,8 +211,8 @@ class QAItem:
 
 
 def load_qa(source: str, split: str = "train", limit: int | None = None) -> list[QAItem]:
-    """QA items from columns `question`, `answer` (a string or a list of aliases) and the
-    optional `choices` (strings, one of them the canonical answer)."""
+    """QA items from columns `question`, `answer` (a string, a list of aliases, or the index of
+    the right choice as in MMLU) and the optional `choices` (strings, one of them the answer)."""
     rows = load_rows(source, split, limit)
     for column in ("question", "answer"):
         if column not in rows[0]:
@@ -227,10 +227,14 @@ def _qa_item(source: str, i: int, row: dict) -> QAItem:
     question = row["question"]
     if not isinstance(question, str) or not question.strip():
         raise bad("question", "expected a non-empty string")
-    answers = [row["answer"]] if isinstance(row["answer"], str) else row["answer"]
+    answer, choices = row["answer"], row.get("choices")
+    if isinstance(answer, int) and not isinstance(answer, bool):  # MMLU: an index into choices
+        if not isinstance(choices, list) or not 0 <= answer < len(choices):
+            raise bad("answer", f"index {answer} needs a `choices` list that long")
+        answer = choices[answer]
+    answers = [answer] if isinstance(answer, str) else answer
     if not _strings(answers):
-        raise bad("answer", "expected a non-empty string or a list of them")
-    choices = row.get("choices")
+        raise bad("answer", "expected a non-empty string, a list of them, or a choice index")
     if choices is None:
         return QAItem(question, tuple(answers))
     if not _strings(choices) or len(choices) < 2 or len(set(choices)) < len(choices):

@@ -200,6 +200,12 @@ def test_load_qa(tmp_path):
         QAItem("2 + 2?", ("4",), ("5", "4"), 1)]
     open_ended = load_qa(write_jsonl(tmp_path / "open.jsonl", [{"question": "Q?", "answer": "A"}]))
     assert open_ended == [QAItem("Q?", ("A",))]
+    # MMLU's format: the answer is the index of the right choice.
+    mmlu = [{"question": "2 + 2?", "answer": 1, "choices": ["5", "4", "3"]}]
+    assert load_qa(write_jsonl(tmp_path / "mmlu.jsonl", mmlu)) == [
+        QAItem("2 + 2?", ("4",), ("5", "4", "3"), 1)]
+    with pytest.raises(BadInput, match=r"row 0, column 'answer': index 3 needs a `choices`"):
+        load_qa(write_jsonl(tmp_path / "far.jsonl", [{**mmlu[0], "answer": 3}]))
 
 
 @pytest.mark.parametrize(("row", "message"), [
