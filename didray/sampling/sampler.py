@@ -32,6 +32,15 @@ class Completion:
         return sum(self.token_logprobs)
 
 
+def completion(tokenizer, ids: list[int], logprobs: list[float]) -> Completion:
+    """A sampled token sequence cut after its first eos (kept: it ends the response) as text,
+    with the log-probs of the tokens kept."""
+    eos = tokenizer.eos_token_id
+    end = ids.index(eos) + 1 if eos in ids else len(ids)
+    text = tokenizer.decode(ids[:end], skip_special_tokens=True).strip()
+    return Completion(text, tuple(float(x) for x in logprobs[:end]))
+
+
 def prompt_seed(seed: int, prompt: str) -> int:
     """The random seed of one prompt's draws: stable across processes (unlike `hash`), so a
     prompt gets the same samples whatever batch or actor it lands in."""

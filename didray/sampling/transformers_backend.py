@@ -17,7 +17,7 @@ from transformers import (
     LogitsProcessorList,
 )
 
-from didray.sampling.sampler import Completion, prompt_seed
+from didray.sampling.sampler import Completion, completion, prompt_seed
 from didray.worlds import toy
 from didray.worlds.text import batched_response_logps, encode, prompt_text
 
@@ -72,13 +72,6 @@ class TransformersBackend:
         # Log-probs of the processed distributions, i.e. of what was actually sampled from.
         logps = self.model.compute_transition_scores(out.sequences, out.scores,
                                                      normalize_logits=True)  # (rows, new)
-        rows = [self._completion(seq[width:], lp)
+        rows = [completion(tok, seq[width:].tolist(), lp.tolist())
                 for seq, lp in zip(out.sequences, logps, strict=True)]
         return rows * n if greedy else rows  # greedy decoding has one answer
-
-    def _completion(self, tokens: torch.Tensor, logps: torch.Tensor) -> Completion:
-        ids = tokens.tolist()
-        eos = self.tokenizer.eos_token_id
-        end = ids.index(eos) + 1 if eos in ids else len(ids)
-        text = self.tokenizer.decode(ids[:end], skip_special_tokens=True).strip()
-        return Completion(text, tuple(float(x) for x in logps[:end]))

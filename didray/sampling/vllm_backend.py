@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from didray.sampling.sampler import Completion, prompt_seed
+from didray.sampling.sampler import Completion, completion, prompt_seed
 from didray.worlds import toy
 from didray.worlds.text import encode, prompt_text
 
@@ -159,11 +159,8 @@ class VllmBackend:
 
     def _completion(self, out) -> Completion:
         ids = list(out.token_ids)
-        eos = self.tokenizer.eos_token_id
-        end = ids.index(eos) + 1 if eos in ids else len(ids)
-        text = self.tokenizer.decode(ids[:end], skip_special_tokens=True).strip()
-        logps = [step[t].logprob for step, t in zip(out.logprobs[:end], ids[:end], strict=True)]
-        return Completion(text, tuple(logps))
+        return completion(self.tokenizer, ids,
+                          [step[t].logprob for step, t in zip(out.logprobs, ids, strict=True)])
 
 
 def _repack_tied_head(model) -> None:
