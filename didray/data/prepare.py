@@ -10,6 +10,7 @@ training uses, so step 0 of every trial sits exactly at pi_ref.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -155,7 +156,10 @@ def hf_world(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) 
     rows = hf.load_preference_rows(data.source, data.split, data.max_prompts)
     progress(f"data: {len(rows)} prompts from {data.source}")
     references = {r["prompt"]: r["reference"] for r in rows if r.get("reference")}
-    scorer = make_scorer(sweep.eval.scorer.kind, sweep.eval.scorer.path, references)
+    # Loaded on first use: a rerun whose data and eval samples are cached needs no scorer
+    # (a reward model can take minutes to load).
+    scorer = functools.cache(
+        lambda: make_scorer(sweep.eval.scorer.kind, sweep.eval.scorer.path, references))
     prompts = [r["prompt"] for r in rows][: sweep.eval.prompts]
 
     def evaluate_ref(pool: PoolFactory) -> Path:
@@ -164,11 +168,14 @@ def hf_world(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) 
         fresh = not path.exists()
         if fresh:
             progress(f"eval: pi_ref's samples and greedy responses on {len(prompts)} prompts")
-            write_json(hf_eval.reference_eval(pool(), prompts, sweep, scorer, references), path)
+            write_json(hf_eval.reference_eval(pool(), prompts, sweep, scorer(), references), path)
         caches.note(f"ref-eval/{key}", fresh)
         return path
 
-    return World(world_dir, world_hash, lambda pool: hf_sources(rows, scorer, sweep, pool),
+    def score(prompts: list[str], responses: list[str]) -> list[float]:
+        return scorer()(prompts, responses)
+
+    return World(world_dir, world_hash, lambda pool: hf_sources(rows, score, sweep, pool),
                  score_key=sweep.eval.scorer.model_dump(), evaluate_ref=evaluate_ref)
 
 
@@ -193,15 +200,20 @@ def load_pair_tensors(path: Path) -> PairTensors:
                        t["ref_logps"])
 
 
-def reference_cache(world_dir: str, dtype: str, prompts: list[str], responses: list[str],
-                    lengths: tuple[int, int], threads: int) -> PairTensors:
-    """Tokenise the pairs and score them under pi_ref (run as a Ray task: a GPU if asked)."""
+def reference_caches(world_dir: str, dtype: str, jobs: list[tuple[list[str], list[str]]],
+                     lengths: tuple[int, int], threads: int) -> list[PairTensors]:
+    """Tokenise each job's (prompts, responses) and score them under pi_ref, loaded once for
+    all of them (run as a Ray task: a GPU if asked)."""
     torch.set_num_threads(threads)
     model, tokenizer, hook = load_policy(world_dir, dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    enc = encode(tokenizer, prompts, responses, *lengths)
-    ref = batched_response_logps(model.to(device).eval(), enc.to(device), hook, batch_size=16)
-    return PairTensors(enc, ref.float().cpu())
+    model = model.to(device).eval()
+    out = []
+    for prompts, responses in jobs:
+        enc = encode(tokenizer, prompts, responses, *lengths)
+        ref = batched_response_logps(model, enc.to(device), hook, batch_size=16)
+        out.append(PairTensors(enc, ref.float().cpu()))
+    return out
 
 
 def prepare(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) -> PreparedSweep:
@@ -218,8 +230,7 @@ def prepare(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) -
         eval_file = world.evaluate_ref(pool) if world.evaluate_ref else None
     finally:
         pool.close()
-    regimes = {name: reference_for(sweep, name, world, *data[name], caches, progress)
-               for name in data}
+    regimes = references(sweep, world, data, caches, progress)
     return PreparedSweep(world.dir, world.hash, regimes, world.enum_file, eval_file)
 
 
@@ -243,27 +254,32 @@ def build_regime(sweep: Sweep, name: str, world: World, sources: Sources, sweep_
     return data_dir, data_hash
 
 
-def reference_for(sweep: Sweep, name: str, world: World, data_dir: Path, data_hash: str,
-                  caches: Caches, progress: Progress) -> PreparedRegime:
-    """The regime's reference cache, computed once (keyed by model, data and max lengths)."""
-    train = sweep.train
-    dataset = datasets.load_from_disk(str(data_dir))
-    if len(dataset) < train.batch_size:
-        raise BadInput(f"regime {name!r} has {len(dataset)} pairs, fewer than "
-                       f"train.batch_size={train.batch_size}; raise data.pairs_per_prompt")
+def references(sweep: Sweep, world: World, data: dict[str, tuple[Path, str]], caches: Caches,
+               progress: Progress) -> dict[str, PreparedRegime]:
+    """Each regime's reference cache, computed once (keyed by model, data and max lengths);
+    the missing ones in one Ray task with a training worker's resources."""
+    train, scaling = sweep.train, sweep.scaling
     lengths = (train.max_prompt_tokens, train.max_response_tokens)
-    ref_hash = content_hash(world.hash, data_hash, lengths)
-    ref_file = data_dir.parent / f"{name}-{data_hash}.ref-{ref_hash}.safetensors"
-    fresh = not ref_file.exists()
-    if fresh:
-        progress(f"data: reference log-probs for {name!r} ({len(dataset)} pairs)")
-        scaling = sweep.scaling
-        task = ray.remote(reference_cache).options(  # Ray: a training worker's resources
+    regimes, missing = {}, {}
+    for name, (data_dir, data_hash) in data.items():
+        dataset = datasets.load_from_disk(str(data_dir))
+        if len(dataset) < train.batch_size:
+            raise BadInput(f"regime {name!r} has {len(dataset)} pairs, fewer than "
+                           f"train.batch_size={train.batch_size}; raise data.pairs_per_prompt")
+        ref_hash = content_hash(world.hash, data_hash, lengths)
+        ref_file = data_dir.parent / f"{name}-{data_hash}.ref-{ref_hash}.safetensors"
+        regimes[name] = PreparedRegime(name, data_dir, data_hash, ref_file, ref_hash,
+                                       len(dataset))
+        caches.note(f"ref/{ref_hash}", not ref_file.exists())
+        if not ref_file.exists():
+            progress(f"data: reference log-probs for {name!r} ({len(dataset)} pairs)")
+            missing[name] = (list(dataset["prompt"]) * 2,
+                             list(dataset["chosen"]) + list(dataset["rejected"]))
+    if missing:
+        task = ray.remote(reference_caches).options(  # Ray: a training worker's resources
             num_cpus=scaling.cpus_per_worker, num_gpus=scaling.gpus_per_worker)
-        prompts = list(dataset["prompt"]) * 2
-        responses = list(dataset["chosen"]) + list(dataset["rejected"])
-        ref = ray.get(task.remote(str(world.dir), model_dtype(sweep), prompts, responses,
-                                  lengths, max(1, round(scaling.cpus_per_worker))))
-        save_pair_tensors(ref, ref_file)
-    caches.note(f"ref/{ref_hash}", fresh)
-    return PreparedRegime(name, data_dir, data_hash, ref_file, ref_hash, len(dataset))
+        computed = ray.get(task.remote(str(world.dir), model_dtype(sweep), list(missing.values()),
+                                       lengths, max(1, round(scaling.cpus_per_worker))))
+        for name, ref in zip(missing, computed, strict=True):
+            save_pair_tensors(ref, regimes[name].ref_file)
+    return regimes
