@@ -1,7 +1,14 @@
-"""Cache directories written once, atomically: shared by pi_ref, GGUF conversions and datasets."""
+"""The bottom layer for everything didray writes: atomic files and directories, content hashes.
+
+Readers (a notebook polling a running sweep, `didray analyze`, a resumed run) only ever see a
+complete file or directory: every write goes to a temporary name beside the final one, which
+`os.replace` then swaps in. One implementation of each, used by every layer above.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -9,13 +16,38 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def content_hash(*parts: object) -> str:
+    """Short sha256 of JSON-serialisable parts: names caches and datasets by their recipe."""
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """`write(tmp)` to a temporary file beside `path`, then swap it in."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(obj: object, path: Path) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str)))
+
+
+def read_json(path: Path, default: object = None) -> object:
+    return json.loads(path.read_text()) if path.exists() else default
+
+
 def build_once(final: Path, complete: Callable[[Path], bool],
                write: Callable[[Path], None]) -> bool:
-    """Make `final` by `write(tmp)` unless `complete(final)`; returns whether it was written.
-
-    Written into a temp dir beside it and moved with `os.replace`, so a crash never leaves a
-    half-written entry that would later be mistaken for a finished one.
-    """
+    """Make the directory `final` by `write(tmp)` unless `complete(final)`; returns whether it
+    was written. A crash never leaves a half-written entry that would later be mistaken for a
+    finished one."""
     if complete(final):
         return False
     final.parent.mkdir(parents=True, exist_ok=True)

@@ -15,35 +15,24 @@ from pathlib import Path
 
 import polars as pl
 
+from didray import metrics
 from didray.errors import BadInput
 
-AXES: dict[str, pl.DataType] = {
-    "sweep": pl.String(), "trial_id": pl.String(), "beta": pl.Float64(), "regime": pl.String(),
-    "seed": pl.Int64(), "regime_kind": pl.String(), "tau": pl.Float64(),
-    "beta_data": pl.Float64(),
-}
-STEP_METRICS = ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins",
-                "rewards/accuracies", "logps/chosen", "logps/rejected", "did/entropy",
-                "eval/instruction_score", "eval/qa_accuracy")
-EVAL_METRICS = ("did_entropy", "did_entropy_open", "did_entropy_fact", "instruction_score",
-                "instruction_winrate", "qa_accuracy", "qa_expected", "chosen_displacement",
-                "rejected_displacement", "dpo_loss", "reward_accuracy")
-TRIALS_SCHEMA = pl.Schema({
-    **AXES, "status": pl.String(), "step": pl.Int64(), "node_id": pl.String(),
-    "error": pl.String(),
-    **{f"final/{m}": pl.Float64() for m in STEP_METRICS},
-    **{m: pl.Float64() for m in EVAL_METRICS},
-})
-STEPS_SCHEMA = pl.Schema({
-    **AXES, "step": pl.Int64(), "node_id": pl.String(),
-    **{m: pl.Float64() for m in STEP_METRICS},
-})
-ESTIMATE_COLUMNS: dict[str, pl.DataType] = {
-    "sweep": pl.String(), "trial_id": pl.String(), "step": pl.Int64(), "metric": pl.String(),
-    "estimator": pl.String(), "k": pl.Int64(), "proposal": pl.String(),
-    "estimate": pl.Float64(), "ci_low": pl.Float64(), "ci_high": pl.Float64(),
-    "exact": pl.Float64(),
-}
+DTYPES = {"float": pl.Float64(), "int": pl.Int64(), "str": pl.String()}
+
+
+def _schema(names: Iterable[str]) -> pl.Schema:
+    return pl.Schema({n: DTYPES[metrics.lookup(n).dtype] for n in names})
+
+
+AXES = _schema(m.name for m in metrics.AXES)
+# Only exact values unpivot into the long-form evals: the estimate means stay wide.
+EVAL_METRICS = tuple(m.name for m in metrics.TRIAL if m.dtype == "float"
+                     and m.name not in metrics.ESTIMATE_MEANS)
+TRIALS_SCHEMA = _schema([m.name for m in metrics.columns("trials")]
+                        + [metrics.FINAL + n for n in metrics.step_values()])
+STEPS_SCHEMA = _schema(m.name for m in metrics.columns("steps"))
+ESTIMATE_COLUMNS = _schema(["sweep", "trial_id", "step", *(m.name for m in metrics.ESTIMATE)])
 EVALS_SCHEMA = pl.Schema({**AXES, **ESTIMATE_COLUMNS})
 FILES = ("trials.parquet", "steps.parquet", "evals.parquet")
 
@@ -86,17 +75,19 @@ def _named(frame: pl.LazyFrame, sweep: str) -> pl.LazyFrame:
 
 
 def conform(frame: pl.LazyFrame, schema: Mapping[str, pl.DataType]) -> pl.LazyFrame:
-    """`frame` with exactly `schema`'s columns, in order: cast, or typed nulls where absent.
+    """`frame` with `schema`'s columns first, in order (cast, or typed nulls where absent),
+    then every other column it has, unchanged: nothing a sweep wrote is dropped.
 
     A frame that has none of the columns (a Parquet file written before any row existed)
     becomes an empty frame, not one row of nulls.
     """
-    names = set(frame.collect_schema().names())
-    if not names & set(schema):
+    names = frame.collect_schema().names()
+    if not set(names) & set(schema):
         return pl.LazyFrame(schema=dict(schema))
     return frame.select([pl.col(name).cast(dtype) if name in names
                          else pl.lit(None, dtype).alias(name)
-                         for name, dtype in schema.items()])
+                         for name, dtype in schema.items()]
+                        + [name for name in names if name not in schema])
 
 
 def _evals(trials: pl.LazyFrame, estimates: pl.LazyFrame | None) -> pl.LazyFrame:
@@ -107,11 +98,14 @@ def _evals(trials: pl.LazyFrame, estimates: pl.LazyFrame | None) -> pl.LazyFrame
              .with_columns(estimator=pl.lit("exact"), exact=pl.col("estimate")))
     frames = [conform(exact, EVALS_SCHEMA)]
     if estimates is not None:
-        axes = trials.select(*AXES)
-        joined = (estimates.with_columns(pl.col("metric").fill_null("did_entropy"))
-                  .join(axes, on=["sweep", "trial_id"], how="left", maintain_order="left"))
+        # The trial's axes come from trials.parquet, the one place they are kept.
+        own_axes = [a for a in AXES if a not in ("sweep", "trial_id")]
+        joined = (estimates.drop(own_axes, strict=False)
+                  .with_columns(pl.col("metric").fill_null("did_entropy"))
+                  .join(trials.select(*AXES), on=["sweep", "trial_id"], how="left",
+                        maintain_order="left"))
         frames.append(conform(joined, EVALS_SCHEMA))
-    return pl.concat(frames, how="vertical")
+    return pl.concat(frames, how="diagonal_relaxed")
 
 
 def _check_parquet(path: Path) -> None:
@@ -163,6 +157,8 @@ def load(paths: str | Path | Iterable[str | Path]) -> Results:
                      else pl.LazyFrame(schema=dict(STEPS_SCHEMA)))
         if (path / "evals.parquet").is_file():
             estimates.append(_scan(path / "evals.parquet", ESTIMATE_COLUMNS, sweep))
-    all_trials = pl.concat(trials, how="vertical")
-    extra = pl.concat(estimates, how="vertical") if estimates else None
-    return Results(all_trials, pl.concat(steps, how="vertical"), _evals(all_trials, extra))
+    # Sweeps may carry different extra columns: each frame's own ones are kept, null elsewhere.
+    all_trials = pl.concat(trials, how="diagonal_relaxed")
+    extra = pl.concat(estimates, how="diagonal_relaxed") if estimates else None
+    return Results(all_trials, pl.concat(steps, how="diagonal_relaxed"),
+                   _evals(all_trials, extra))

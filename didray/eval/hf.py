@@ -11,14 +11,14 @@ estimators assume draws from the models themselves.
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
-import datasets
+import ray
 import torch
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-from didray.config.schema import SamplerSettings, Sweep
+from didray.config.schema import Sweep
+from didray.config.trial import Trial
 from didray.eval.estimates import sample_estimates
-from didray.eval.pairs import pair_metrics
 from didray.eval.scorers import (
     choice_pairs,
     exact_match,
@@ -27,9 +27,9 @@ from didray.eval.scorers import (
     qa_prompt,
     win_rate,
 )
+from didray.files import read_json
 from didray.sampling.pool import SamplerPool
-from didray.sweep.results import read_json
-from didray.worlds import hf
+from didray.worlds import hf, hf_data
 
 EVAL_SEED = 1_000_003  # pi_ref's eval draws stay apart from the data's draws (data.seed)
 
@@ -42,7 +42,7 @@ def reference_eval(pool: SamplerPool, prompts: list[str], sweep: Sweep, scorer,
     samples = pool.generate(prompts, k, temperature=1.0, max_tokens=max_tokens, seed=EVAL_SEED)
     greedy = greedy_texts(pool, prompts, max_tokens)
     qa = sweep.eval.qa
-    items = hf.load_qa(qa.source, qa.split, qa.limit) if qa else []
+    items = hf_data.load_qa(qa.source, qa.split, qa.limit) if qa else []
     return {"prompts": prompts, "references": references,
             "scorer": {"kind": sweep.eval.scorer.kind,
                        "path": hf.resolve_path(sweep.eval.scorer.path)},
@@ -68,7 +68,7 @@ def as_table(values: list[float], k: int) -> torch.Tensor:
 
 
 def qa_accuracy(pool: SamplerPool, ref: dict, max_tokens: int) -> float | None:
-    items = [hf.QAItem(**{**item, "answers": tuple(item["answers"]),
+    items = [hf_data.QAItem(**{**item, "answers": tuple(item["answers"]),
                           "choices": item["choices"] and tuple(item["choices"])})
              for item in ref["qa"]]
     if not items:
@@ -81,35 +81,37 @@ def qa_accuracy(pool: SamplerPool, ref: dict, max_tokens: int) -> float | None:
                                                                strict=True)) / len(items)
 
 
-def evaluate_policy(checkpoint_dir: str, cfg: dict) -> tuple[list[dict], dict[str, float]]:
-    """DID-entropy estimate rows and the trial's metrics for a trained policy."""
-    ref = read_json(Path(cfg["eval_file"]))
-    settings = SamplerSettings(**{**cfg["sampler"], "actors": 1})
+def score_responses(scorer: dict, references: dict[str, str], prompts: list[str],
+                    responses: list[str]) -> list[float]:
+    return make_scorer(scorer["kind"], scorer["path"], references)(prompts, responses)
+
+
+def evaluate_policy(checkpoint_dir: str, trial: Trial) -> tuple[list[dict], dict[str, float]]:
+    """DID-entropy estimate rows and the sampled metrics of a trained policy. The sampler actor
+    and the scorer task reserve the sampler's resources; the trial function holds none."""
+    spec = trial.spec
+    ref = read_json(spec.eval_file)
+    settings = spec.sampler.model_copy(update={"actors": 1})
     prompts, k, max_tokens = ref["prompts"], len(ref["samples"][0]), settings.max_tokens
-    data = datasets.load_from_disk(cfg["data_dir"])
-    pair_prompts = list(data["prompt"]) * 2
-    pair_texts = list(data["chosen"]) + list(data["rejected"])
-    with SamplerPool(cfg["world_dir"], settings, cfg["dtype"]) as pool:
+    with SamplerPool(spec.world_dir, settings, spec.dtype) as pool:
         pool.reload_weights(checkpoint_dir)  # the engine now serves the trained policy
         drawn = pool.generate(prompts, k, temperature=1.0, max_tokens=max_tokens,
-                              seed=cfg["seed"])
+                              seed=trial.seed)
         texts = [[c.text for c in row] for row in drawn]
         greedy = greedy_texts(pool, prompts, max_tokens)
         ref_under_policy = pool.score(*repeat_prompts(prompts, ref["samples"]))
-        pairs_policy = pool.score(pair_prompts, pair_texts)
         qa = qa_accuracy(pool, ref, max_tokens)
-        pool.reload_weights(cfg["world_dir"])  # back to pi_ref
+        pool.reload_weights(spec.world_dir)  # back to pi_ref
         policy_under_ref = pool.score(*repeat_prompts(prompts, texts))
-        pairs_ref = pool.score(pair_prompts, pair_texts)
     samples = {"policy": (texts, as_table([c.logprob for row in drawn for c in row], k),
                           as_table(policy_under_ref, k)),
                "ref": (ref["samples"], as_table(ref_under_policy, k),
                        as_table([x for row in ref["logps"] for x in row], k))}
-    rows = sample_estimates(samples, cfg["eval"]["bootstrap"], seed=cfg["seed"])
-    scorer = make_scorer(ref["scorer"]["kind"], ref["scorer"]["path"], ref["references"])
-    greedy_scores = scorer(prompts, greedy)
+    rows = sample_estimates(samples, spec.eval.bootstrap, seed=trial.seed)
+    task = ray.remote(score_responses).options(  # Ray: a sampler actor's resources
+        num_cpus=settings.cpus_per_actor, num_gpus=settings.gpus_per_actor,
+        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
+    greedy_scores = ray.get(task.remote(ref["scorer"], ref["references"], prompts, greedy))
     metrics = {"instruction_score": sum(greedy_scores) / len(greedy_scores),
-               "instruction_winrate": win_rate(greedy_scores, ref["greedy_scores"]),
-               **pair_metrics(torch.tensor(pairs_policy), torch.tensor(pairs_ref), cfg["beta"],
-                              cfg["train"]["loss_type"])}
+               "instruction_winrate": win_rate(greedy_scores, ref["greedy_scores"])}
     return rows, metrics | ({"qa_accuracy": qa} if qa is not None else {})

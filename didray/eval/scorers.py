@@ -15,7 +15,8 @@ import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from didray.errors import BadInput
-from didray.worlds.hf import QAItem, resolve_path
+from didray.worlds.hf import resolve_path
+from didray.worlds.hf_data import QAItem
 
 Score = Callable[[list[str], list[str]], list[float]]
 

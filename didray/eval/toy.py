@@ -7,10 +7,14 @@ so every number here is the population value the estimators of later stages are 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
 from torch import Tensor
 
 from didray.core.did import did_entropy
+from didray.worlds import toy
 
 
 def win_rate(p: Tensor, q: Tensor, scores: Tensor) -> Tensor:
@@ -54,32 +58,34 @@ def evaluate_tables(
     }
 
 
-def table_pairs(logp: Tensor, prompt_ids: Tensor, chosen: Tensor, rejected: Tensor) -> Tensor:
-    """(2N,) entries of a (P, R) table for the pairs (indices (N,) each), chosen rows first."""
-    return torch.cat([logp[prompt_ids, chosen], logp[prompt_ids, rejected]])
-
-
-def index_responses(responses: list[str], texts: list[str]) -> Tensor:
-    """Positions of `texts` in the enumerated `responses` (N,)."""
-    position = {r: i for i, r in enumerate(responses)}
-    return torch.tensor([position[t] for t in texts], dtype=torch.long)
-
-
-def score_table(world) -> tuple[Tensor, Tensor]:
+def score_table(world: toy.ToyWorld) -> tuple[Tensor, Tensor]:
     """The world's score of every (prompt, response): (P, R), and which prompts are facts (P,)."""
-    from didray.worlds.toy import enumerate_responses
-
-    responses = enumerate_responses(world)
+    responses = toy.enumerate_responses(world)
     scores = torch.tensor([[world.reward(p, r) for r in responses] for p in world.prompts],
                           dtype=torch.float64)  # (P, R)
     return scores, torch.tensor([p.family == "fact" for p in world.prompts])
 
 
-def pair_indices(world, dataset) -> tuple[Tensor, Tensor, Tensor]:
-    """(prompt, chosen, rejected) indices of a regime dataset into the enumerated tables."""
-    from didray.worlds.toy import enumerate_responses
+@dataclass(frozen=True)
+class ToyTables:
+    """What exact evaluation needs besides the policy, loaded once per Train run."""
 
-    responses = enumerate_responses(world)
-    return (torch.tensor(list(dataset["prompt_id"]), dtype=torch.long),
-            index_responses(responses, list(dataset["chosen"])),
-            index_responses(responses, list(dataset["rejected"])))
+    world: toy.ToyWorld
+    ref: Tensor  # (P, R) pi_ref's log-probs, enumerated once in prepare
+    scores: Tensor  # (P, R)
+    is_fact: Tensor  # (P,)
+
+    @classmethod
+    def load(cls, world_dir: Path, enum_file: Path) -> ToyTables:
+        world = toy.load_world(world_dir)[0]
+        return cls(world, torch.load(enum_file), *score_table(world))
+
+    def policy_table(self, model, tokenizer) -> Tensor:
+        """The policy's log-prob of every (prompt, response): (P, R)."""
+        was_training = model.training
+        table = toy.enumerate_logps(model.eval(), tokenizer, self.world)
+        model.train(was_training)
+        return table
+
+    def evaluate(self, table: Tensor) -> dict[str, float]:
+        return evaluate_tables(table, self.ref, self.scores, self.is_fact)

@@ -13,6 +13,7 @@ import ray
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from didray.config.schema import SamplerSettings
+from didray.config.trial import threads_for
 from didray.sampling.sampler import Completion, Sampler, resolve_backend
 
 
@@ -39,7 +40,7 @@ class SamplerPool:
     def __init__(self, model_dir: str | Path, settings: SamplerSettings,
                  dtype: str = "float32") -> None:
         self.backend = resolve_backend(settings.backend)
-        threads = max(1, round(settings.cpus_per_actor))
+        threads = threads_for(settings.cpus_per_actor)
         remote = ray.remote(Sampler).options(  # Ray: one process per actor
             num_cpus=settings.cpus_per_actor, num_gpus=settings.gpus_per_actor,
             max_concurrency=1,  # an engine is not thread-safe: calls queue up

@@ -16,12 +16,18 @@ from pathlib import Path
 import polars as pl
 
 from didray.config.schema import Sweep
-from didray.data.prepare import Caches, PreparedSweep, model_dtype, prepare
+from didray.config.trial import RegimeFiles, TrialSpec
 from didray.errors import BadInput
+from didray.files import read_json, write_json
+from didray.metrics import labels
 from didray.sampling.sampler import resolve_backend
 from didray.sweep import RAY_ENV
-from didray.sweep.progress import ResultsWriter
-from didray.sweep.results import read_json, write_json
+from didray.sweep.prepare import Caches, PreparedSweep, model_dtype, prepare
+from didray.sweep.progress import AXES, ResultsWriter
+
+# 2: trials get a typed TrialSpec through tune.with_parameters; Tune state written by version 1
+# (the whole sweep config in param_space) cannot be restored by this code.
+MANIFEST_VERSION = 2
 
 
 class SweepStateError(BadInput):
@@ -41,27 +47,17 @@ def search_space(sweep: Sweep) -> dict:
     return {name: pick(values) for name, values in axes.items()}
 
 
-def trial_constants(sweep: Sweep, prepared: PreparedSweep, sweep_dir: Path) -> dict:
-    """What every trial needs besides its axes: paths to shared data, never the data itself."""
-    scaling = sweep.scaling
-    return {
-        "sweep": sweep.name,
-        "train": sweep.train.model_dump(),
-        "scaling": scaling.model_dump(),
-        "threads": max(1, int(scaling.cpus_per_worker)),
-        "eval": sweep.eval.model_dump(),
-        "sweep_dir": str(sweep_dir),
-        "world": sweep.world,
-        "world_dir": str(prepared.world_dir),
-        "dtype": model_dtype(sweep),
-        "gradient_checkpointing": bool(sweep.model.hf and sweep.model.hf.gradient_checkpointing),
-        "sampler": sweep.sampler.model_dump(),
-        "enum_file": prepared.enum_file and str(prepared.enum_file),
-        "eval_file": prepared.eval_file and str(prepared.eval_file),
-        "train_storage": str(sweep_dir / "train"),
-        "regimes": {name: {"ref_file": str(r.ref_file), "data_dir": str(r.data_dir)}
-                    for name, r in prepared.regimes.items()},
-    }
+def trial_spec(sweep: Sweep, prepared: PreparedSweep, sweep_dir: Path) -> TrialSpec:
+    """What every trial needs besides its axes: settings and paths to shared data, never the
+    data itself."""
+    return TrialSpec(
+        sweep=sweep.name, world=sweep.world, train=sweep.train, eval=sweep.eval,
+        sampler=sweep.sampler, scaling=sweep.scaling, dtype=model_dtype(sweep),
+        gradient_checkpointing=bool(sweep.model.hf and sweep.model.hf.gradient_checkpointing),
+        sweep_dir=sweep_dir, world_dir=prepared.world_dir,
+        regimes={name: RegimeFiles(r.data_dir, r.ref_file)
+                 for name, r in prepared.regimes.items()},
+        enum_file=prepared.enum_file, eval_file=prepared.eval_file)
 
 
 def check_state(sweep: Sweep, sweep_dir: Path, resume: bool) -> None:
@@ -76,7 +72,14 @@ def check_state(sweep: Sweep, sweep_dir: Path, resume: bool) -> None:
             "change `name` or `storage` to start a new one (nothing was changed)")
     if resume and exists and not tune.Tuner.can_restore(str(sweep_dir / "tune")):
         raise SweepStateError(f"{sweep_dir / 'tune'} has no restorable Tune state")
-    before = (read_json(sweep_dir / "manifest.json", {}) or {}).get("sweep")
+    manifest = read_json(sweep_dir / "manifest.json", {}) or {}
+    if resume and exists and manifest.get("version") != MANIFEST_VERSION:
+        raise SweepStateError(
+            f"{sweep_dir} was written by an older didray (manifest version "
+            f"{manifest.get('version', 1)}, this one writes {MANIFEST_VERSION}); its trial "
+            "state cannot be resumed. Its results stay readable by `didray analyze`; run the "
+            "sweep anew under another `name` or `storage`")
+    before = manifest.get("sweep")
     now = sweep.model_dump(mode="json", exclude={"storage"})
     if resume and before is not None and {**before, "storage": None} != {**now, "storage": None}:
         changed = sorted(k for k in now if before.get(k) != now[k])
@@ -107,27 +110,27 @@ def trial_table():
     from ray.tune import CLIReporter
 
     return CLIReporter(
-        parameter_columns={"beta": "beta", "regime": "regime", "seed": "seed"},
-        metric_columns={"step": "step", "loss": "loss", "rewards/accuracies": "acc",
-                        "rewards/margins": "margin", "did/entropy": "DID H",
-                        "did_entropy": "final DID H", "qa_accuracy": "QA"},
+        parameter_columns={axis: axis for axis in AXES},
+        metric_columns=labels(),
         max_report_frequency=30, max_column_length=14)
 
 
-def build_tuner(sweep: Sweep, space: dict, sweep_dir: Path, writer: ResultsWriter, resume: bool):
+def build_tuner(sweep: Sweep, spec: TrialSpec, writer: ResultsWriter, resume: bool):
     from ray import tune
 
     from didray.sweep.trial import TRIAL_RESOURCES, run_trial
 
-    # The trial function only waits on its Train run; its workers hold the real CPUs.
-    trainable = tune.with_resources(run_trial, TRIAL_RESOURCES)
+    # The trial function only waits on its Train run; its workers hold the real CPUs. The
+    # spec is passed again on restore, so a resumed sweep trains with this run's paths.
+    trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec), TRIAL_RESOURCES)
+    sweep_dir = spec.sweep_dir
     tune_dir = sweep_dir / "tune"
     if resume and tune_dir.exists():
         return tune.Tuner.restore(str(tune_dir), trainable=trainable,
                                   resume_unfinished=True, resume_errored=True)
     return tune.Tuner(
         trainable,
-        param_space=space,
+        param_space=search_space(sweep),
         tune_config=tune.TuneConfig(
             max_concurrent_trials=sweep.scaling.max_concurrent_trials,
             num_samples=sweep.search.num_samples if sweep.search.mode == "random" else 1),
@@ -160,6 +163,7 @@ def write_manifest(sweep: Sweep, source: str, prepared: PreparedSweep, counts: d
                    runs: list[dict], sweep_dir: Path) -> None:
     """Everything needed to trust or redo the sweep: file, hashes, cache counts, versions."""
     write_json({
+        "version": MANIFEST_VERSION,
         "sweep": sweep.model_dump(mode="json"),
         "sweep_file": source,
         "world_hash": prepared.world_hash,
@@ -202,9 +206,8 @@ def run_sweep(sweep: Sweep, source: str, address: str | None = None,
     runs = [*old.get("runs", []), run]
     write_manifest(sweep, source, prepared, counts, runs, sweep_dir)
 
-    space = {**search_space(sweep), **trial_constants(sweep, prepared, sweep_dir)}
     writer = ResultsWriter(sweep_dir, sweep.train.steps, regime_columns(sweep))
-    tuner = build_tuner(sweep, space, sweep_dir, writer, resume)
+    tuner = build_tuner(sweep, trial_spec(sweep, prepared, sweep_dir), writer, resume)
     say(f"ray: running trials; results in {sweep_dir}")
     grid = fit(tuner, sweep)
     statuses = pl.read_parquet(sweep_dir / "trials.parquet")["status"].to_list()

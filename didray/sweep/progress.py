@@ -17,7 +17,7 @@ from didray.sweep.results import rows_frame, write_parquet
 
 AXES = ("beta", "regime", "seed")
 SHOWN = ("loss", "rewards/accuracies", "rewards/margins", "did/entropy")
-TUNE_KEYS = {"final", "checkpoint_path", "timestamp", "done", "training_iteration", "trial_id",
+TUNE_KEYS = {"final", "timestamp", "done", "training_iteration", "trial_id",
              "date", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip",
              "time_since_restore", "iterations_since_restore", "config"}
 

@@ -11,64 +11,46 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import datasets
 import polars as pl
 import ray.train
 import ray.tune
-import torch
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from didray.eval import hf as hf_eval
-from didray.eval.estimates import entropy_estimates
-from didray.eval.pairs import pair_metrics
-from didray.eval.toy import (
-    evaluate_tables,
-    pair_indices,
-    score_table,
-    table_pairs,
-)
+from didray.config.schema import Scaling
+from didray.config.trial import Trial, TrialSpec
+from didray.files import read_json
 from didray.sweep.results import write_parquet
-from didray.train.worker import train_worker
-from didray.worlds import toy
-from didray.worlds.policy import load_policy
+from didray.train.worker import EVALUATION_FILE, train_worker
 
 
-def evaluate_toy(policy_dir: str, cfg: dict) -> tuple[list[dict], dict[str, float]]:
-    """Exact scores and DID entropy by enumeration, and sample estimates next to the exact
-    values (drawn from the exact tables: what a sampler of the toy policy would draw)."""
-    world, _, tokenizer = toy.load_world(cfg["world_dir"])
-    ref_table = torch.load(cfg["enum_file"])  # (P, R)
-    table = toy.enumerate_logps(load_policy(policy_dir)[0].eval(), tokenizer, world)  # (P, R)
-    pairs = pair_indices(world, datasets.load_from_disk(cfg["data_dir"]))
-    rows = entropy_estimates(table, ref_table, cfg["eval"]["did_samples"],
-                             cfg["eval"]["bootstrap"], seed=cfg["seed"])
-    return rows, {**evaluate_tables(table, ref_table, *score_table(world)),
-                  **pair_metrics(table_pairs(table, *pairs), table_pairs(ref_table, *pairs),
-                                 cfg["beta"], cfg["train"]["loss_type"])}
-
-
-def evaluate_checkpoint(checkpoint: ray.train.Checkpoint, cfg: dict,
-                        trial_id: str) -> dict[str, float]:
-    """Evaluate the trained policy (DESIGN pipeline step 4): scores, DID entropy and its
-    sample estimates (written per prompt to evals/<trial id>.parquet; means returned).
+def evaluate_checkpoint(checkpoint: ray.train.Checkpoint, trial: Trial) -> dict[str, float]:
+    """The trained policy's evaluation (docs/design.md, pipeline step 4): what the Train run's
+    last report computed (toy: everything), plus the sampled evaluation in the hf world. The
+    estimate rows go to evals/<trial id>.parquet, their means per method to the trial's row.
 
     In the hf world the trial's DID entropy is the paper's estimate: the deduplicated plug-in
     over the policy's own K samples. It lies in [0, log K], so trials compare at one K; the
     snis estimates (also stored) carry each sequence's full log-prob and, on 48-token
     responses, swing by tens of nats between prompts (measured on SmolLM2).
     """
-    evaluate = evaluate_toy if cfg["world"] == "toy" else hf_eval.evaluate_policy
     with checkpoint.as_directory() as d:
-        rows, metrics = evaluate(d, cfg)
+        evaluation = read_json(Path(d) / EVALUATION_FILE)
+        rows, metrics = evaluation["estimates"], evaluation["metrics"]
+        if trial.spec.world == "hf":
+            # Imported here: toy trials never load the sampler and scorer stack.
+            from didray.eval.hf import evaluate_policy
+
+            sampled_rows, sampled = evaluate_policy(d, trial)
+            rows, metrics = rows + sampled_rows, metrics | sampled
     estimates = pl.DataFrame(rows, schema_overrides={"exact": pl.Float64})
-    axes = {"trial_id": trial_id, "beta": cfg["beta"], "regime": cfg["regime"],
-            "seed": cfg["seed"]}
+    axes = {"trial_id": trial.trial_id, "beta": trial.beta, "regime": trial.regime,
+            "seed": trial.seed}
     write_parquet(estimates.with_columns(**{k: pl.lit(v) for k, v in axes.items()}),
-                  Path(cfg["sweep_dir"]) / "evals" / f"{trial_id}.parquet")
+                  trial.spec.sweep_dir / "evals" / f"{trial.trial_id}.parquet")
     means = {f"did_entropy_{r['estimator']}_{r['proposal']}": r["estimate"] for r in
              estimates.group_by("estimator", "proposal").agg(pl.col("estimate").mean()).to_dicts()}
-    if cfg["world"] == "hf":
+    if trial.spec.world == "hf":
         metrics["did_entropy"] = means["did_entropy_plugin_policy"]
     return {**means, **metrics}
 
@@ -79,10 +61,10 @@ def evaluate_checkpoint(checkpoint: ray.train.Checkpoint, cfg: dict,
 TRIAL_RESOURCES = {"CPU": 0, "memory": 2**20}
 
 
-def scaling_config(scaling: dict) -> ray.train.ScalingConfig:
-    gpus = scaling["gpus_per_worker"]
-    resources = {"CPU": scaling["cpus_per_worker"]} | ({"GPU": gpus} if gpus else {})
-    return ray.train.ScalingConfig(num_workers=scaling["workers_per_trial"], use_gpu=gpus > 0,
+def scaling_config(scaling: Scaling) -> ray.train.ScalingConfig:
+    gpus = scaling.gpus_per_worker
+    resources = {"CPU": scaling.cpus_per_worker} | ({"GPU": gpus} if gpus else {})
+    return ray.train.ScalingConfig(num_workers=scaling.workers_per_trial, use_gpu=gpus > 0,
                                    resources_per_worker=resources)
 
 
@@ -124,22 +106,23 @@ def trial_slot(sweep: str):
         slots.release.remote()
 
 
-def run_trial(config: dict) -> None:
-    """The Tune trainable. `config` holds the trial's axes and the sweep's prepared paths."""
-    with trial_slot(config["sweep"]):
-        train_and_evaluate(config)
+def run_trial(config: dict, spec: TrialSpec) -> None:
+    """The Tune trainable: `config` holds the trial's search axes, `spec` the rest (passed by
+    `tune.with_parameters`)."""
+    trial = Trial(spec, config["beta"], config["regime"], config["seed"],
+                  ray.tune.get_context().get_trial_id())  # Ray: stable across Tuner.restore
+    with trial_slot(spec.sweep):
+        train_and_evaluate(trial)
 
 
-def train_and_evaluate(config: dict) -> None:
-    trial_id = ray.tune.get_context().get_trial_id()  # Ray: stable across Tuner.restore
-    cfg = {**config, **config["regimes"][config["regime"]], "trial_id": trial_id}
+def train_and_evaluate(trial: Trial) -> None:
     trainer = TorchTrainer(
         train_worker,
-        train_loop_config=cfg,
-        scaling_config=scaling_config(cfg["scaling"]),
+        train_loop_config={"trial": trial},
+        scaling_config=scaling_config(trial.spec.scaling),
         run_config=ray.train.RunConfig(
-            name=trial_id,
-            storage_path=cfg["train_storage"],
+            name=trial.trial_id,
+            storage_path=str(trial.spec.sweep_dir / "train"),
             callbacks=[TuneReportCallback()],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
             failure_config=ray.train.FailureConfig(max_failures=0),
@@ -147,6 +130,6 @@ def train_and_evaluate(config: dict) -> None:
         ),
     )
     result = trainer.fit()  # Ray: raises if the run failed, which marks the trial ERROR
-    metrics = evaluate_checkpoint(result.checkpoint, cfg, trial_id)
+    metrics = evaluate_checkpoint(result.checkpoint, trial)
     ray.tune.report({**metrics, "final": True,
                      "checkpoint_path": str(Path(result.checkpoint.path))})

@@ -4,28 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from didray.core.dpo import dpo_loss
-from didray.worlds.text import Encoded, LogitsHook, response_logps
-
-
-@dataclass(frozen=True)
-class PairTensors:
-    """A tokenised preference dataset: rows [0, n) hold chosen, rows [n, 2n) the rejected."""
-
-    enc: Encoded  # (2n, T)
-    ref_logps: Tensor  # (2n,) reference log-probs of every row, from the shared cache
-
-    @property
-    def n(self) -> int:
-        return self.ref_logps.shape[0] // 2
-
-    def to(self, device: torch.device | str) -> PairTensors:
-        return PairTensors(self.enc.to(device), self.ref_logps.to(device))
+from didray.data.tensors import PairTensors
+from didray.worlds.text import LogitsHook, response_logps
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int, rank: int = 0,

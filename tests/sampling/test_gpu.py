@@ -7,8 +7,9 @@ import pytest
 import torch
 from builders import save_toy_policy
 
+from didray.data.tensors import PairTensors
 from didray.sampling.sampler import Sampler
-from didray.train.loop import PairTensors, make_optimizer, train_dpo
+from didray.train.loop import make_optimizer, train_dpo
 from didray.worlds import toy
 from didray.worlds.policy import load_policy
 from didray.worlds.text import batched_response_logps, encode

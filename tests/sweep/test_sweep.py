@@ -13,6 +13,8 @@ import pytest
 import ray
 import yaml
 
+from didray import metrics
+from didray.analysis import load
 from didray.cli import main
 
 ROOT = Path(__file__).parents[2]
@@ -61,6 +63,39 @@ def test_ci_sweep_stores_did_entropy_estimates_next_to_exact(ci_sweep):
     joined = trials.join(exact, on="trial_id")
     assert (joined["exact"] - joined["did_entropy"]).abs().max() < 1e-6
     assert "did_entropy_snis_ref" in trials.columns
+
+
+def test_last_report_is_the_final_evaluation(ci_sweep):
+    """One exact evaluation path: the trial's final numbers are its last report's."""
+    _, out = ci_sweep
+    last = pl.read_parquet(out / "steps.parquet").filter(pl.col("step") == 6)
+    trials = pl.read_parquet(out / "trials.parquet").join(last, on="trial_id")
+    assert trials.height == 4
+    assert trials["did/entropy"].to_list() == trials["did_entropy"].to_list()
+    assert trials["eval/qa_accuracy"].to_list() == trials["qa_accuracy"].to_list()
+    assert trials["eval/instruction_score"].to_list() == trials["instruction_score"].to_list()
+
+
+def test_load_keeps_every_column_the_sweep_wrote(ci_sweep):
+    """The contract between what ResultsWriter and the trials write and what `load` reads:
+    every written column is registered, and loads back with its values."""
+    _, out = ci_sweep
+    results = load(out)
+    for name, frame in (("trials", results.trials), ("steps", results.steps)):
+        written = pl.read_parquet(out / f"{name}.parquet")
+        assert [c for c in written.columns if metrics.lookup(c) is None] == [], name
+        loaded = frame.collect().sort("trial_id", *(["step"] if name == "steps" else []))
+        written = written.sort("trial_id", *(["step"] if name == "steps" else []))
+        assert loaded.select(written.columns).equals(written.cast(
+            {c: loaded.schema[c] for c in written.columns})), name
+    written = pl.read_parquet(out / "evals.parquet")
+    assert [c for c in written.columns if metrics.lookup(c) is None] == []
+    estimates = results.evals.filter(pl.col("estimator") != "exact").collect()
+    key = ["trial_id", "estimator", "proposal", "prompt_id"]
+    assert estimates.height == written.height
+    assert estimates.sort(key).select(*key, "estimate").equals(
+        written.sort(key).select(*key, "estimate"))
+    assert sorted(set(estimates["prompt_id"])) == list(range(8))
 
 
 def test_ci_sweep_computes_each_cache_once(ci_sweep):

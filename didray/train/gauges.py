@@ -15,21 +15,18 @@ from __future__ import annotations
 
 import math
 
+from didray.metrics import REGISTRY
+
 TAG_KEYS = ("sweep", "trial", "beta", "regime")
 
-# gauge name -> (description, the metric keys it is read from, first present wins).
-# The first key is the one the Train worker reports (TRL's names); the second a plain alias.
-GAUGES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "didray_loss": ("DPO loss (mean over the last logged batch)", ("loss",)),
-    "didray_reward_margin": ("mean implicit reward margin chosen - rejected",
-                             ("rewards/margins", "reward_margin")),
-    "didray_reward_accuracy": ("fraction of pairs with chosen reward > rejected",
-                               ("rewards/accuracies", "reward_accuracy")),
-    "didray_did_entropy": ("DID entropy H(q_{pi_theta/pi_ref}) in nats",
-                           ("did/entropy", "did_entropy")),
-    "didray_tokens_per_s": ("training throughput, tokens per second",
-                            ("tokens_per_s", "perf/tokens_per_s")),
-    "didray_step": ("last reported optimizer step", ("step",)),
+# gauge name -> the registered metric it shows (its meaning becomes the gauge's description)
+GAUGES: dict[str, str] = {
+    "didray_loss": "loss",
+    "didray_reward_margin": "rewards/margins",
+    "didray_reward_accuracy": "rewards/accuracies",
+    "didray_did_entropy": "did/entropy",
+    "didray_tokens_per_s": "tokens_per_s",
+    "didray_step": "step",
 }
 
 _gauges: dict = {}  # gauge name -> ray.util.metrics.Gauge, filled on first use in a process
@@ -39,18 +36,18 @@ def _gauge(name: str):
     if name not in _gauges:
         from ray.util.metrics import Gauge  # Ray: a custom metric, exported by the node agent
 
-        _gauges[name] = Gauge(name, description=GAUGES[name][0], tag_keys=TAG_KEYS)
+        metric = REGISTRY[GAUGES[name]]
+        description = f"{metric.meaning} ({metric.unit})" if metric.unit else metric.meaning
+        _gauges[name] = Gauge(name, description=description, tag_keys=TAG_KEYS)
     return _gauges[name]
 
 
-def _value(metrics: dict, keys: tuple[str, ...]) -> float | None:
-    for key in keys:
-        value = metrics.get(key)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value) if math.isfinite(value) else None
-        if hasattr(value, "item"):  # a 0-d tensor or numpy scalar
-            value = float(value.item())
-            return value if math.isfinite(value) else None
+def _value(value: object) -> float | None:
+    """A finite float from a number, a 0-d tensor or a numpy scalar; None otherwise."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
     return None
 
 
@@ -66,7 +63,7 @@ def export_step_metrics(metrics: dict, tags: dict) -> None:
         raise ValueError(f"export_step_metrics: missing tag(s) {', '.join(missing)}; "
                          f"give all of {', '.join(TAG_KEYS)}")
     tag_values = {k: str(tags[k]) for k in TAG_KEYS}
-    for name, (_, keys) in GAUGES.items():
-        value = _value(metrics, keys)
+    for name, key in GAUGES.items():
+        value = _value(metrics.get(key))
         if value is not None:
             _gauge(name).set(value, tags=tag_values)

@@ -8,7 +8,7 @@ import urllib.request
 import pytest
 import ray
 
-from didray.sweep.metrics import GAUGES, export_step_metrics
+from didray.train.gauges import GAUGES, export_step_metrics
 
 TAGS = {"sweep": "metrics-test", "trial": "abc_00001", "beta": 0.1, "regime": "pg"}
 
@@ -70,7 +70,7 @@ def test_missing_tags_are_an_error():
 
 
 def test_nothing_to_export_creates_no_gauge():
-    from didray.sweep import metrics as module
+    from didray.train import gauges as module
 
     before = dict(module._gauges)
     export_step_metrics({"step_time": 1.0, "loss": float("nan")}, TAGS)

@@ -1,0 +1,146 @@
+"""The one list of every column didray writes: its name, type, meaning, unit and world.
+
+Producers (the Train worker, the evaluations), the Prometheus gauges, Tune's progress table,
+`didray.analysis.load` and `didray analyze --columns` all read their names from here; a
+contract test runs a real sweep and checks that every column it writes is registered and that
+`load` keeps it. Pure Python, so every layer may import it.
+
+Tables: `steps` (steps.parquet, one row per report), `trials` (trials.parquet, one row per
+trial; the last report's step metrics appear there as `final/<name>`), `evals` (evals.parquet,
+one row per (trial, prompt, estimator)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BOTH = ("toy", "hf")
+TOY = ("toy",)
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    dtype: str  # "float", "int" or "str"
+    meaning: str
+    tables: tuple[str, ...]
+    unit: str = ""
+    worlds: tuple[str, ...] = BOTH
+    label: str = ""  # a short header for progress tables; empty: not shown there
+
+
+def _m(name: str, dtype: str, tables: str, meaning: str, unit: str = "",
+       worlds: tuple[str, ...] = BOTH, label: str = "") -> Metric:
+    return Metric(name, dtype, meaning, tuple(tables.split()), unit, worlds, label)
+
+
+AXES = (
+    _m("sweep", "str", "trials steps evals", "sweep name (the results directory's name)"),
+    _m("trial_id", "str", "trials steps evals", "Tune trial id; also names its Train run"),
+    _m("beta", "float", "trials steps evals", "training beta of DPO", label="beta"),
+    _m("regime", "str", "trials steps evals", "regime name from the sweep file",
+       label="regime"),
+    _m("seed", "int", "trials steps evals", "training seed (batch order, estimator draws)",
+       label="seed"),
+    _m("regime_kind", "str", "trials steps evals", "offpolicy, pg or powerlaw"),
+    _m("tau", "float", "trials steps evals", "powerlaw: temperature of pi_star"),
+    _m("beta_data", "float", "trials steps evals", "powerlaw: exponent that built the data"),
+)
+
+STEP = (
+    _m("step", "int", "steps trials evals", "optimizer steps done at this report", label="step"),
+    _m("node_id", "str", "steps trials", "Ray node the trial's rank 0 trained on"),
+    _m("workers", "int", "steps", "Train workers (DDP ranks) of the trial"),
+    _m("loss", "float", "steps", "DPO loss, mean over the reported step's batch", "nats",
+       label="loss"),
+    _m("rewards/chosen", "float", "steps", "implicit reward beta*log(pi/pi_ref) of chosen",
+       "nats"),
+    _m("rewards/rejected", "float", "steps", "implicit reward of rejected", "nats"),
+    _m("rewards/margins", "float", "steps", "mean reward margin chosen - rejected", "nats",
+       label="margin"),
+    _m("rewards/accuracies", "float", "steps", "fraction of pairs with chosen reward > "
+       "rejected", "fraction", label="acc"),
+    _m("logps/chosen", "float", "steps", "mean log-prob of the batch's chosen under pi", "nats"),
+    _m("logps/rejected", "float", "steps", "mean log-prob of the batch's rejected under pi",
+       "nats"),
+    _m("tokens_per_s", "float", "steps", "training throughput of rank 0", "tokens/s"),
+    _m("did/entropy", "float", "steps", "exact DID entropy H(q_{pi/pi_ref}), mean over "
+       "prompts", "nats", TOY, label="DID H"),
+    _m("eval/instruction_score", "float", "steps", "exact expected open-prompt score", "",
+       TOY),
+    _m("eval/qa_accuracy", "float", "steps", "exact greedy QA accuracy", "fraction", TOY),
+)
+
+# Means over prompts of the K-sample estimates in evals.parquet (not exact values).
+TRIAL_ESTIMATES = (
+    _m("did_entropy_plugin_policy", "float", "trials", "plug-in DID-entropy estimate over "
+       "the policy's K samples, mean over prompts", "nats"),
+    _m("did_entropy_snis_policy", "float", "trials", "SNIS DID-entropy estimate, policy "
+       "samples", "nats"),
+    _m("did_entropy_snis_ref", "float", "trials", "SNIS DID-entropy estimate, pi_ref samples",
+       "nats"),
+)
+ESTIMATE_MEANS = tuple(m.name for m in TRIAL_ESTIMATES)
+
+TRIAL = (
+    _m("status", "str", "trials", "TERMINATED, ERROR or RUNNING"),
+    _m("error", "str", "trials", "where the failed trial's traceback is"),
+    _m("checkpoint_path", "str", "trials", "the trial's final checkpoint (weights, tokenizer)"),
+    _m("did_entropy", "float", "trials", "toy: exact DID entropy of the final policy; hf: "
+       "plug-in estimate (K samples)", "nats",
+       label="final DID H"),
+    _m("did_entropy_open", "float", "trials", "exact DID entropy on open prompts", "nats", TOY),
+    _m("did_entropy_fact", "float", "trials", "exact DID entropy on fact prompts", "nats", TOY),
+    *TRIAL_ESTIMATES,
+    _m("instruction_score", "float", "trials", "toy: expected open-prompt score; hf: mean "
+       "scorer value of greedy responses"),
+    _m("instruction_winrate", "float", "trials", "win rate of the policy against pi_ref "
+       "(ties count half)", "fraction"),
+    _m("qa_accuracy", "float", "trials", "knowledge-QA accuracy (toy: greedy exact match; "
+       "hf: eval.qa.mode)", "fraction", label="QA"),
+    _m("qa_expected", "float", "trials", "expected fact-prompt score", "fraction", TOY),
+    _m("chosen_displacement", "float", "trials", "mean log pi - log pi_ref of the regime's "
+       "chosen responses", "nats"),
+    _m("rejected_displacement", "float", "trials", "mean log pi - log pi_ref of the regime's "
+       "rejected responses", "nats"),
+    _m("dpo_loss", "float", "trials", "the trained loss over the whole regime dataset",
+       "nats"),
+    _m("reward_accuracy", "float", "trials", "fraction of the dataset's pairs with chosen "
+       "reward > rejected", "fraction"),
+)
+
+ESTIMATE = (
+    _m("prompt_id", "int", "evals", "index of the evaluation prompt"),
+    _m("metric", "str", "evals", "the estimated quantity (did_entropy)"),
+    _m("estimator", "str", "evals", "plugin, snis or exact"),
+    _m("k", "int", "evals", "samples per prompt behind the estimate"),
+    _m("proposal", "str", "evals", "whose samples: policy or ref"),
+    _m("estimate", "float", "evals", "the estimate", "nats"),
+    _m("ci_low", "float", "evals", "bootstrap 2.5% quantile", "nats"),
+    _m("ci_high", "float", "evals", "bootstrap 97.5% quantile", "nats"),
+    _m("exact", "float", "evals", "the exact value where the world can enumerate (toy)",
+       "nats"),
+)
+
+REGISTRY: dict[str, Metric] = {m.name: m for m in (*AXES, *STEP, *TRIAL, *ESTIMATE)}
+FINAL = "final/"  # trials.parquet carries each step metric of the last report under this prefix
+
+
+def lookup(column: str) -> Metric | None:
+    """The registered metric behind a column name, `final/<step metric>` included."""
+    return REGISTRY.get(column.removeprefix(FINAL) if column.startswith(FINAL) else column)
+
+
+def columns(table: str) -> list[Metric]:
+    """The registered columns of one results table, in registry order."""
+    return [m for m in REGISTRY.values() if table in m.tables]
+
+
+def step_values() -> list[str]:
+    """Step metrics that are numbers a trial reports (what `final/` carries)."""
+    return [m.name for m in STEP if m.dtype != "str" and m.name != "step"]
+
+
+def labels() -> dict[str, str]:
+    """name -> short header, for the metrics a progress table shows."""
+    return {m.name: m.label for m in (*STEP, *TRIAL) if m.label}

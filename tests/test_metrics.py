@@ -1,0 +1,40 @@
+"""The metric registry names what every producer and reader uses."""
+
+import torch
+
+from didray import metrics
+from didray.analysis import tables
+from didray.core.dpo import dpo_loss
+from didray.eval.toy import evaluate_tables
+from didray.train.gauges import GAUGES
+from didray.train.worker import EXACT_STEP_METRICS
+
+
+def registered(names) -> list[str]:
+    return [n for n in names if metrics.lookup(n) is None]
+
+
+def test_dpo_loss_metric_names_are_registered_step_metrics():
+    c = torch.tensor([-1.0, -2.0])
+    _, produced = dpo_loss(c, c - 1, c, c, beta=0.1, loss_type="sigmoid")
+    assert registered(produced) == []
+    assert {metrics.lookup(n).tables for n in produced} == {("steps",)}
+
+
+def test_exact_evaluation_names_are_registered():
+    logp = torch.log(torch.tensor([[0.5, 0.5], [0.25, 0.75]], dtype=torch.float64))
+    out = evaluate_tables(logp, logp, torch.ones(2, 2, dtype=torch.float64),
+                          torch.tensor([False, True]))
+    assert registered(out) == [] and registered(EXACT_STEP_METRICS) == []
+    assert registered(EXACT_STEP_METRICS.values()) == []
+
+
+def test_gauges_tables_and_progress_columns_name_registered_metrics():
+    assert registered(GAUGES.values()) == []
+    assert registered([*tables.SCORES, *tables.CORRELATED, *tables.CURVES]) == []
+    assert registered(metrics.labels()) == []
+
+
+def test_final_prefix_resolves_to_the_step_metric():
+    assert metrics.lookup("final/rewards/margins") is metrics.REGISTRY["rewards/margins"]
+    assert metrics.lookup("final/nope") is None and metrics.lookup("nope") is None
