@@ -50,7 +50,7 @@ def evaluate_toy(policy_dir: str, cfg: dict) -> tuple[list[dict], dict[str, floa
 
 def evaluate_checkpoint(checkpoint: ray.train.Checkpoint, cfg: dict,
                         trial_id: str) -> dict[str, float]:
-    """Evaluate the trained policy (DESIGN pipeline step 4): scores, DID entropy and its
+    """Evaluate the trained policy (docs/design.md §3, step 4): scores, DID entropy and its
     sample estimates (written per prompt to evals/<trial id>.parquet; means returned).
 
     In the hf world the trial's DID entropy is the paper's estimate: the deduplicated plug-in
