@@ -62,7 +62,7 @@ class PolicyGradientPairs(Strict):
 
 
 class PowerLaw(Strict):
-    """DESIGN 1.2-1.4: chosen ~ pi_ref, rejected ~ pi_l ∝ pi_ref^(1+b) pi_star^(-b), BT labels.
+    """docs/design.md §1.2-1.4: y_w ~ pi_ref, y_l ~ pi_l ∝ pi_ref^(1+b) pi_star^(-b), BT labels.
 
     pi_star = pi_ref * exp(score / tau): tau sets the DID entropy (small tau, low entropy).
     """

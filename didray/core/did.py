@@ -1,4 +1,4 @@
-"""Differential Information Distribution (DID) math, DESIGN.md section 1.
+"""Differential Information Distribution (DID) math, docs/design.md §1.
 
 All functions take log-probabilities over an enumerable set of outcomes along ``dim`` and return
 tensors. Functions whose name says "logprobs" return normalised log-probabilities.
@@ -42,7 +42,7 @@ def did_entropy(logp: Tensor, logr: Tensor, dim: int = -1) -> Tensor:
 def optimal_rejected_logprobs(
     logp_ref: Tensor, logp_star: Tensor, beta: float, dim: int = -1
 ) -> Tensor:
-    """Normalised ``log pi_l`` with ``pi_l ∝ pi_ref^(1+beta) * pi_star^(-beta)`` (DESIGN 1.4).
+    """Normalised ``log pi_l``, ``pi_l ∝ pi_ref^(1+beta) pi_star^(-beta)`` (docs/design.md §1.4).
 
     This is the rejected-sampling distribution that makes ``q_{ref/l} ∝ q_{star/ref}^beta``;
     beta = 0 gives pi_ref exactly.
@@ -59,7 +59,7 @@ def optimal_rejected_logprobs(
 def power_law_residual(
     logp_ref: Tensor, logp_rej: Tensor, logp_star: Tensor, beta: float, dim: int = -1
 ) -> Tensor:
-    """``max |log q_{ref/rej} - log softmax(beta log q_{star/ref})|`` over ``dim`` (DESIGN 1.3).
+    """``max_dim |log q_{ref/rej} - log softmax(beta log q_{star/ref})|`` (docs/design.md §1.3).
 
     Zero iff the power-law DID condition holds. Since ``q_{star/ref}`` only enters up to a
     constant, ``beta * (logp_star - logp_ref)`` is used directly.
@@ -90,7 +90,7 @@ def _off_diagonal(n: int, device: torch.device) -> Tensor:
 def margin_ordering_violations(
     logp_ref: Tensor, logp_rej: Tensor, logp_star: Tensor, tol: float = 1e-9
 ) -> Tensor:
-    """Count DID-oriented pairs that break ``m_rej <= m_ref <= m_star`` (DESIGN 1.5).
+    """Count DID-oriented pairs that break ``m_rej <= m_ref <= m_star`` (docs/design.md §1.5).
 
     Inputs (..., N); returns int64 (...,). A pair (i, j), i != j, is counted only in the
     orientation with ``m_star >= m_ref`` (pi_star prefers i over j more than pi_ref does). Why:
@@ -116,7 +116,7 @@ def margin_identity_residual(
 ) -> Tensor:
     """``max_{i,j} |(m_ref - m_rej) - beta (m_star - m_ref)|`` over the last axis's pairs.
 
-    Zero under the power law (DESIGN 1.5). Margins are differences, so normalisation cancels.
+    Zero under the power law (docs/design.md §1.5). Margins are differences: constants cancel.
 
     Example (N=2): pi_ref = rej = [1/2, 1/2], pi_star = [4/5, 1/5], beta = 1 ->
     ``|0 - log 4| = 1.3862943611198906``; with rej = [1/5, 4/5] it is 0.
@@ -129,7 +129,7 @@ def margin_identity_residual(
 
 
 def expected_chosen_displacement(logp_ref: Tensor, logp_new: Tensor, dim: int = -1) -> Tensor:
-    """``E_{y~pi_ref}[log pi_new(y) - log pi_ref(y)] = -KL(pi_ref || pi_new) <= 0`` (DESIGN 1.6).
+    """``E_{y~pi_ref}[log pi_new - log pi_ref] = -KL(pi_ref || pi_new) <= 0`` (docs/design.md §1.6).
 
     Inputs must be normalised. Chosen responses come from pi_ref, so this is the mean change of
     the chosen log-likelihood when training moves pi_ref to pi_new.
@@ -146,7 +146,7 @@ def dpo_optimum_logprobs(
     """Normalised log of DPO's optimum ``pi ∝ pi_ref (pi_star/pi_ref)^(beta_data/beta_train)``.
 
     Power-law data built with ``beta_data`` encodes margins ``beta_data * (m_star - m_ref)``;
-    DPO at ``beta_train`` matches them with ``beta_train * (m_pi - m_ref)`` (DESIGN 1.9).
+    DPO at ``beta_train`` matches them with ``beta_train * (m_pi - m_ref)`` (docs/design.md §1.9).
 
     Example (N=2): pi_ref = [1/2, 1/2], pi_star = [4/5, 1/5], beta_data = 1, beta_train = 2 ->
     ``pi ∝ [sqrt(1.6), sqrt(0.4)]`` = [2/3, 1/3].

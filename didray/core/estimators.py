@@ -1,6 +1,6 @@
 """Estimators of the DID entropy ``H(q_{pi_theta/pi_ref})`` from K sampled responses per prompt.
 
-Every estimate records its estimator, K and proposal (DESIGN 1.8) so results stay comparable.
+Estimates carry their estimator, K and proposal (docs/design.md §1.8) so results stay comparable.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ class Sources:
 def resample_rejected(
     scores: list[float], weight_exponent: float, generator: torch.Generator
 ) -> tuple[int, float]:
-    """Sampling-importance-resampling from pi_ref candidates to pi_l (DESIGN 1.4).
+    """Sampling-importance-resampling from pi_ref candidates to pi_l (docs/design.md §1.4).
 
     pi_l / pi_ref ∝ (pi_ref / pi_star)^beta_data = exp(-beta_data * score / tau), so the weight
     of candidate k is exp(weight_exponent * score_k) with weight_exponent = -beta_data / tau.
@@ -81,7 +81,7 @@ def pg_pairs(src: Sources, per_prompt: int, seed: int) -> list[dict]:
 
 
 def powerlaw_pairs(src: Sources, regime: PowerLaw, per_prompt: int, seed: int) -> list[dict]:
-    """DESIGN 1.2-1.4 with pi_star = pi_ref * exp(score / tau).
+    """docs/design.md §1.2-1.4 with pi_star = pi_ref * exp(score / tau).
 
     chosen ~ pi_ref; rejected ~ pi_l by resampling `candidates` pi_ref draws; the pair keeps its
     order with probability sigmoid(R_w - R_l), R = log pi_ref - log pi_l = beta_data*score/tau + c.

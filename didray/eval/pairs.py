@@ -9,7 +9,7 @@ from didray.core.dpo import dpo_loss
 
 def pair_metrics(policy: Tensor, ref: Tensor, beta: float, loss_type: str) -> dict[str, float]:
     """Over a whole regime dataset: the mean log-likelihood change of its chosen and rejected
-    responses (DESIGN 1.6) and the trained objective (log 2 at pi_ref for sigmoid).
+    responses (docs/design.md §1.6) and the trained objective (log 2 at pi_ref for sigmoid).
 
     policy, ref: (2N,) log-probs of the pairs under the policy and pi_ref, chosen rows first.
     """

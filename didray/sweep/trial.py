@@ -25,7 +25,7 @@ from didray.train.worker import EVALUATION_FILE, train_worker
 
 
 def evaluate_checkpoint(checkpoint: ray.train.Checkpoint, trial: Trial) -> dict[str, float]:
-    """The trained policy's evaluation (docs/design.md, pipeline step 4): what the Train run's
+    """The trained policy's evaluation (docs/design.md §3, step 4): what the Train run's
     last report computed (toy: everything), plus the sampled evaluation in the hf world. The
     estimate rows go to evals/<trial id>.parquet, their means per method to the trial's row.
 

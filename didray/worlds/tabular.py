@@ -1,10 +1,10 @@
 """The tabular world: a categorical policy over N outcomes with its logits as parameters.
 
-Every quantity is exact here, so this world is where the paper's theory (DESIGN section 1) is
+Every quantity is exact here, so this world is where the paper's theory (docs/design.md §1) is
 checked numerically. Outcomes carry a "length" (1..4 tokens) only so that the length-normalised
 SimPO-style reward has something to normalise by; the DPO log-ratio reward ignores it.
 
-Preference process (DESIGN 1.2): chosen y_w ~ pi_ref, rejected y_l ~ pi_l, and the pair keeps its
+Preference process (docs/design.md §1.2): chosen y_w ~ pi_ref, rejected y_l ~ pi_l; a pair keeps its
 order with the Bradley-Terry probability sigmoid(R(y_w) - R(y_l)), R = log pi_ref - log pi_l.
 """
 
@@ -51,7 +51,7 @@ def random_instance(n: int, tau: float, generator: torch.Generator) -> TabularIn
 
 
 def population_pairs(logp_ref: Tensor, logp_rej: Tensor) -> Pairs:
-    """Every ordered pair with its exact probability under the preference process (DESIGN 1.2).
+    """Every ordered pair with its exact probability (preference process, docs/design.md §1.2).
 
     The draw (y_w=i, y_l=j) has probability pi_ref(i) pi_l(j); it is labelled i > j with
     probability sigmoid(R_i - R_j) and j > i otherwise, so both orders appear with their weights.

@@ -1,4 +1,4 @@
-"""`theory_report`: the paper's claims (DESIGN section 1) checked on random tabular instances.
+"""`theory_report`: the paper's claims (docs/design.md §1) checked on random tabular instances.
 
 Each row is one claim under one condition, with the worst value over the instances, what the
 theory expects, and whether every instance met it.
@@ -35,7 +35,7 @@ from didray.worlds.tabular import (
 )
 
 REJECTED = ("optimal", "pi_ref", "uniform")
-EXACT = 1e-6  # what "reaches" means for an exact population optimum (DESIGN 1.10)
+EXACT = 1e-6  # what "reaches" means for an exact population optimum (docs/design.md §1.10)
 
 
 @dataclass
@@ -66,7 +66,7 @@ class Claim:
 
 
 def rejected_logprobs(inst: TabularInstance, name: str, beta: float) -> Tensor:
-    """The rejected-sampling distributions the report compares (DESIGN 1.4 and two baselines)."""
+    """The rejected distributions the report compares (docs/design.md §1.4 and two baselines)."""
     if name == "optimal":
         return optimal_rejected_logprobs(inst.logp_ref, inst.logp_star, beta)
     if name == "pi_ref":

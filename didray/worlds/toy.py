@@ -1,4 +1,4 @@
-"""The toy language world: a tiny Llama fitted to a synthetic task language (DESIGN section 2).
+"""The toy language world: a tiny Llama fitted to a synthetic task language (docs/design.md §2.2).
 
 Every response is 1..L content words followed by `</s>`, over an alphabet of A content words, so
 a prompt's whole response space has sum_{l=1..L} A^l elements and sequence probabilities, DIDs

@@ -1,4 +1,4 @@
-"""Tests for didray.core.did: the worked N=2 examples and DESIGN 1.1-1.9 as properties."""
+"""Tests for didray.core.did: worked N=2 examples and docs/design.md §1.1-1.9 as properties."""
 
 from __future__ import annotations
 

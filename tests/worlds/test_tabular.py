@@ -1,4 +1,4 @@
-"""The tabular world reproduces the paper's theory exactly (DESIGN 1.10)."""
+"""The tabular world reproduces the paper's theory exactly (docs/design.md §1.10)."""
 
 import math
 
@@ -37,7 +37,7 @@ def test_population_pairs_bradley_terry_label():
 
 
 def test_population_dpo_reaches_pi_star():
-    """DESIGN 1.10: 50 outcomes, beta = 0.5, optimal rejected distribution -> TV < 1e-6."""
+    """docs/design.md §1.10: 50 outcomes, beta = 0.5, optimal rejected pi_l -> TV < 1e-6."""
     inst = random_instance(50, tau=0.5, generator=torch.Generator().manual_seed(1))
     rej = optimal_rejected_logprobs(inst.logp_ref, inst.logp_star, 0.5)
     learned = fit_policy(inst, population_pairs(inst.logp_ref, rej), beta=0.5)
