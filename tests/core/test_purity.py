@@ -63,7 +63,7 @@ def test_no_io_calls(path: Path) -> None:
 
 PACKAGE = CORE.parent
 # A module may import its own package and packages of a lower rank, never the same rank or
-# above (docs/design.md, "Layers"): the bottom holds what every layer shares.
+# above (docs/design.md §4): the bottom holds what every layer shares.
 RANKS = {
     "__init__": 0, "errors": 0, "files": 0, "metrics": 0, "display": 0, "core": 0,
     "config": 1,
