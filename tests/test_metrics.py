@@ -38,3 +38,18 @@ def test_gauges_tables_and_progress_columns_name_registered_metrics():
 def test_final_prefix_resolves_to_the_step_metric():
     assert metrics.lookup("final/rewards/margins") is metrics.REGISTRY["rewards/margins"]
     assert metrics.lookup("final/nope") is None and metrics.lookup("nope") is None
+
+
+def test_columns_command_and_readme_list_every_registered_column(capsys):
+    from pathlib import Path
+
+    import polars as pl
+
+    from didray.cli import main
+
+    assert main(["analyze", "--columns", "--format", "csv"]) == 0
+    printed = pl.read_csv(capsys.readouterr().out.encode())
+    assert printed["column"].to_list() == list(metrics.REGISTRY)
+    assert printed.filter(pl.col("column") == "did/entropy")["worlds"].to_list() == ["toy"]
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert [n for n in metrics.REGISTRY if f"| {n} " not in readme] == []
