@@ -128,7 +128,10 @@ FINAL = "final/"  # trials.parquet carries each step metric of the last report u
 
 def lookup(column: str) -> Metric | None:
     """The registered metric behind a column name, `final/<step metric>` included."""
-    return REGISTRY.get(column.removeprefix(FINAL) if column.startswith(FINAL) else column)
+    if column.startswith(FINAL):
+        name = column.removeprefix(FINAL)
+        return REGISTRY[name] if name in step_values() else None
+    return REGISTRY.get(column)
 
 
 def columns(table: str) -> list[Metric]:

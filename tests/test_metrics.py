@@ -5,6 +5,7 @@ import torch
 from didray import metrics
 from didray.analysis import tables
 from didray.core.dpo import dpo_loss
+from didray.eval.pairs import pair_metrics
 from didray.eval.toy import evaluate_tables
 from didray.train.gauges import GAUGES
 from didray.train.worker import EXACT_STEP_METRICS
@@ -25,7 +26,9 @@ def test_exact_evaluation_names_are_registered():
     logp = torch.log(torch.tensor([[0.5, 0.5], [0.25, 0.75]], dtype=torch.float64))
     out = evaluate_tables(logp, logp, torch.ones(2, 2, dtype=torch.float64),
                           torch.tensor([False, True]))
-    assert registered(out) == [] and registered(EXACT_STEP_METRICS) == []
+    pairs = pair_metrics(torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -1.5]), 0.1, "sigmoid")
+    assert registered(out) == [] and registered(pairs) == []
+    assert registered(EXACT_STEP_METRICS) == []
     assert registered(EXACT_STEP_METRICS.values()) == []
 
 
@@ -38,6 +41,8 @@ def test_gauges_tables_and_progress_columns_name_registered_metrics():
 def test_final_prefix_resolves_to_the_step_metric():
     assert metrics.lookup("final/rewards/margins") is metrics.REGISTRY["rewards/margins"]
     assert metrics.lookup("final/nope") is None and metrics.lookup("nope") is None
+    # Only step metrics have a final/ copy: a trial's own columns do not.
+    assert metrics.lookup("final/checkpoint_path") is None
 
 
 def test_columns_command_and_readme_list_every_registered_column(capsys):

@@ -13,13 +13,19 @@ from pathlib import Path
 import polars as pl
 from ray import tune
 
+from didray.metrics import lookup
 from didray.sweep.results import rows_frame, write_parquet
 
 AXES = ("beta", "regime", "seed")
 SHOWN = ("loss", "rewards/accuracies", "rewards/margins", "did/entropy")
-TUNE_KEYS = {"final", "timestamp", "done", "training_iteration", "trial_id",
-             "date", "time_this_iter_s", "time_total_s", "pid", "hostname", "node_ip",
-             "time_since_restore", "iterations_since_restore", "config"}
+
+
+def registered(result: dict, table: str) -> dict:
+    """The entries of a Tune result that are registered columns of `table` (didray.metrics):
+    Tune's own bookkeeping (time, pid, config, Train's checkpoint dir) is not a metric."""
+    return {k: v for k, v in result.items()
+            if (m := lookup(k)) is not None and table in m.tables
+            and isinstance(v, int | float | str)}
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -67,11 +73,10 @@ class ResultsWriter(tune.Callback):
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         self._load()
-        metrics = {k: v for k, v in result.items()
-                   if k not in TUNE_KEYS and isinstance(v, int | float | str)}
         if result.get("final"):
-            self._trial_row(trial, "RUNNING", **metrics)
+            self._trial_row(trial, "RUNNING", **registered(result, "trials"))
             return
+        metrics = registered(result, "steps")
         step = int(metrics["step"])
         self._steps[trial.trial_id, step] = {**self._axes(trial), **metrics}
         last = {f"final/{k}": v for k, v in metrics.items() if k not in ("step", "node_id")}
