@@ -47,9 +47,6 @@ _ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 class ClusterError(BadInput):
     """A cluster that cannot be reached or refuses us, or a job it does not know."""
 
-    def report(self) -> str:
-        return f"didray: {self}"
-
 
 # ---------------------------------------------------------------- connecting
 
