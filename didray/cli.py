@@ -12,7 +12,7 @@ import polars as pl
 from didray.analysis.cli import add_analyze_command
 from didray.display import print_frame
 from didray.errors import BadInput
-from didray.jobs import add_job_commands
+from didray.jobs_cli import add_job_commands
 
 
 class UsageError(BadInput):

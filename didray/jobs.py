@@ -1,4 +1,5 @@
-"""Run sweeps on a remote Ray cluster through the Ray Jobs API.
+"""Run sweeps on a remote Ray cluster through the Ray Jobs API: the client side; the
+`didray submit|status|logs|stop` commands over it are in didray/jobs_cli.py.
 
 `didray submit FILE --address http://HEAD:8265` validates the sweep file here, uploads the
 working directory (the project source and its sweep files; never .venv, results, .git or
@@ -19,20 +20,24 @@ paragraph saying what to check.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
 import shlex
-import sys
 import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
 
 from didray.errors import BadInput
+
+if TYPE_CHECKING:
+    from ray.job_submission import JobSubmissionClient
+
+    from didray.config.schema import Sweep
 
 # Paths never uploaded with the working directory (gitignore syntax, relative to it). Ray
 # also skips what the directory's .gitignore lists.
@@ -46,9 +51,6 @@ _ADDRESS_ENV = ("RAY_API_SERVER_ADDRESS", "RAY_ADDRESS")
 
 class ClusterError(BadInput):
     """A cluster that cannot be reached or refuses us, or a job it does not know."""
-
-    def report(self) -> str:
-        return f"didray: {self}"
 
 
 # ---------------------------------------------------------------- connecting
@@ -157,8 +159,15 @@ def quiet_ray_packaging() -> None:
         logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def connect(address: str | None):
-    """A `JobSubmissionClient` for `address`; it checks the connection on creation."""
+class Cluster(NamedTuple):
+    """A connected Jobs client and the dashboard URL it talks to (for messages)."""
+
+    client: JobSubmissionClient
+    url: str
+
+
+def connect(address: str | None) -> Cluster:
+    """The Jobs client for `address` and its URL; the client checks the connection."""
     from ray.job_submission import JobSubmissionClient
 
     quiet_ray_packaging()
@@ -170,7 +179,7 @@ def connect(address: str | None):
     saved = {k: os.environ.pop(k) for k in _ADDRESS_ENV if k in os.environ}
     try:
         with cluster_errors(url):
-            return JobSubmissionClient(url, headers=headers)
+            return Cluster(JobSubmissionClient(url, headers=headers), url)
     except RuntimeError as err:  # e.g. "Version check returned 404": another HTTP server
         raise ClusterError(f"{url} answered, but not as a Ray dashboard with the Jobs API "
                            f"({err}). Check the address: it is the Ray dashboard's URL, "
@@ -203,14 +212,18 @@ def entrypoint(sweep_rel: str, storage: str | Path | None, resume: bool) -> str:
     return shlex.join(args)
 
 
-def submit(sweep_file: str | Path, address: str | None, *, storage: str | Path | None = None,
-           resume: bool = False, working_dir: str | Path = ".",
-           pip: list[str] | None = None) -> str:
-    """Validate `sweep_file`, upload `working_dir` and start the sweep as a Ray job.
+@dataclass(frozen=True)
+class Upload:
+    """A valid sweep file and the working directory that holds it."""
 
-    Returns the job's submission id. `storage` is a path on the cluster (shared storage for
-    multi-node clusters; a relative one lands in the job's working directory on the head
-    node). Nothing is uploaded when the sweep file is invalid or outside `working_dir`."""
+    sweep: Sweep
+    root: Path  # the working directory, resolved
+    sweep_rel: str  # the sweep file's path inside it, as the job will find it
+
+
+def prepare(sweep_file: str | Path, working_dir: str | Path = ".") -> Upload:
+    """Validate `sweep_file` and check that `working_dir` holds it. Call it before `connect`:
+    bad input is then reported as such, even for a cluster that cannot be reached."""
     from didray.config.load import load_sweep
 
     sweep = load_sweep(sweep_file)  # raises BadInput subclasses listing every error
@@ -221,16 +234,22 @@ def submit(sweep_file: str | Path, address: str | None, *, storage: str | Path |
     if not path.is_relative_to(root):
         raise ClusterError(f"{sweep_file} is outside the working directory {root}, so the job "
                            "would not find it: move it there or pass --working-dir")
-    rel = path.relative_to(root).as_posix()
-    client = connect(address)
-    url = dashboard_url(address)
-    job_id = f"didray-{sweep.name}-{uuid.uuid4().hex[:8]}"
-    with cluster_errors(url):
-        return client.submit_job(
-            entrypoint=entrypoint(rel, storage, resume),
-            submission_id=job_id,
-            runtime_env=runtime_env(root, pip),
-            metadata={METADATA_KEY: sweep.name, "sweep_file": rel})
+    return Upload(sweep, root, path.relative_to(root).as_posix())
+
+
+def submit(cluster: Cluster, upload: Upload, *, storage: str | Path | None = None,
+           resume: bool = False, pip: list[str] | None = None) -> str:
+    """Upload the working directory and start the sweep as a Ray job; returns its id.
+
+    `storage` is a path on the cluster (shared storage for multi-node clusters; a relative
+    one lands in the job's working directory on the head node)."""
+    name = upload.sweep.name
+    with cluster_errors(cluster.url):
+        return cluster.client.submit_job(
+            entrypoint=entrypoint(upload.sweep_rel, storage, resume),
+            submission_id=f"didray-{name}-{uuid.uuid4().hex[:8]}",
+            runtime_env=runtime_env(upload.root, pip),
+            metadata={METADATA_KEY: name, "sweep_file": upload.sweep_rel})
 
 
 @dataclass(frozen=True)
@@ -254,10 +273,10 @@ class JobRow:
                    when(job.end_time), (job.message or "").strip())
 
 
-def status(address: str | None, job_id: str | None = None) -> list[JobRow]:
+def status(cluster: Cluster, job_id: str | None = None) -> list[JobRow]:
     """The job `job_id` (one row), or every job didray submitted to the cluster, oldest first."""
-    client = connect(address)
-    with cluster_errors(dashboard_url(address), job_id):
+    client = cluster.client
+    with cluster_errors(cluster.url, job_id):
         if job_id:
             return [JobRow.from_details(client.get_job_info(job_id))]
         jobs = [j for j in client.list_jobs() if METADATA_KEY in (j.metadata or {})]
@@ -281,26 +300,25 @@ def format_status(rows: list[JobRow]) -> str:
                      for row in table)
 
 
-def logs(address: str | None, job_id: str, follow: bool = False) -> Iterator[str]:
+def logs(cluster: Cluster, job_id: str, follow: bool = False) -> Iterator[str]:
     """The job's driver output: all of it so far (one chunk), or (`follow`) chunks as they
     arrive until the job ends (the Jobs API's websocket, `tail_job_logs`). Connection and
     unknown-job errors are raised here, before iterating."""
-    client = connect(address)
-    url = dashboard_url(address)
-    with cluster_errors(url, job_id):
+    client = cluster.client
+    with cluster_errors(cluster.url, job_id):
         client.get_job_info(job_id)  # an unknown job fails here, with a plain message
         if not follow:
             return iter([client.get_job_logs(job_id)])
-    return _tail(client, url, job_id)
+    return _tail(cluster, job_id)
 
 
-def _tail(client, url: str, job_id: str) -> Iterator[str]:
+def _tail(cluster: Cluster, job_id: str) -> Iterator[str]:
     """`tail_job_logs` is an async generator; drive it from a private event loop."""
-    chunks = client.tail_job_logs(job_id)
+    chunks = cluster.client.tail_job_logs(job_id)
     loop = asyncio.new_event_loop()
     try:
         while True:
-            with cluster_errors(url, job_id), warnings.catch_warnings():
+            with cluster_errors(cluster.url, job_id), warnings.catch_warnings():
                 # Ray's tail_job_logs passes aiohttp the deprecated ssl=None; not ours to fix.
                 warnings.filterwarnings("ignore", "ssl=None is deprecated", DeprecationWarning)
                 try:
@@ -313,100 +331,7 @@ def _tail(client, url: str, job_id: str) -> Iterator[str]:
         loop.close()
 
 
-def stop(address: str | None, job_id: str) -> bool:
+def stop(cluster: Cluster, job_id: str) -> bool:
     """Ask the cluster to stop the job; False if it had already ended."""
-    client = connect(address)
-    with cluster_errors(dashboard_url(address), job_id):
-        return client.stop_job(job_id)
-
-
-# ---------------------------------------------------------------- the CLI
-
-
-def cmd_submit(args: argparse.Namespace) -> int:
-    from didray.config.load import load_sweep
-
-    job_id = submit(args.file, args.address, storage=args.storage, resume=args.resume,
-                    working_dir=args.working_dir, pip=args.pip)
-    url = dashboard_url(args.address)
-    storage = args.storage or load_sweep(args.file).storage
-    if not Path(storage).is_absolute():
-        print(f"didray: note: the results path {storage} is relative, so results land in the job's "
-              "working directory on the head node; pass --storage with an absolute path "
-              "(shared storage on a multi-node cluster) to keep them", file=sys.stderr)
-    print(f"submitted {job_id}\n  status: didray status {job_id} --address {url}\n"
-          f"  logs:   didray logs {job_id} --address {url} --follow\n"
-          f"  watch:  {url} (Jobs, Train and Metrics views)")
-    if args.follow:
-        return follow_to_end(args.address, job_id)
-    return 0
-
-
-def follow_to_end(address: str | None, job_id: str) -> int:
-    for chunk in logs(address, job_id, follow=True):
-        print(chunk, end="", flush=True)
-    final = status(address, job_id)[0]
-    print(f"didray: job {job_id} {final.status}", file=sys.stderr)
-    return 0 if final.status == "SUCCEEDED" else 1
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    rows = status(args.address, args.job)
-    if args.job:
-        row = rows[0]
-        print(f"{row.job_id}: {row.status}" + (f" ({row.message})" if row.message else ""))
-    elif rows:
-        print(format_status(rows))
-    else:
-        print(f"no didray jobs on {dashboard_url(args.address)}")
-    return 0
-
-
-def cmd_logs(args: argparse.Namespace) -> int:
-    if args.follow:
-        return follow_to_end(args.address, args.job)
-    for chunk in logs(args.address, args.job):
-        print(chunk, end="")
-    return 0
-
-
-def cmd_stop(args: argparse.Namespace) -> int:
-    stopped = stop(args.address, args.job)
-    print(f"{args.job}: " + ("stop requested" if stopped else "had already ended"))
-    return 0
-
-
-def add_job_commands(subparsers) -> None:
-    """Register submit/status/logs/stop on the `didray` parser's subparsers object."""
-    def address(parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS"),
-                            help="the Ray dashboard URL, e.g. http://HEAD:8265 "
-                                 "(default: $RAY_ADDRESS)")
-
-    p = subparsers.add_parser("submit", help="run a sweep on a Ray cluster as a Ray job")
-    p.add_argument("file", help="sweep file, inside the working directory")
-    address(p)
-    p.add_argument("--storage", help="results path on the cluster (default: the sweep file's)")
-    p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
-    p.add_argument("--working-dir", default=".", help="directory to upload (default: .)")
-    p.add_argument("--pip", action="append", metavar="REQ",
-                   help="pip requirement to install for the job (repeatable)")
-    p.add_argument("--follow", action="store_true",
-                   help="stream the job's logs and exit with its outcome")
-    p.set_defaults(func=cmd_submit)
-
-    p = subparsers.add_parser("status", help="status of one job, or a table of didray's jobs")
-    p.add_argument("job", nargs="?", help="submission id (default: all didray jobs)")
-    address(p)
-    p.set_defaults(func=cmd_status)
-
-    p = subparsers.add_parser("logs", help="print (or --follow) a job's driver output")
-    p.add_argument("job")
-    address(p)
-    p.add_argument("--follow", action="store_true", help="stream until the job ends")
-    p.set_defaults(func=cmd_logs)
-
-    p = subparsers.add_parser("stop", help="stop a running job")
-    p.add_argument("job")
-    address(p)
-    p.set_defaults(func=cmd_stop)
+    with cluster_errors(cluster.url, job_id):
+        return cluster.client.stop_job(job_id)

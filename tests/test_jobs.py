@@ -1,15 +1,16 @@
-"""`didray submit|status|logs|stop` through the Ray Jobs API.
+"""didray.jobs, the Ray Jobs client (tests/test_jobs_cli.py covers the commands without a cluster).
 
-Fast tests need no cluster (bad input is refused before anything is uploaded, unreachable
-addresses exit 2). The slow ones start a real head node with `ray start --head --block` on free
-ports, a private temp dir and its own auth token, submit sweeps/ci.yaml to it, and stop only
-that node (SIGTERM to its PID) at the end.
+Fast tests need no cluster (addresses, tokens, what a job runs, bad input refused before
+connecting). The slow ones start a real head node with `ray start --head --block` on free
+ports, a private temp dir and its own auth token, submit sweeps/ci.yaml to it through the
+client and the commands, and stop only that node (SIGTERM to its PID) at the end.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -24,19 +25,11 @@ import pytest
 import requests
 
 from didray import jobs
-from didray.cli import Parser, main
+from didray.cli import main
 from didray.config.load import SweepFileError
-from didray.errors import BadInput
 
 ROOT = Path(__file__).parents[1]
 CI_SWEEP = ROOT / "sweeps" / "ci.yaml"
-
-
-def parse(*argv: str):
-    parser = Parser(prog="didray")
-    jobs.add_job_commands(parser.add_subparsers(dest="command", required=True,
-                                                parser_class=Parser))
-    return parser.parse_args(argv)
 
 
 def free_port() -> int:
@@ -45,44 +38,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def closed_address() -> str:
-    return f"127.0.0.1:{free_port()}"  # nothing listens there once the socket is closed
-
-
 # ---------------------------------------------------------------- fast: no cluster
 
 
-@pytest.mark.parametrize("argv", [
-    ("status",), ("status", "some-job"), ("logs", "some-job"), ("logs", "some-job", "--follow"),
-    ("stop", "some-job"), ("submit", str(CI_SWEEP), "--working-dir", str(ROOT))])
-def test_unreachable_address_is_bad_input(argv, closed_address):
-    args = parse(*argv, "--address", closed_address)
-    with pytest.raises(BadInput) as err:
-        args.func(args)
-    report = err.value.report()
-    assert f"http://{closed_address}" in report and "cannot reach the Ray dashboard" in report
-    assert "\n" not in report  # one paragraph
+def test_prepare_finds_the_sweep_file_in_the_working_dir():
+    upload = jobs.prepare(CI_SWEEP, ROOT)
+    assert (upload.sweep.name, upload.root, upload.sweep_rel) == ("ci", ROOT.resolve(),
+                                                                  "sweeps/ci.yaml")
 
 
-def test_cli_exits_2_without_traceback(closed_address, capsys):
-    assert main(["status", "--address", closed_address]) == 2
-    err = capsys.readouterr().err
-    assert "cannot reach" in err and "Traceback" not in err
-
-
-def test_invalid_sweep_refused_before_connecting(tmp_path, closed_address):
+def test_prepare_refuses_an_invalid_sweep(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text((CI_SWEEP.read_text()).replace("steps: 6", "steps: -1"))
-    # The address is closed: had submit connected first, this would be a ClusterError.
     with pytest.raises(SweepFileError) as err:
-        jobs.submit(bad, closed_address, working_dir=tmp_path)
+        jobs.prepare(bad, tmp_path)
     assert "train.steps" in err.value.report()
 
 
-def test_sweep_outside_working_dir_refused(tmp_path, closed_address):
+def test_prepare_refuses_a_sweep_outside_the_working_dir(tmp_path):
     with pytest.raises(jobs.ClusterError, match="outside the working directory"):
-        jobs.submit(CI_SWEEP, closed_address, working_dir=tmp_path)
+        jobs.prepare(CI_SWEEP, tmp_path)
 
 
 def test_addresses(monkeypatch):
@@ -95,7 +70,6 @@ def test_addresses(monkeypatch):
         jobs.dashboard_url(None)
     monkeypatch.setenv("RAY_ADDRESS", "http://from-env:8265")
     assert jobs.dashboard_url(None) == "http://from-env:8265"
-    assert parse("status").address == "http://from-env:8265"
 
 
 def test_token_lookup(monkeypatch, tmp_path):
@@ -201,79 +175,79 @@ def ray_head():
 
 
 @pytest.fixture
-def as_client(ray_head, monkeypatch):
+def cluster(ray_head, monkeypatch) -> jobs.Cluster:
+    """The client connected to the test's head node with its token."""
     url, token = ray_head
     monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setenv("RAY_AUTH_TOKEN", token)
-    return url
+    cluster = jobs.connect(url)
+    assert cluster.url == url
+    return cluster
 
 
-def wait_for(url: str, job_id: str, states: tuple[str, ...], timeout_s: float) -> str:
+def wait_for(cluster: jobs.Cluster, job_id: str, states: tuple[str, ...],
+             timeout_s: float) -> str:
     deadline = time.monotonic() + timeout_s
-    while (state := jobs.status(url, job_id)[0].status) not in states:
+    while (state := jobs.status(cluster, job_id)[0].status) not in states:
         if time.monotonic() > deadline:
-            tail = "".join(jobs.logs(url, job_id))[-3000:]
+            tail = "".join(jobs.logs(cluster, job_id))[-3000:]
             raise AssertionError(f"{job_id} still {state} after {timeout_s} s:\n{tail}")
         time.sleep(2)
     return state
 
 
 @pytest.mark.slow
-def test_auth_refused_is_bad_input(ray_head, monkeypatch):
+def test_auth_refused_is_bad_input(ray_head, monkeypatch, capsys):
     url, _ = ray_head
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setenv("RAY_AUTH_TOKEN", "not-the-token")
-    args = parse("status", "--address", url)
-    with pytest.raises(BadInput, match="refused the authentication token"):
-        args.func(args)
+    assert main(["status", "--address", url]) == 2
+    assert "refused the authentication token" in capsys.readouterr().err
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     # didray sends no token now, but a Ray client that this process initialised earlier (the
     # ci_sweep fixture's ray.init) may attach its cached local token: refused either way.
-    with pytest.raises(BadInput, match="(requires an|refused the) authentication token"):
-        args.func(args)
+    assert main(["status", "--address", url]) == 2
+    assert re.search("(requires an|refused the) authentication token", capsys.readouterr().err)
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
-    args = parse("logs", "no-such-job", "--address", url, "--follow")
-    with pytest.raises(BadInput, match="refused"):
-        args.func(args)
+    assert main(["logs", "no-such-job", "--address", url, "--follow"]) == 2
+    assert "refused" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_submit_ci_sweep_end_to_end(as_client, tmp_path, capsys):
-    url = as_client
+def test_submit_ci_sweep_end_to_end(cluster, tmp_path, capsys):
     storage = tmp_path / "store"
-    job_id = jobs.submit(CI_SWEEP, url, storage=storage, working_dir=ROOT)
+    job_id = jobs.submit(cluster, jobs.prepare(CI_SWEEP, ROOT), storage=storage)
     assert job_id.startswith("didray-ci-")
-    assert wait_for(url, job_id, jobs.TERMINAL, timeout_s=300) == "SUCCEEDED", \
-        "".join(jobs.logs(url, job_id))[-3000:]
+    assert wait_for(cluster, job_id, jobs.TERMINAL, timeout_s=300) == "SUCCEEDED", \
+        "".join(jobs.logs(cluster, job_id))[-3000:]
 
     trials = pl.read_parquet(storage / "ci" / "trials.parquet")
     assert trials.height == 4 and trials["status"].to_list() == ["TERMINATED"] * 4
 
-    row = jobs.status(url, job_id)[0]
+    row = jobs.status(cluster, job_id)[0]
     assert (row.status, row.sweep) == ("SUCCEEDED", "ci")
-    assert job_id in [r.job_id for r in jobs.status(url)]
-    text = "".join(jobs.logs(url, job_id))
+    assert job_id in [r.job_id for r in jobs.status(cluster)]
+    text = "".join(jobs.logs(cluster, job_id))
     assert "[didray] ray: running trials" in text and "step 6/6" in text
     assert text.count("finished") >= 4 and "DID entropy vs downstream scores" in text
-    assert "".join(jobs.logs(url, job_id, follow=True)).startswith(text[:200])
+    assert "".join(jobs.logs(cluster, job_id, follow=True)).startswith(text[:200])
 
-    # The command handlers print the same, exit 0; an unknown job is bad input.
-    args = parse("status", "--address", url)
-    assert args.func(args) == 0
+    # The commands print the same, exit 0; an unknown job is bad input.
+    url = cluster.url
+    assert main(["status", "--address", url]) == 0
     assert job_id in capsys.readouterr().out
-    args = parse("stop", job_id, "--address", url)
-    assert args.func(args) == 0
-    assert "already ended" in capsys.readouterr().out
-    args = parse("logs", "no-such-job", "--address", url)
-    with pytest.raises(BadInput, match="no job 'no-such-job'"):
-        args.func(args)
+    assert main(["status", job_id, "--address", url]) == 0
+    assert capsys.readouterr().out == f"{job_id}: SUCCEEDED ({row.message})\n"
+    assert main(["stop", job_id, "--address", url]) == 0
+    assert capsys.readouterr().out == f"{job_id}: had already ended\n"
+    assert main(["logs", "no-such-job", "--address", url]) == 2
+    assert "no job 'no-such-job'" in capsys.readouterr().err
 
 
 @pytest.mark.slow
-def test_stop_a_running_sweep(as_client, tmp_path):
-    url = as_client
-    job_id = jobs.submit(CI_SWEEP, url, storage=tmp_path / "store", working_dir=ROOT)
-    wait_for(url, job_id, ("RUNNING", *jobs.TERMINAL), timeout_s=120)
-    assert jobs.stop(url, job_id) is True
-    assert wait_for(url, job_id, jobs.TERMINAL, timeout_s=120) == "STOPPED"
+def test_stop_a_running_sweep(cluster, tmp_path):
+    job_id = jobs.submit(cluster, jobs.prepare(CI_SWEEP, ROOT), storage=tmp_path / "store")
+    wait_for(cluster, job_id, ("RUNNING", *jobs.TERMINAL), timeout_s=120)
+    assert jobs.stop(cluster, job_id) is True
+    assert wait_for(cluster, job_id, jobs.TERMINAL, timeout_s=120) == "STOPPED"
