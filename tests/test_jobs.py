@@ -219,7 +219,7 @@ def test_submit_ci_sweep_end_to_end(cluster, tmp_path, capsys):
     storage = tmp_path / "store"
     job_id = jobs.submit(cluster, jobs.prepare(CI_SWEEP, ROOT), storage=storage)
     assert job_id.startswith("didray-ci-")
-    assert wait_for(cluster, job_id, jobs.TERMINAL, timeout_s=300) == "SUCCEEDED", \
+    assert wait_for(cluster, job_id, jobs.TERMINAL, timeout_s=600) == "SUCCEEDED", \
         "".join(jobs.logs(cluster, job_id))[-3000:]
 
     trials = pl.read_parquet(storage / "ci" / "trials.parquet")
