@@ -221,3 +221,21 @@ def test_spec_validation() -> None:
     with pytest.raises(ValueError, match="response_alphabet"):
         ToyWorldSpec(response_alphabet=20)
     assert ToyWorldSpec().recipe_hash() != ToyWorldSpec(seed=1).recipe_hash()
+
+
+# Computed before ToyWorldSpec became a pydantic model: the hash names pi_ref's cache entry, so a
+# refactor that changed it would silently refit every cached reference.
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"n_open_prompts": 12, "n_fact_prompts": 12}, "8b82a91cc4789d5a"),
+        ({"n_open_prompts": 6, "n_fact_prompts": 6}, "7497e0b2dccc4320"),
+        ({"n_open_prompts": 4, "n_fact_prompts": 4, "sft_steps": 300}, "beb92325040fbef4"),
+        ({"seed": 7, "n_open_prompts": 3, "n_fact_prompts": 5, "response_alphabet": 12,
+          "max_response_tokens": 5, "fact_known_rate": 1.0, "hidden_size": 32, "n_layers": 1,
+          "n_heads": 4, "head_dim": 48, "intermediate_size": 96, "sft_steps": 10, "sft_lr": 0.01,
+          "sft_batch_size": 8, "sft_samples_per_prompt": 4}, "accd451f7331c25f"),
+    ],
+)
+def test_recipe_hash_is_pinned(fields: dict, expected: str) -> None:
+    assert ToyWorldSpec(**fields).recipe_hash() == expected
