@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from toy_helpers import greedy_response, policy_report, sample_responses
 
 from didray.worlds.text import encode, prompt_text
 from didray.worlds.toy import (
@@ -19,13 +22,10 @@ from didray.worlds.toy import (
     build_world,
     enumerate_responses,
     fit_reference,
-    greedy_response,
     load_world,
     masked_response_logits,
-    policy_report,
     response_logprobs,
     response_space_size,
-    sample_responses,
 )
 
 # Small enough to fit in seconds on 2 cores, big enough that QA is neither solved nor hopeless.
@@ -161,6 +161,14 @@ def test_mask_table() -> None:
     assert torch.softmax(out[1], -1)[[3, 4]].sum() == pytest.approx(1.0)
 
 
+def test_samplers_load_only_the_mask() -> None:
+    """A sampler actor imports the mask, not the task language, teacher or SFT."""
+    code = ("import sys, didray.sampling.transformers_backend, didray.sampling.vllm_backend; "
+            "print(*sorted(m for m in sys.modules if m.startswith('didray.worlds.toy')))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["didray.worlds.toy", "didray.worlds.toy.mask"]
+
+
 def test_generate_stays_in_response_space(fresh, world: ToyWorld) -> None:
     model, tok = fresh
     prompt_ids = tok(prompt_text(tok, world.prompts[0].text), return_tensors="pt").input_ids
@@ -187,7 +195,7 @@ def test_sft_reference_is_imperfect_but_better(fitted, fresh) -> None:
     assert fitted_report["expected_open_reward"] > fresh_report["expected_open_reward"] + 0.1
     assert fitted_report["expected_open_reward"] < 0.95  # not maxed: room for DPO
     fact = world.fact_prompts[0]
-    assert greedy_response(model, tok, fact.text) in enumerate_responses(world)
+    assert greedy_response(model, tok, world, fact.text) in enumerate_responses(world)
 
 
 def test_fit_reference_reuses_cache(fitted) -> None:
@@ -205,13 +213,13 @@ def test_sample_frequencies_match_logprobs(fitted) -> None:
     prompt = world.open_prompts[0].text
     responses = enumerate_responses(world)
     probs = response_logprobs(model, tok, prompt, responses).exp()  # (R,)
-    draws = sample_responses(model, tok, prompt, 2000, generator=123)
+    draws = sample_responses(model, tok, world, prompt, 2000, seed=123)
     index = {r: i for i, r in enumerate(responses)}
     counts = torch.bincount(torch.tensor([index[d] for d in draws]), minlength=len(responses))
     tv = 0.5 * (counts.double() / 2000 - probs).abs().sum()
     assert tv < 0.1
-    assert sample_responses(model, tok, prompt, 50, generator=7) == sample_responses(
-        model, tok, prompt, 50, generator=7
+    assert sample_responses(model, tok, world, prompt, 50, seed=7) == sample_responses(
+        model, tok, world, prompt, 50, seed=7
     )
 
 
