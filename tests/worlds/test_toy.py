@@ -24,6 +24,7 @@ from didray.worlds.toy import (
     fit_reference,
     load_world,
     masked_response_logits,
+    read_world,
     response_logprobs,
     response_space_size,
 )
@@ -206,6 +207,17 @@ def test_fit_reference_reuses_cache(fitted) -> None:
     assert again == path and weights.stat().st_mtime_ns == before
     assert path.name == SPEC.recipe_hash() and len(path.name) == 16
     assert [p.name for p in cache.iterdir()] == [path.name]  # no temp dirs left behind
+
+
+def test_read_world_needs_only_world_json(fitted, tmp_path: Path) -> None:
+    path, _, world, _, _ = fitted
+    meta = (path / "world.json").read_text()
+    (tmp_path / "world.json").write_text(meta)
+    assert read_world(tmp_path) == world  # no model or tokenizer files in tmp_path
+    first = world.prompts[0].text
+    (tmp_path / "world.json").write_text(meta.replace(f'"{first}"', '"list 9 colours"', 1))
+    with pytest.raises(ValueError, match="prompts differ"):
+        read_world(tmp_path)
 
 
 def test_sample_frequencies_match_logprobs(fitted) -> None:

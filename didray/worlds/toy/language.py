@@ -205,12 +205,11 @@ def _fact_prompts(
     return tuple(prompts)
 
 
-def enumerate_responses(world: ToyWorld, prompt: str | ToyPrompt | None = None) -> list[str]:
+def enumerate_responses(world: ToyWorld) -> list[str]:
     """Every response (words, without `</s>`): by length, then in alphabet order.
 
-    The space is the same for every prompt; `prompt` is accepted for call-site clarity.
+    The space is the same for every prompt.
     """
-    del prompt
     return [
         " ".join(words)
         for n in range(1, world.max_response_tokens + 1)

@@ -200,15 +200,18 @@ def _fit_into(spec: ToyWorldSpec, out: Path) -> None:
     (out / "world.json").write_text(json.dumps(meta, indent=2))
 
 
+def read_world(path: str | Path) -> ToyWorld:
+    """The world of a `fit_reference` directory, from its world.json only (no model loaded)."""
+    meta = json.loads((Path(path) / "world.json").read_text())
+    world = build_world(ToyWorldSpec(**meta["spec"]))
+    if [asdict(p) for p in world.prompts] != meta["prompts"]:
+        raise ValueError(f"{path}: world.json prompts differ from build_world(spec)")
+    return world
+
+
 def load_world(
     path: str | Path,
 ) -> tuple[ToyWorld, PreTrainedModel, PreTrainedTokenizerBase]:
     """Load a `fit_reference` directory: (world rebuilt from its spec, model, tokenizer)."""
-    path = Path(path)
-    meta = json.loads((path / "world.json").read_text())
-    world = build_world(ToyWorldSpec(**meta["spec"]))
-    if [asdict(p) for p in world.prompts] != meta["prompts"]:
-        raise ValueError(f"{path}: world.json prompts differ from build_world(spec)")
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
-    return world, model, tokenizer
+    return read_world(path), model, PreTrainedTokenizerFast.from_pretrained(path)
