@@ -28,6 +28,7 @@ from didray.worlds.toy import (
     response_logprobs,
     response_space_size,
 )
+from didray.worlds.toy import language as lang
 
 # Small enough to fit in seconds on 2 cores, big enough that QA is neither solved nor hopeless.
 SPEC = ToyWorldSpec(
@@ -233,6 +234,22 @@ def test_sample_frequencies_match_logprobs(fitted) -> None:
     assert sample_responses(model, tok, world, prompt, 50, seed=7) == sample_responses(
         model, tok, world, prompt, 50, seed=7
     )
+
+
+def test_spec_maxima_are_the_language_sizes() -> None:
+    """The schema states its bounds as numbers (config may not import the world): the largest
+    spec it allows draws every candidate prompt, and one more of each is refused."""
+    largest = ToyWorldSpec(n_open_prompts=45, n_fact_prompts=48, response_alphabet=12,
+                           max_response_tokens=5)
+    world = build_world(largest)
+    assert len(world.alphabet) == len(lang.CONTENT_POOL) == 12
+    assert len({p.text for p in world.prompts}) == 45 + 48
+    assert len(lang.OPEN_VERBS) * len(lang.COUNT_WORDS) * len(lang.CATEGORIES) == 45
+    assert len(lang.FACT_RELATIONS) * len(lang.ENTITIES) == 48
+    for field, value in [("n_open_prompts", 46), ("n_fact_prompts", 49),
+                         ("response_alphabet", 13), ("max_response_tokens", 6)]:
+        with pytest.raises(ValueError, match=field):
+            ToyWorldSpec(**{field: value})
 
 
 def test_spec_validation() -> None:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    ".language": ("ToyPrompt", "ToyWorld", "ToyWorldSpec", "build_world",
+    "didray.config.schema": ("ToyWorldSpec",),
+    ".language": ("ToyPrompt", "ToyWorld", "build_world",
                   "enumerate_responses", "response_space_size"),
     ".model": ("CHAT_TEMPLATE", "PAD", "build_model", "build_tokenizer"),
     ".mask": ("ResponseLogitsProcessor", "ResponseSpace", "masked_response_logits",

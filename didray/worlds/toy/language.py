@@ -13,16 +13,14 @@ Task families:
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Literal
 
-# Bump when the world/teacher/SFT recipe changes, so cached references are not reused wrongly.
-RECIPE_VERSION = "toy-v1"
+from didray.config.schema import ToyWorldSpec
 
+# ToyWorldSpec (didray.config.schema) bounds its fields by these tables' sizes; a test checks.
 # Content words by category. The alphabet is the first A words of CONTENT_POOL, which lists
 # three words per category first so that the default A=9 is balanced.
 CATEGORIES: dict[str, tuple[str, ...]] = {
@@ -40,44 +38,6 @@ ENTITIES = (
     "alba", "boro", "cedo", "dari", "eno", "fari", "gilo", "hamo",
     "ivo", "juno", "kilo", "lumo", "mira", "nodo", "ori", "pavo",
 )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ToyWorldSpec:
-    """The recipe of a toy world and its reference policy; its hash names the cache entry."""
-
-    seed: int = 0
-    n_open_prompts: int = 12  # drawn from |OPEN_VERBS| * L * |categories| candidates
-    n_fact_prompts: int = 12  # drawn from |FACT_RELATIONS| * |ENTITIES| candidates
-    response_alphabet: int = 9  # A content words, 6..12
-    max_response_tokens: int = 3  # L, content words per response (before </s>)
-    fact_known_rate: float = 0.6  # fraction of fact prompts the SFT teacher answers correctly
-    hidden_size: int = 64
-    n_layers: int = 2
-    n_heads: int = 2
-    head_dim: int = 32  # >= 32: vLLM's CPU attention rejects smaller heads
-    intermediate_size: int = 128
-    sft_steps: int = 600
-    sft_lr: float = 3e-3
-    sft_batch_size: int = 64
-    sft_samples_per_prompt: int = 64
-
-    def __post_init__(self) -> None:
-        if not 6 <= self.response_alphabet <= len(CONTENT_POOL):
-            raise ValueError(f"response_alphabet must be in 6..{len(CONTENT_POOL)}")
-        if not 1 <= self.max_response_tokens <= len(COUNT_WORDS):
-            raise ValueError(f"max_response_tokens must be in 1..{len(COUNT_WORDS)}")
-        if self.head_dim < 32:
-            raise ValueError("head_dim must be >= 32 (vLLM CPU attention)")
-        if not 0.0 <= self.fact_known_rate <= 1.0:
-            raise ValueError("fact_known_rate must be in [0, 1]")
-        if self.n_open_prompts < 0 or self.n_fact_prompts < 0:
-            raise ValueError("prompt counts must be >= 0")
-
-    def recipe_hash(self) -> str:
-        """sha256 (first 16 hex) of the recipe version and every spec field."""
-        blob = json.dumps({"recipe": RECIPE_VERSION, "spec": asdict(self)}, sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -140,8 +100,6 @@ def open_score(prompt: ToyPrompt, response: str, categories: dict[str, tuple[str
 def fact_score(prompt: ToyPrompt, response: str) -> float:
     """Exact match: 1 if the response is exactly the answer word, else 0."""
     return float(response.split() == [prompt.answer])
-
-
 
 
 def build_world(spec: ToyWorldSpec) -> ToyWorld:

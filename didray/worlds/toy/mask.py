@@ -93,7 +93,6 @@ class ResponseLogitsProcessor(LogitsProcessor):
         return self.space.mask_logits(scores, steps)
 
 
-
 def response_space(model: PreTrainedModel,
                    tokenizer: PreTrainedTokenizerBase) -> ResponseSpace | None:
     """The toy response space a saved policy carries in its config; None for other models."""

@@ -13,6 +13,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from didray.config.schema import ToyWorldSpec
 from didray.worlds.toy.language import (
     CATEGORIES,
     CONTENT_POOL,
@@ -20,7 +21,6 @@ from didray.worlds.toy.language import (
     ENTITIES,
     FACT_RELATIONS,
     OPEN_VERBS,
-    ToyWorldSpec,
 )
 
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
@@ -31,7 +31,6 @@ CHAT_TEMPLATE = (
     "<s> user: {{ message['content'] }}{% endif %}{% endfor %}"
     "{% if add_generation_prompt %} assistant:{% endif %}"
 )
-
 
 
 def build_tokenizer() -> PreTrainedTokenizerFast:

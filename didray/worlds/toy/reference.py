@@ -23,23 +23,25 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from didray.config.schema import TOY_RECIPE_VERSION, ToyWorldSpec
 from didray.files import build_once
 from didray.worlds.text import batched_response_logps, encode, response_logps
 from didray.worlds.toy.language import (
-    RECIPE_VERSION,
     ToyPrompt,
     ToyWorld,
-    ToyWorldSpec,
     build_world,
     enumerate_responses,
 )
 from didray.worlds.toy.mask import response_hook
 from didray.worlds.toy.model import build_model, build_tokenizer
 
-# Teacher mixture weights (documented recipe; part of RECIPE_VERSION).
+# Teacher mixture weights: part of the recipe (bump TOY_RECIPE_VERSION when they change).
 FACT_KNOWN = {"answer": 0.6, "same_category": 0.3, "random": 0.1}
 FACT_UNKNOWN = {"belief": 0.5, "answer": 0.15, "same_category": 0.25, "random": 0.1}
 OPEN_MIX = {"good": 0.5, "mediocre": 0.35, "random": 0.15}
+
+
+# ----------------------------------------------------------------------------- exact scoring
 
 
 @torch.no_grad()
@@ -68,7 +70,6 @@ def enumerate_logps(
     responses = enumerate_responses(world)
     return torch.stack([response_logprobs(model, tokenizer, p.text, responses)
                         for p in world.prompts])
-
 
 
 # ----------------------------------------------------------------------------- teacher, SFT
@@ -190,9 +191,9 @@ def _fit_into(spec: ToyWorldSpec, out: Path) -> None:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     meta = {
-        "recipe": RECIPE_VERSION,
+        "recipe": TOY_RECIPE_VERSION,
         "recipe_hash": spec.recipe_hash(),
-        "spec": asdict(spec),
+        "spec": spec.model_dump(),
         "prompts": [asdict(p) for p in world.prompts],
         "sft": {"seconds": seconds, "first_loss": losses[0], "final_loss": losses[-1]},
     }
