@@ -21,7 +21,8 @@ from didray.worlds import toy
 
 
 def policies(cache: str) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
-    world, model, tokenizer = toy.load_world(toy.fit_reference(toy.ToyWorldSpec(), cache))
+    spec = toy.ToyWorldSpec(n_open_prompts=12, n_fact_prompts=12)
+    world, model, tokenizer = toy.load_world(toy.fit_reference(spec, cache))
     ref = toy.enumerate_logps(model, tokenizer, world).double()  # (P, R)
     ref = torch.log_softmax(ref, dim=-1)  # renormalise away float32 rounding
     scores, _ = score_table(world)  # (P, R)

@@ -32,7 +32,7 @@ GENERIC_PROMPTS = (
 
 
 def toy_model(out: Path) -> tuple[Path, list[str]]:
-    spec = toy.ToyWorldSpec()
+    spec = toy.ToyWorldSpec(n_open_prompts=12, n_fact_prompts=12)
     tokenizer = toy.build_tokenizer()
     toy.build_model(spec, tokenizer).save_pretrained(out)
     tokenizer.save_pretrained(out)

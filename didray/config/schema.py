@@ -5,6 +5,8 @@ A sweep is beta x regime x seed; every other section is shared by all its trials
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -19,14 +21,51 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ToyModel(Strict):
-    """The toy language world's recipe; pi_ref is fitted from it once and cached by its hash."""
+# Bump when didray.worlds.toy changes how a world, its teacher or pi_ref's SFT are built, so
+# cached references (named by `ToyWorldSpec.recipe_hash`) are not reused wrongly.
+TOY_RECIPE_VERSION = "toy-v1"
+
+
+class ToyWorldSpec(Strict):
+    """The toy language world's recipe (didray.worlds.toy); pi_ref is fitted from it once and
+    cached under its `recipe_hash`.
+
+    Upper bounds are the task language's sizes (didray.worlds.toy.language; a test checks they
+    agree) or caps that keep a typo from fitting pi_ref for hours.
+    """
 
     seed: int = Field(0, description="seed of the task language and of pi_ref's fit")
-    n_open_prompts: PositiveInt = Field(6, description="open-ended (instruction) prompts")
-    n_fact_prompts: PositiveInt = Field(6, description="fact (knowledge QA) prompts")
-    max_response_tokens: int = Field(3, ge=1, le=5, description="L: content words per response")
-    sft_steps: PositiveInt = Field(600, description="SFT steps that fit pi_ref")
+    n_open_prompts: int = Field(
+        6, ge=1, le=45, description="open-ended (instruction) prompts, 1..45: drawn from 3 verbs "
+        "x L counts x the categories with >= 2 alphabet words (build_world names the exact count)")
+    n_fact_prompts: int = Field(
+        6, ge=1, le=48, description="fact (knowledge QA) prompts, 1..48: drawn from 16 entities "
+        "x the relations whose category has >= 2 alphabet words")
+    response_alphabet: int = Field(9, ge=6, le=12, description="A: content words, 6..12")
+    max_response_tokens: int = Field(
+        3, ge=1, le=5, description="L: content words per response (before </s>), 1..5")
+    fact_known_rate: float = Field(
+        0.6, ge=0, le=1, description="fraction of fact prompts the SFT teacher knows, 0..1")
+    hidden_size: int = Field(64, ge=1, le=1024, description="pi_ref's hidden size, 1..1024")
+    n_layers: int = Field(2, ge=1, le=16, description="pi_ref's layers, 1..16")
+    n_heads: int = Field(2, ge=1, le=32, description="attention heads, 1..32")
+    head_dim: int = Field(
+        32, ge=32, le=256, description="size of a head, 32..256 (vLLM's CPU attention rejects "
+        "smaller heads)")
+    intermediate_size: int = Field(128, ge=1, le=4096, description="MLP width, 1..4096")
+    sft_steps: int = Field(600, ge=1, le=100_000, description="SFT steps that fit pi_ref, "
+                           "1..100000")
+    sft_lr: float = Field(3e-3, gt=0, le=1, description="SFT learning rate, in (0, 1]")
+    sft_batch_size: int = Field(64, ge=1, le=4096, description="SFT batch size, 1..4096")
+    sft_samples_per_prompt: int = Field(
+        64, ge=1, le=10_000, description="teacher responses per prompt in the SFT corpus, "
+        "1..10000")
+
+    def recipe_hash(self) -> str:
+        """sha256 (first 16 hex) of the recipe version and every spec field."""
+        blob = json.dumps({"recipe": TOY_RECIPE_VERSION, "spec": self.model_dump()},
+                          sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 class HFModel(Strict):
@@ -43,7 +82,7 @@ class HFModel(Strict):
 class Model(Strict):
     """The policy being trained; it starts as pi_ref."""
 
-    toy: ToyModel = Field(default_factory=ToyModel, description="toy world recipe")
+    toy: ToyWorldSpec = Field(default_factory=ToyWorldSpec, description="toy world recipe")
     hf: HFModel | None = Field(None, description="world: hf: the model")
 
 

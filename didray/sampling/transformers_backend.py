@@ -18,8 +18,8 @@ from transformers import (
 )
 
 from didray.sampling.sampler import Completion, completion, prompt_seed
-from didray.worlds import toy
 from didray.worlds.text import batched_response_logps, encode, prompt_text
+from didray.worlds.toy.mask import ResponseLogitsProcessor, response_hook, response_space
 
 
 class TransformersBackend:
@@ -32,14 +32,14 @@ class TransformersBackend:
         self.dtype = getattr(torch, dtype)
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.dtype).eval()
-        self.space = toy.response_space(self.model, self.tokenizer)  # None outside the toy world
+        self.space = response_space(self.model, self.tokenizer)  # None outside the toy world
 
     def reload_weights(self, model_dir: str | Path) -> None:
         new = AutoModelForCausalLM.from_pretrained(model_dir, dtype=self.dtype)
         self.model.load_state_dict(new.state_dict())
 
     def score(self, prompts: list[str], completions: list[str]) -> list[float]:
-        hook = toy.response_hook(self.model, self.tokenizer) if self.space else None
+        hook = response_hook(self.model, self.tokenizer) if self.space else None
         enc = encode(self.tokenizer, prompts, completions)
         return batched_response_logps(self.model, enc, hook).tolist()
 
@@ -59,7 +59,7 @@ class TransformersBackend:
         width = batch.input_ids.shape[1]
         greedy = temperature == 0
         processors = LogitsProcessorList(
-            [toy.ResponseLogitsProcessor(self.space, width)] if self.space else [])
+            [ResponseLogitsProcessor(self.space, width)] if self.space else [])
         sampling = {} if greedy else {"temperature": temperature, "top_p": top_p, "top_k": 0}
         config = GenerationConfig(do_sample=not greedy, **sampling, max_new_tokens=max_tokens,
                                   num_return_sequences=1 if greedy else n,

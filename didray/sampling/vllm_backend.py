@@ -19,8 +19,8 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from didray.sampling.sampler import Completion, completion, prompt_seed
-from didray.worlds import toy
 from didray.worlds.text import encode, prompt_text
+from didray.worlds.toy.mask import ResponseSpace, response_space
 
 # Read by vLLM at import time; the pool passes them as the actors' Ray runtime_env.
 # In-process engine (VLLM_ENABLE_V1_MULTIPROCESSING=0), measured with bench/sampling.py on the
@@ -59,7 +59,7 @@ class VllmBackend:
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         config = AutoConfig.from_pretrained(model_dir)
-        self.space = toy.response_space(SimpleNamespace(config=config), self.tokenizer)
+        self.space = response_space(SimpleNamespace(config=config), self.tokenizer)
         if threads:
             _set_threads(threads)
         self.llm = LLM(model=str(model_dir), dtype=dtype, enforce_eager=True,
@@ -217,8 +217,8 @@ def _response_mask_class() -> type:
             args = (params.extra_args or {}).get(MASK_KEY)
             if args is None:
                 return None
-            space = toy.ResponseSpace(tuple(args["content"]), args["eos"], self.vocab_size,
-                                      args["max_tokens"])
+            space = ResponseSpace(tuple(args["content"]), args["eos"], self.vocab_size,
+                                  args["max_tokens"])
             # output_ids is the request's live list of generated tokens: its length is the step
             return space.allowed(self.device), output_ids
 

@@ -103,13 +103,6 @@ def model_dtype(sweep: Sweep) -> str:
     return sweep.model.hf.dtype if sweep.world == "hf" else "float32"
 
 
-def toy_spec(sweep: Sweep) -> toy.ToyWorldSpec:
-    t = sweep.model.toy
-    return toy.ToyWorldSpec(seed=t.seed, n_open_prompts=t.n_open_prompts,
-                            n_fact_prompts=t.n_fact_prompts, sft_steps=t.sft_steps,
-                            max_response_tokens=t.max_response_tokens)
-
-
 def check_prompt_lengths(world: toy.ToyWorld, tokenizer, max_prompt: int) -> None:
     """Truncated prompts would train on text that exact evaluation never scores."""
     longest = max(len(tokenizer.encode(prompt_text(tokenizer, p.text), add_special_tokens=False))
@@ -121,7 +114,7 @@ def check_prompt_lengths(world: toy.ToyWorld, tokenizer, max_prompt: int) -> Non
 
 def toy_world(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) -> World:
     """Fit (or reuse) the toy pi_ref and enumerate its log-probs once for exact evaluation."""
-    spec = toy_spec(sweep)
+    spec = sweep.model.toy
     world_hash = spec.recipe_hash()
     cache_root = sweep.storage / "cache"
     cached = (cache_root / "toy" / world_hash).is_dir()

@@ -52,6 +52,10 @@ def test_toy_default_has_three_betas_and_two_regimes():
         ("search.regime", ["pg", "missing"], "search.regime names ['missing'] are not defined"),
         ("train.grad_accum", 3, "batch_size (8) must be a multiple of grad_accum (3)"),
         ("train.max_response_tokens", 3, "train.max_response_tokens (3) must be >= "),
+        ("model.toy.head_dim", 16, "model.toy.head_dim: must be >= 32 (got 16)"),
+        ("model.toy.sft_steps", 10**6,
+         "model.toy.sft_steps: Input should be less than or equal to 100000"),
+        ("model.toy.hidden_sise", 64, "model.toy.hidden_sise: unknown field (not in the schema)"),
     ],
 )
 def test_bad_values_name_their_field(path, value, expected):

@@ -1,8 +1,6 @@
 """The vLLM sampler on a real toy model agrees with the transformers sampler and the exact
 toy policy. One engine for the module: an engine start costs seconds."""
 
-from dataclasses import replace
-
 import pytest
 import ray
 import torch
@@ -21,7 +19,7 @@ SPEC = toy.ToyWorldSpec(n_open_prompts=2, n_fact_prompts=2, response_alphabet=6,
 
 
 def save_policy(out, seed: int) -> None:
-    save_toy_policy(out, replace(SPEC, seed=seed))
+    save_toy_policy(out, SPEC.model_copy(update={"seed": seed}))
 
 
 @pytest.fixture(scope="module")

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
+from toy_helpers import greedy_response, policy_report, sample_responses
 
 from didray.worlds.text import encode, prompt_text
 from didray.worlds.toy import (
@@ -19,14 +22,13 @@ from didray.worlds.toy import (
     build_world,
     enumerate_responses,
     fit_reference,
-    greedy_response,
     load_world,
     masked_response_logits,
-    policy_report,
+    read_world,
     response_logprobs,
     response_space_size,
-    sample_responses,
 )
+from didray.worlds.toy import language as lang
 
 # Small enough to fit in seconds on 2 cores, big enough that QA is neither solved nor hopeless.
 SPEC = ToyWorldSpec(
@@ -161,6 +163,14 @@ def test_mask_table() -> None:
     assert torch.softmax(out[1], -1)[[3, 4]].sum() == pytest.approx(1.0)
 
 
+def test_samplers_load_only_the_mask() -> None:
+    """A sampler actor imports the mask, not the task language, teacher or SFT."""
+    code = ("import sys, didray.sampling.transformers_backend, didray.sampling.vllm_backend; "
+            "print(*sorted(m for m in sys.modules if m.startswith('didray.worlds.toy')))")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.split() == ["didray.worlds.toy", "didray.worlds.toy.mask"]
+
+
 def test_generate_stays_in_response_space(fresh, world: ToyWorld) -> None:
     model, tok = fresh
     prompt_ids = tok(prompt_text(tok, world.prompts[0].text), return_tensors="pt").input_ids
@@ -187,7 +197,7 @@ def test_sft_reference_is_imperfect_but_better(fitted, fresh) -> None:
     assert fitted_report["expected_open_reward"] > fresh_report["expected_open_reward"] + 0.1
     assert fitted_report["expected_open_reward"] < 0.95  # not maxed: room for DPO
     fact = world.fact_prompts[0]
-    assert greedy_response(model, tok, fact.text) in enumerate_responses(world)
+    assert greedy_response(model, tok, world, fact.text) in enumerate_responses(world)
 
 
 def test_fit_reference_reuses_cache(fitted) -> None:
@@ -200,19 +210,46 @@ def test_fit_reference_reuses_cache(fitted) -> None:
     assert [p.name for p in cache.iterdir()] == [path.name]  # no temp dirs left behind
 
 
+def test_read_world_needs_only_world_json(fitted, tmp_path: Path) -> None:
+    path, _, world, _, _ = fitted
+    meta = (path / "world.json").read_text()
+    (tmp_path / "world.json").write_text(meta)
+    assert read_world(tmp_path) == world  # no model or tokenizer files in tmp_path
+    first = world.prompts[0].text
+    (tmp_path / "world.json").write_text(meta.replace(f'"{first}"', '"list 9 colours"', 1))
+    with pytest.raises(ValueError, match="prompts differ"):
+        read_world(tmp_path)
+
+
 def test_sample_frequencies_match_logprobs(fitted) -> None:
     _, _, world, model, tok = fitted
     prompt = world.open_prompts[0].text
     responses = enumerate_responses(world)
     probs = response_logprobs(model, tok, prompt, responses).exp()  # (R,)
-    draws = sample_responses(model, tok, prompt, 2000, generator=123)
+    draws = sample_responses(model, tok, world, prompt, 2000, seed=123)
     index = {r: i for i, r in enumerate(responses)}
     counts = torch.bincount(torch.tensor([index[d] for d in draws]), minlength=len(responses))
     tv = 0.5 * (counts.double() / 2000 - probs).abs().sum()
     assert tv < 0.1
-    assert sample_responses(model, tok, prompt, 50, generator=7) == sample_responses(
-        model, tok, prompt, 50, generator=7
+    assert sample_responses(model, tok, world, prompt, 50, seed=7) == sample_responses(
+        model, tok, world, prompt, 50, seed=7
     )
+
+
+def test_spec_maxima_are_the_language_sizes() -> None:
+    """The schema states its bounds as numbers (config may not import the world): the largest
+    spec it allows draws every candidate prompt, and one more of each is refused."""
+    largest = ToyWorldSpec(n_open_prompts=45, n_fact_prompts=48, response_alphabet=12,
+                           max_response_tokens=5)
+    world = build_world(largest)
+    assert len(world.alphabet) == len(lang.CONTENT_POOL) == 12
+    assert len({p.text for p in world.prompts}) == 45 + 48
+    assert len(lang.OPEN_VERBS) * len(lang.COUNT_WORDS) * len(lang.CATEGORIES) == 45
+    assert len(lang.FACT_RELATIONS) * len(lang.ENTITIES) == 48
+    for field, value in [("n_open_prompts", 46), ("n_fact_prompts", 49),
+                         ("response_alphabet", 13), ("max_response_tokens", 6)]:
+        with pytest.raises(ValueError, match=field):
+            ToyWorldSpec(**{field: value})
 
 
 def test_spec_validation() -> None:
@@ -221,3 +258,21 @@ def test_spec_validation() -> None:
     with pytest.raises(ValueError, match="response_alphabet"):
         ToyWorldSpec(response_alphabet=20)
     assert ToyWorldSpec().recipe_hash() != ToyWorldSpec(seed=1).recipe_hash()
+
+
+# Computed before ToyWorldSpec became a pydantic model: the hash names pi_ref's cache entry, so a
+# refactor that changed it would silently refit every cached reference.
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"n_open_prompts": 12, "n_fact_prompts": 12}, "8b82a91cc4789d5a"),
+        ({"n_open_prompts": 6, "n_fact_prompts": 6}, "7497e0b2dccc4320"),
+        ({"n_open_prompts": 4, "n_fact_prompts": 4, "sft_steps": 300}, "beb92325040fbef4"),
+        ({"seed": 7, "n_open_prompts": 3, "n_fact_prompts": 5, "response_alphabet": 12,
+          "max_response_tokens": 5, "fact_known_rate": 1.0, "hidden_size": 32, "n_layers": 1,
+          "n_heads": 4, "head_dim": 48, "intermediate_size": 96, "sft_steps": 10, "sft_lr": 0.01,
+          "sft_batch_size": 8, "sft_samples_per_prompt": 4}, "accd451f7331c25f"),
+    ],
+)
+def test_recipe_hash_is_pinned(fields: dict, expected: str) -> None:
+    assert ToyWorldSpec(**fields).recipe_hash() == expected
