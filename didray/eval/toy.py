@@ -77,7 +77,7 @@ class ToyTables:
 
     @classmethod
     def load(cls, world_dir: Path, enum_file: Path) -> ToyTables:
-        world = toy.load_world(world_dir)[0]
+        world = toy.read_world(world_dir)
         return cls(world, torch.load(enum_file), *score_table(world))
 
     def policy_table(self, model, tokenizer) -> Tensor:

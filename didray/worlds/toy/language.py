@@ -1,4 +1,4 @@
-"""The task language: prompts, their rewards and the enumerable response space (docs/design.md §2.2).
+"""The task language: prompts, rewards and the enumerable response space (docs/design.md §2.2).
 
 Every response is 1..L content words followed by `</s>`, over an alphabet of A content words, so
 a prompt's whole response space has sum_{l=1..L} A^l elements.
