@@ -158,6 +158,9 @@ class Train(Strict):
     max_response_tokens: PositiveInt = Field(8, description="responses are truncated to this")
     checkpoint_every: PositiveInt = Field(20, description="save a checkpoint every k steps")
     report_every: PositiveInt = Field(5, description="ray.train.report metrics every k steps")
+    max_failures: int = Field(
+        2, ge=0, le=100, description="restarts of a trial's Train workers from the latest "
+        "checkpoint after a lost worker or node (and of the trial after a lost trial process)")
 
     @model_validator(mode="after")
     def _batch_divides(self) -> Train:

@@ -88,11 +88,12 @@ def check_state(sweep: Sweep, sweep_dir: Path, resume: bool) -> None:
             " --resume continues the original sweep only. Use a new `name` for the new one")
 
 
-def start_ray(address: str | None) -> None:
+def start_ray(address: str | None) -> bool:
+    """Connect to `address` or start an embedded Ray; returns whether this call started it."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     env = {"env_vars": RAY_ENV}
     if address:
         # Ray's own helper processes (Train's placement-group cleaner) call ray.init() with no
@@ -103,6 +104,7 @@ def start_ray(address: str | None) -> None:
         # The dashboard stays on: users watch sweeps there, and without it Train's placement
         # group cleaner logs a State-API warning every 2 s.
         ray.init(runtime_env=env, logging_level="WARNING")
+    return True
 
 
 def trial_table():
@@ -137,7 +139,8 @@ def build_tuner(sweep: Sweep, spec: TrialSpec, writer: ResultsWriter, resume: bo
         run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), verbose=1,
                                   progress_reporter=trial_table(),
                                   callbacks=[writer],
-                                  failure_config=tune.FailureConfig(max_failures=0)),
+                                  failure_config=tune.FailureConfig(
+                                      max_failures=sweep.train.max_failures)),
     )
 
 
@@ -186,7 +189,19 @@ def regime_columns(sweep: Sweep) -> dict[str, dict]:
 
 def run_sweep(sweep: Sweep, source: str, address: str | None = None,
               resume: bool = False) -> Path:
-    """Run (or resume) a whole sweep; returns its results directory."""
+    """Run (or resume) a whole sweep; returns its results directory. Ray, if this call
+    started it, is shut down when it returns, however it ends."""
+    import ray
+
+    started = start_ray(address)  # prepare samples pi_ref's responses on sampler actors
+    try:
+        return run_on_ray(sweep, source, resume)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_on_ray(sweep: Sweep, source: str, resume: bool) -> Path:
     # Every path handed to Ray is absolute: workers do not run in the driver's directory.
     sweep = sweep.model_copy(update={"storage": sweep.storage.resolve()})
     sweep_dir = sweep.storage / sweep.name
@@ -195,7 +210,6 @@ def run_sweep(sweep: Sweep, source: str, address: str | None = None,
     old = read_json(sweep_dir / "manifest.json", {}) or {}
     started = time.time()
     caches = Caches()
-    start_ray(address)  # prepare samples pi_ref's responses on sampler actors
     prepared = prepare(sweep, sweep_dir, caches, say)
     # Counts accumulate over runs: a resumed sweep still shows each cache computed once.
     counts = dict(old.get("cache_computations", {}))

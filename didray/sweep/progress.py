@@ -13,7 +13,7 @@ from pathlib import Path
 import polars as pl
 from ray import tune
 
-from didray.metrics import lookup
+from didray.metrics import FINAL, lookup, step_values
 from didray.sweep.results import rows_frame, write_parquet
 
 AXES = ("beta", "regime", "seed")
@@ -26,6 +26,12 @@ def registered(result: dict, table: str) -> dict:
     return {k: v for k, v in result.items()
             if (m := lookup(k)) is not None and table in m.tables
             and isinstance(v, int | float | str)}
+
+
+def last_report(metrics: dict) -> dict:
+    """A trial row's view of its latest report: step, node and `final/<metric>`."""
+    return {"step": int(metrics["step"]), "node_id": metrics.get("node_id"),
+            **{f"{FINAL}{k}": v for k, v in metrics.items() if k in step_values()}}
 
 
 def _read_rows(path: Path) -> list[dict]:
@@ -79,8 +85,7 @@ class ResultsWriter(tune.Callback):
         metrics = registered(result, "steps")
         step = int(metrics["step"])
         self._steps[trial.trial_id, step] = {**self._axes(trial), **metrics}
-        last = {f"final/{k}": v for k, v in metrics.items() if k not in ("step", "node_id")}
-        self._trial_row(trial, "RUNNING", step=step, node_id=metrics.get("node_id"), **last)
+        self._trial_row(trial, "RUNNING", **last_report(metrics))
         shown = " ".join(f"{k}={metrics[k]:.3f}" for k in SHOWN if k in metrics)
         print(f"[didray]   {trial.trial_id} step {step}/{self.steps} {shown}",
               file=sys.stderr, flush=True)
@@ -93,10 +98,19 @@ class ResultsWriter(tune.Callback):
             write_parquet(pl.concat([pl.read_parquet(p) for p in parts], how="diagonal"),
                           self.sweep_dir / "evals.parquet")
 
+    def take_history(self, trial) -> None:
+        """A finished trial's reports, from its final checkpoint, replace whatever this driver
+        saw live: reports a killed driver never received, or an earlier attempt's, are gone."""
+        rows = _read_rows(self.sweep_dir / "steps" / f"{trial.trial_id}.parquet")
+        self._steps = {key: row for key, row in self._steps.items() if key[0] != trial.trial_id}
+        self._steps |= {(trial.trial_id, r["step"]): {**self._axes(trial), **r} for r in rows}
+        self._trial_row(trial, "RUNNING", **last_report(rows[-1]))
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._load()
         self.merge_evals()
-        self._trial_row(trial, "TERMINATED")
+        self.take_history(trial)
+        self._trial_row(trial, "TERMINATED", error=None)
         print(f"[didray] trial {trial.trial_id} finished", file=sys.stderr, flush=True)
         self.flush(force=True)
 

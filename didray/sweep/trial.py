@@ -19,35 +19,61 @@ from ray.tune.integration.ray_train import TuneReportCallback
 
 from didray.config.schema import Scaling
 from didray.config.trial import Trial, TrialSpec
-from didray.files import read_json
+from didray.files import read_json, write_json
 from didray.sweep.results import write_parquet
-from didray.train.worker import EVALUATION_FILE, train_worker
+from didray.train.worker import EVALUATION_FILE, HISTORY_FILE, train_worker
+
+
+class IncompleteTrial(RuntimeError):
+    """A Train run that ended without reaching train.steps: never reported as finished."""
+
+
+def trial_frame(rows: list[dict], trial: Trial, **schema: pl.DataType) -> pl.DataFrame:
+    axes = {"trial_id": trial.trial_id, "beta": trial.beta, "regime": trial.regime,
+            "seed": trial.seed}
+    frame = pl.DataFrame(rows, schema_overrides=schema, infer_schema_length=None)
+    return frame.with_columns(**{k: pl.lit(v) for k, v in axes.items()})
+
+
+def read_final_checkpoint(checkpoint: ray.train.Checkpoint, trial: Trial
+                          ) -> tuple[list[dict], dict]:
+    """The run's report history and final evaluation; refuses a run short of train.steps."""
+    with checkpoint.as_directory() as d:
+        history = read_json(Path(d) / HISTORY_FILE)
+        evaluation = read_json(Path(d) / EVALUATION_FILE)
+    steps = trial.spec.train.steps
+    if not history or history[-1]["step"] != steps or evaluation is None:
+        reached = history[-1]["step"] if history else 0
+        raise IncompleteTrial(f"trial {trial.trial_id}: its Train run ended at step {reached} "
+                              f"of {steps} without a final evaluation; it is not finished")
+    return history, evaluation
 
 
 def evaluate_checkpoint(checkpoint: ray.train.Checkpoint, trial: Trial) -> dict[str, float]:
     """The trained policy's evaluation (docs/design.md §3, step 4): what the Train run's
-    last report computed (toy: everything), plus the sampled evaluation in the hf world. The
-    estimate rows go to evals/<trial id>.parquet, their means per method to the trial's row.
+    last report computed (toy: everything), plus the sampled evaluation in the hf world.
 
+    Written per trial, each file replaced whole, so a retried trial never mixes with an
+    earlier attempt: steps/<trial id>.parquet (every report, from the final checkpoint),
+    evals/<trial id>.parquet (the estimate rows); their means per method go to the trial row.
     In the hf world the trial's DID entropy is the paper's estimate: the deduplicated plug-in
     over the policy's own K samples. It lies in [0, log K], so trials compare at one K; the
     snis estimates (also stored) carry each sequence's full log-prob and, on 48-token
     responses, swing by tens of nats between prompts (measured on SmolLM2).
     """
-    with checkpoint.as_directory() as d:
-        evaluation = read_json(Path(d) / EVALUATION_FILE)
-        rows, metrics = evaluation["estimates"], evaluation["metrics"]
-        if trial.spec.world == "hf":
-            # Imported here: toy trials never load the sampler and scorer stack.
-            from didray.eval.hf import evaluate_policy
+    history, evaluation = read_final_checkpoint(checkpoint, trial)
+    rows, metrics = evaluation["estimates"], evaluation["metrics"]
+    if trial.spec.world == "hf":
+        # Imported here: toy trials never load the sampler and scorer stack.
+        from didray.eval.hf import evaluate_policy
 
+        with checkpoint.as_directory() as d:
             sampled_rows, sampled = evaluate_policy(d, trial)
-            rows, metrics = rows + sampled_rows, metrics | sampled
-    estimates = pl.DataFrame(rows, schema_overrides={"exact": pl.Float64})
-    axes = {"trial_id": trial.trial_id, "beta": trial.beta, "regime": trial.regime,
-            "seed": trial.seed}
-    write_parquet(estimates.with_columns(**{k: pl.lit(v) for k, v in axes.items()}),
-                  trial.spec.sweep_dir / "evals" / f"{trial.trial_id}.parquet")
+        rows, metrics = rows + sampled_rows, metrics | sampled
+    sweep_dir = trial.spec.sweep_dir
+    write_parquet(trial_frame(history, trial), sweep_dir / "steps" / f"{trial.trial_id}.parquet")
+    estimates = trial_frame(rows, trial, exact=pl.Float64)
+    write_parquet(estimates, sweep_dir / "evals" / f"{trial.trial_id}.parquet")
     means = {f"did_entropy_{r['estimator']}_{r['proposal']}": r["estimate"] for r in
              estimates.group_by("estimator", "proposal").agg(pl.col("estimate").mean()).to_dicts()}
     if trial.spec.world == "hf":
@@ -108,14 +134,23 @@ def trial_slot(sweep: str):
 
 def run_trial(config: dict, spec: TrialSpec) -> None:
     """The Tune trainable: `config` holds the trial's search axes, `spec` the rest (passed by
-    `tune.with_parameters`)."""
+    `tune.with_parameters`). A trial whose results are already complete on disk (a driver
+    killed before Tune saved that it finished) reports them again instead of rerunning."""
     trial = Trial(spec, config["beta"], config["regime"], config["seed"],
                   ray.tune.get_context().get_trial_id())  # Ray: stable across Tuner.restore
-    with trial_slot(spec.sweep):
-        train_and_evaluate(trial)
+    final = read_json(done_file(trial))
+    if final is None:
+        with trial_slot(spec.sweep):
+            final = train_and_evaluate(trial)
+    ray.tune.report({**final, "final": True})
 
 
-def train_and_evaluate(trial: Trial) -> None:
+def done_file(trial: Trial) -> Path:
+    """Written last, once a trial's steps, evals and final metrics are all on disk."""
+    return trial.spec.sweep_dir / "done" / f"{trial.trial_id}.json"
+
+
+def train_and_evaluate(trial: Trial) -> dict:
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"trial": trial},
@@ -125,11 +160,13 @@ def train_and_evaluate(trial: Trial) -> None:
             storage_path=str(trial.spec.sweep_dir / "train"),
             callbacks=[TuneReportCallback()],
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
-            failure_config=ray.train.FailureConfig(max_failures=0),
+            # A lost worker or node: Train restarts the worker group from the latest checkpoint.
+            failure_config=ray.train.FailureConfig(max_failures=trial.spec.train.max_failures),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
     )
     result = trainer.fit()  # Ray: raises if the run failed, which marks the trial ERROR
-    metrics = evaluate_checkpoint(result.checkpoint, trial)
-    ray.tune.report({**metrics, "final": True,
-                     "checkpoint_path": str(Path(result.checkpoint.path))})
+    final = {**evaluate_checkpoint(result.checkpoint, trial),
+             "checkpoint_path": str(Path(result.checkpoint.path))}
+    write_json(final, done_file(trial))
+    return final

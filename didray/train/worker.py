@@ -26,34 +26,40 @@ from didray.train.loop import make_optimizer, train_dpo
 from didray.worlds.policy import load_policy
 from didray.worlds.text import batched_response_logps
 
+HISTORY_FILE = "history.json"  # in every checkpoint: every report up to its step
+EVALUATION_FILE = "evaluation.json"  # in the final checkpoint: the trial's final evaluation
 
-def save_checkpoint(model: torch.nn.Module, tokenizer, optimizer, step: int, out: Path) -> None:
+
+def save_checkpoint(model: torch.nn.Module, tokenizer, optimizer, step: int,
+                    history: list[dict], out: Path) -> None:
     """Weights as safetensors with the tokenizer (a checkpoint loads on its own, in
-    transformers or vLLM), plus the optimizer state to resume from."""
+    transformers or vLLM), the optimizer state to resume from, and the reports so far: a run
+    resumed from this checkpoint (after a lost worker, node or driver) recomputes the steps
+    after it, so its history is exactly the uninterrupted run's."""
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     torch.save(optimizer.state_dict(), out / "optimizer.pt")
     (out / "state.json").write_text(json.dumps({"step": step}))
+    (out / HISTORY_FILE).write_text(json.dumps(history))
 
 
-def restore(model: torch.nn.Module) -> tuple[int, dict | None]:
-    """Weights, optimizer state and step from the run's latest checkpoint, if there is one."""
+def restore(model: torch.nn.Module) -> tuple[int, dict | None, list[dict]]:
+    """Weights, optimizer state, step and report history from the run's latest checkpoint,
+    if there is one."""
     checkpoint = ray.train.get_checkpoint()  # Ray: the latest checkpoint of this run name
     if checkpoint is None:
-        return 0, None
+        return 0, None, []
     with checkpoint.as_directory() as d:
         model.load_state_dict(AutoModelForCausalLM.from_pretrained(d).state_dict())
         state = torch.load(Path(d) / "optimizer.pt")
         step = json.loads((Path(d) / "state.json").read_text())["step"]
-    return step, state
+        history = json.loads((Path(d) / HISTORY_FILE).read_text())
+    return step, state, history
 
 
 # Step metrics the exact toy evaluation gives at a report, and where they come from.
 EXACT_STEP_METRICS = {"did/entropy": "did_entropy", "eval/instruction_score": "instruction_score",
                       "eval/qa_accuracy": "qa_accuracy"}
-EVALUATION_FILE = "evaluation.json"  # in the final checkpoint: the trial's final evaluation
-
-
 def final_evaluation(model: torch.nn.Module, tokenizer, hook, data: PairTensors, trial: Trial,
                      tables: ToyTables | None, table: torch.Tensor | None) -> dict:
     """The trained policy's evaluation that needs no sampler: the dataset's pair metrics (both
@@ -91,7 +97,7 @@ def run_rank(trial: Trial) -> None:
     tables = (ToyTables.load(spec.world_dir, spec.enum_file)
               if spec.world == "toy" and rank == 0 else None)
 
-    start, optimizer_state = restore(model)
+    start, optimizer_state, history = restore(model)
     model = ray.train.torch.prepare_model(model)  # Ray: DDP over gloo (CPU) or NCCL (GPU)
     optimizer = make_optimizer(model.parameters(), train.optimizer, train.lr,
                                train.weight_decay)
@@ -113,10 +119,11 @@ def run_rank(trial: Trial) -> None:
             metrics |= {name: exact[key] for name, key in EXACT_STEP_METRICS.items()}
         if rank == 0:
             export_step_metrics(metrics, trial.tags)
+            history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0 and (step % train.checkpoint_every == 0 or last):
-                save_checkpoint(plain, tokenizer, optimizer, step, Path(tmp))
+                save_checkpoint(plain, tokenizer, optimizer, step, history, Path(tmp))
                 if last:
                     evaluation = final_evaluation(plain, tokenizer, hook, data, trial, tables,
                                                   table)
