@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from didray.errors import BadInput
+
 
 def content_hash(*parts: object) -> str:
     """Short sha256 of JSON-serialisable parts: names caches and datasets by their recipe."""
@@ -40,7 +42,59 @@ def write_json(obj: object, path: Path) -> None:
 
 
 def read_json(path: Path, default: object = None) -> object:
-    return json.loads(path.read_text()) if path.exists() else default
+    """The JSON in `path` (`default` if there is none); a truncated or corrupt file is a
+    BadInput naming it, never a traceback or a silently wrong value."""
+    if not path.exists():
+        return default
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise BadInput(f"{path}: not readable JSON ({err}); the file is truncated or corrupt, "
+                       "restore it from a copy or remove it") from None
+
+
+def read_manifest(path: Path) -> dict:
+    """A sweep's manifest.json ({} when the sweep wrote none yet)."""
+    manifest = read_json(path, {})
+    if not isinstance(manifest, dict):
+        raise BadInput(f"{path}: a sweep manifest is a JSON object, this holds a "
+                       f"{type(manifest).__name__}; the file is corrupt")
+    return manifest
+
+
+INDEX = "integrity.json"  # written last into a checkpoint or cache directory
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_index(directory: Path) -> None:
+    """Size and sha256 of every file in `directory`, written last: what `damage` checks."""
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != INDEX)
+    index = {str(p.relative_to(directory)): [p.stat().st_size, sha256_file(p)] for p in files}
+    (directory / INDEX).write_text(json.dumps(index))
+
+
+def damage(directory: Path) -> str | None:
+    """Why `directory` does not match its index (missing, truncated, altered), or None."""
+    try:
+        index = json.loads((directory / INDEX).read_text())
+    except (OSError, ValueError):
+        return f"no readable {INDEX} (written last, so the directory is incomplete)"
+    for name, (size, digest) in index.items():
+        path = directory / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} has {path.stat().st_size} bytes, {size} were written"
+        if sha256_file(path) != digest:
+            return f"{name} differs from what was written (sha256)"
+    return None
 
 
 def build_once(final: Path, complete: Callable[[Path], bool],

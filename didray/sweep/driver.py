@@ -18,7 +18,7 @@ import polars as pl
 from didray.config.schema import Sweep
 from didray.config.trial import RegimeFiles, TrialSpec
 from didray.errors import BadInput
-from didray.files import read_json, write_json
+from didray.files import read_manifest, write_json
 from didray.metrics import labels
 from didray.sampling.sampler import resolve_backend
 from didray.sweep import RAY_ENV
@@ -72,7 +72,7 @@ def check_state(sweep: Sweep, sweep_dir: Path, resume: bool) -> None:
             "change `name` or `storage` to start a new one (nothing was changed)")
     if resume and exists and not tune.Tuner.can_restore(str(sweep_dir / "tune")):
         raise SweepStateError(f"{sweep_dir / 'tune'} has no restorable Tune state")
-    manifest = read_json(sweep_dir / "manifest.json", {}) or {}
+    manifest = read_manifest(sweep_dir / "manifest.json")
     if resume and exists and manifest.get("version") != MANIFEST_VERSION:
         raise SweepStateError(
             f"{sweep_dir} was written by an older didray (manifest version "
@@ -195,10 +195,39 @@ def run_sweep(sweep: Sweep, source: str, address: str | None = None,
 
     started = start_ray(address)  # prepare samples pi_ref's responses on sampler actors
     try:
+        check_resources(sweep, fixed=address is None)
         return run_on_ray(sweep, source, resume)
     finally:
         if started:
             ray.shutdown()
+
+
+def resource_asks(sweep: Sweep) -> dict[str, dict[str, float]]:
+    """What one process of each kind asks of a single node."""
+    scaling, sampler = sweep.scaling, sweep.sampler
+    worker = {"CPU": scaling.cpus_per_worker, "GPU": scaling.gpus_per_worker}
+    actor = {"CPU": sampler.cpus_per_actor, "GPU": sampler.gpus_per_actor}
+    return {"a Train worker (scaling.cpus_per_worker, gpus_per_worker)": worker,
+            "a sampler actor (sampler.cpus_per_actor, gpus_per_actor)": actor}
+
+
+def check_resources(sweep: Sweep, fixed: bool) -> None:
+    """Refuse at once what no node can ever hold, instead of waiting forever for it. A cluster
+    given by --address may autoscale: there it is a warning, and Ray waits for new nodes."""
+    import ray
+
+    nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
+    for what, ask in resource_asks(sweep).items():
+        if any(all(node.get(k, 0) >= v for k, v in ask.items() if v) for node in nodes):
+            continue
+        largest = max(nodes, key=lambda n: n.get("CPU", 0))
+        message = (f"{what} asks for {ask['CPU']:g} CPU and {ask['GPU']:g} GPU, but no node of "
+                   f"this Ray cluster has that much (the largest has {largest.get('CPU', 0):g} "
+                   f"CPU, {largest.get('GPU', 0):g} GPU)")
+        if fixed:
+            raise BadInput(f"{message}; lower the ask in the sweep file or run on a larger "
+                           "cluster with --address (nothing was started)")
+        say(f"warning: {message}; waiting for the autoscaler to add one")
 
 
 def run_on_ray(sweep: Sweep, source: str, resume: bool) -> Path:
@@ -207,7 +236,7 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool) -> Path:
     sweep_dir = sweep.storage / sweep.name
     check_state(sweep, sweep_dir, resume)
     resume = resume and (sweep_dir / "tune").exists()  # --resume on nothing starts afresh
-    old = read_json(sweep_dir / "manifest.json", {}) or {}
+    old = read_manifest(sweep_dir / "manifest.json")
     started = time.time()
     caches = Caches()
     prepared = prepare(sweep, sweep_dir, caches, say)

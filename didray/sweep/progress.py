@@ -49,7 +49,15 @@ class ResultsWriter(tune.Callback):
         self._trials: dict[str, dict] = {}
         self._flushed = 0.0
 
-    def _load(self) -> None:
+    def _locate(self, trial) -> None:
+        """Follow the sweep to where Tune now keeps it: a moved or copied sweep resumes there,
+        while this writer (pickled with the Tuner) still holds the old path."""
+        sweep_dir = Path(trial.storage.experiment_fs_path).parent
+        if sweep_dir != self.sweep_dir:
+            self.sweep_dir, self._steps = sweep_dir, None
+
+    def _load(self, trial) -> None:
+        self._locate(trial)
         if self._steps is None:
             self._steps = {(r["trial_id"], r["step"]): r
                            for r in _read_rows(self.sweep_dir / "steps.parquet")}
@@ -71,14 +79,14 @@ class ResultsWriter(tune.Callback):
         self._flushed = time.monotonic()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
-        self._load()
+        self._load(trial)
         self._trial_row(trial, "RUNNING")
         axes = " ".join(f"{k}={trial.config[k]}" for k in AXES)
         print(f"[didray] trial {trial.trial_id} started: {axes}", file=sys.stderr, flush=True)
         self.flush(force=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        self._load()
+        self._load(trial)
         if result.get("final"):
             self._trial_row(trial, "RUNNING", **registered(result, "trials"))
             return
@@ -107,7 +115,7 @@ class ResultsWriter(tune.Callback):
         self._trial_row(trial, "RUNNING", **last_report(rows[-1]))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._load()
+        self._load(trial)
         self.merge_evals()
         self.take_history(trial)
         self._trial_row(trial, "TERMINATED", error=None)
@@ -115,12 +123,13 @@ class ResultsWriter(tune.Callback):
         self.flush(force=True)
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self._load()
+        self._load(trial)
         self._trial_row(trial, "ERROR", error=str(trial.error_file or "see Tune logs"))
         print(f"[didray] trial {trial.trial_id} FAILED: {trial.error_file}", file=sys.stderr,
               flush=True)
         self.flush(force=True)
 
     def on_experiment_end(self, trials, **info) -> None:
-        self._load()
-        self.flush(force=True)
+        if trials:
+            self._load(trials[0])
+            self.flush(force=True)

@@ -16,10 +16,11 @@ import ray.train
 import ray.tune
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from didray.config.schema import Scaling
 from didray.config.trial import Trial, TrialSpec
-from didray.files import read_json, write_json
+from didray.files import damage, read_json, write_json
 from didray.sweep.results import write_parquet
 from didray.train.worker import EVALUATION_FILE, HISTORY_FILE, train_worker
 
@@ -39,6 +40,8 @@ def read_final_checkpoint(checkpoint: ray.train.Checkpoint, trial: Trial
                           ) -> tuple[list[dict], dict]:
     """The run's report history and final evaluation; refuses a run short of train.steps."""
     with checkpoint.as_directory() as d:
+        if problem := damage(Path(d)):
+            raise IncompleteTrial(f"trial {trial.trial_id}: final checkpoint {d}: {problem}")
         history = read_json(Path(d) / HISTORY_FILE)
         evaluation = read_json(Path(d) / EVALUATION_FILE)
     steps = trial.spec.train.steps
@@ -117,8 +120,11 @@ def slots_name(sweep: str) -> str:
 
 
 def start_slots(sweep: str, slots: int):
-    """The driver's slot actor; it lives as long as the driver (Ray: owner fate-sharing)."""
-    return ray.remote(TrialSlots).options(name=slots_name(sweep), num_cpus=0).remote(slots)
+    """The driver's slot actor; it lives as long as the driver (Ray: owner fate-sharing), on
+    the driver's node, so losing any other node never loses the slots' count."""
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+    return ray.remote(TrialSlots).options(name=slots_name(sweep), num_cpus=0,
+                                          scheduling_strategy=here).remote(slots)
 
 
 @contextmanager
@@ -159,7 +165,8 @@ def train_and_evaluate(trial: Trial) -> dict:
             name=trial.trial_id,
             storage_path=str(trial.spec.sweep_dir / "train"),
             callbacks=[TuneReportCallback()],
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=1),
+            # Two: a damaged newest checkpoint falls back to the one before it.
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             # A lost worker or node: Train restarts the worker group from the latest checkpoint.
             failure_config=ray.train.FailureConfig(max_failures=trial.spec.train.max_failures),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from didray.data.tensors import PairTensors, load_pair_tensors
 from didray.eval.estimates import entropy_estimates
 from didray.eval.pairs import pair_metrics
 from didray.eval.toy import ToyTables
+from didray.files import damage, write_index
 from didray.train.gauges import export_step_metrics
 from didray.train.loop import make_optimizer, train_dpo
 from didray.worlds.policy import load_policy
@@ -35,25 +37,41 @@ def save_checkpoint(model: torch.nn.Module, tokenizer, optimizer, step: int,
     """Weights as safetensors with the tokenizer (a checkpoint loads on its own, in
     transformers or vLLM), the optimizer state to resume from, and the reports so far: a run
     resumed from this checkpoint (after a lost worker, node or driver) recomputes the steps
-    after it, so its history is exactly the uninterrupted run's."""
+    after it, so its history is exactly the uninterrupted run's. The integrity index is
+    written last."""
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     torch.save(optimizer.state_dict(), out / "optimizer.pt")
     (out / "state.json").write_text(json.dumps({"step": step}))
     (out / HISTORY_FILE).write_text(json.dumps(history))
+    write_index(out)
+
+
+def intact_checkpoint(latest: Path) -> Path:
+    """The newest checkpoint of the run that matches its integrity index: `latest`, or an
+    older one kept beside it when `latest` was truncated or altered (said on stderr)."""
+    for candidate in sorted(latest.parent.glob("checkpoint_*"), reverse=True):
+        if candidate.is_dir() and candidate <= latest:
+            problem = damage(candidate)
+            if problem is None:
+                return candidate
+            print(f"[didray] checkpoint {candidate} is damaged ({problem}); trying an older "
+                  "one", file=sys.stderr, flush=True)
+    raise RuntimeError(f"no intact checkpoint in {latest.parent}: the run cannot resume")
 
 
 def restore(model: torch.nn.Module) -> tuple[int, dict | None, list[dict]]:
-    """Weights, optimizer state, step and report history from the run's latest checkpoint,
-    if there is one."""
+    """Weights, optimizer state, step and report history from the run's newest intact
+    checkpoint, if there is one."""
     checkpoint = ray.train.get_checkpoint()  # Ray: the latest checkpoint of this run name
     if checkpoint is None:
         return 0, None, []
-    with checkpoint.as_directory() as d:
+    with checkpoint.as_directory() as latest:
+        d = intact_checkpoint(Path(latest))
         model.load_state_dict(AutoModelForCausalLM.from_pretrained(d).state_dict())
-        state = torch.load(Path(d) / "optimizer.pt")
-        step = json.loads((Path(d) / "state.json").read_text())["step"]
-        history = json.loads((Path(d) / HISTORY_FILE).read_text())
+        state = torch.load(d / "optimizer.pt")
+        step = json.loads((d / "state.json").read_text())["step"]
+        history = json.loads((d / HISTORY_FILE).read_text())
     return step, state, history
 
 

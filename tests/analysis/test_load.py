@@ -110,3 +110,9 @@ def test_several_sweeps_with_different_extra_columns_load_together(sweep_dir, tm
     assert trials.height == 10
     assert trials.group_by("sweep").agg(pl.col("extra").sum()).sort("sweep").rows() == [
         ("other", 14), ("partial", 0)]
+
+
+def test_a_corrupt_manifest_is_named(sweep_dir):
+    (sweep_dir / "manifest.json").write_text('{"version": 2, "sweep": {"na')
+    with pytest.raises(BadInput, match="partial/manifest.json: not readable JSON"):
+        load(sweep_dir)

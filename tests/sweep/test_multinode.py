@@ -1,8 +1,12 @@
 """A sweep on a three-node Ray cluster on one machine (ray.cluster_utils.Cluster)."""
 
+import contextlib
+import threading
+import time
 from pathlib import Path
 
 import polars as pl
+import psutil
 import pytest
 import ray
 import yaml
@@ -10,6 +14,7 @@ from ray.cluster_utils import Cluster
 
 from didray.analysis import entropy_vs_scores, load
 from didray.cli import main
+from sweep.test_sweep import assert_same_results
 
 ROOT = Path(__file__).parents[2]
 pytestmark = pytest.mark.slow
@@ -43,3 +48,41 @@ def test_trials_spread_over_nodes_and_land_in_shared_storage(cluster, tmp_path):
     assert set(trials["node_id"]) == worker_nodes  # one trial on each worker node
     table = entropy_vs_scores(load(tmp_path / "multi"))
     assert table["finished"].sum() == 2
+
+
+def train_worker_node(cluster):
+    """The node of `cluster` whose raylet runs the sweep's Ray Train worker, once it runs."""
+    while True:
+        for node in cluster.list_all_nodes():
+            with contextlib.suppress(psutil.Error):  # processes come and go meanwhile
+                raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
+                if any("RayTrainWorker" in " ".join(p.cmdline())
+                       for p in raylet.children(recursive=True)):
+                    return node
+        time.sleep(0.5)
+
+
+def test_a_lost_node_costs_a_restart_not_the_sweep(ci_sweep, cluster, tmp_path):
+    """The node training the only trial is removed once it has checkpointed step 2: the trial
+    resumes on the other node by itself and ends with the uninterrupted run's results."""
+    _, clean = ci_sweep
+    sweep = yaml.safe_load((ROOT / "sweeps/ci.yaml").read_text())
+    sweep["search"] = {"beta": [0.1], "regime": ["pg"]}
+    path = tmp_path / "ci.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    out = tmp_path / "ci"
+
+    def remove_after_first_checkpoint() -> None:
+        node = train_worker_node(cluster)
+        while not list((out / "train").glob("*/checkpoint_*")):
+            time.sleep(0.2)
+        cluster.remove_node(node)
+
+    killer = threading.Thread(target=remove_after_first_checkpoint, daemon=True)
+    ray.init(address=cluster.address)
+    killer.start()
+    assert main(["run", str(path), "--storage", str(tmp_path), "--address",
+                 cluster.address]) == 0
+    killer.join(timeout=5)
+    assert len([n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]) == 1
+    assert_same_results(out, clean)

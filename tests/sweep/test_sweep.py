@@ -2,6 +2,7 @@
 
 import json
 import math
+import shutil
 import signal
 import subprocess
 import sys
@@ -117,6 +118,16 @@ def test_rerun_without_resume_is_refused_and_keeps_results(ci_sweep, capsys):
     assert (out / "trials.parquet").read_bytes() == before
 
 
+def test_an_ask_no_node_can_hold_is_refused_before_anything_starts(tmp_path, capsys):
+    sweep = {**CI, "scaling": {**CI["scaling"], "cpus_per_worker": 64}}
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    assert main(["run", str(path), "--storage", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "a Train worker (scaling.cpus_per_worker, gpus_per_worker) asks for 64 CPU" in err
+    assert not ray.is_initialized() and not (tmp_path / "ci").exists()
+
+
 def test_resume_with_a_changed_sweep_file_is_refused(ci_sweep, tmp_path, capsys):
     _, out = ci_sweep
     changed = {**CI, "train": {**CI["train"], "lr": 0.5}}
@@ -214,6 +225,26 @@ def test_sigterm_stops_the_sweep_and_its_ray_then_resume_finishes(tmp_path):
     assert code == 0, log
     trials = pl.read_parquet(tmp_path / "ci" / "trials.parquet")
     assert trials["status"].to_list() == ["TERMINATED"] and trials["step"].to_list() == [6]
+
+
+def test_moved_sweep_resumes_in_its_new_place(ci_sweep, tmp_path):
+    """An interrupted sweep moved elsewhere (its old directory gone) resumes and writes only
+    in the new place, with the uninterrupted results."""
+    _, clean = ci_sweep
+    sweep = {**CI, "search": {"beta": [0.1, 0.5], "regime": ["pg"]},
+             "scaling": {**CI["scaling"], "max_concurrent_trials": 1}}
+    path = tmp_path / "ci.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    old, new = tmp_path / "old", tmp_path / "new"
+    code, log, _ = run_cli(["run", str(path), "--storage", str(old)], kill_after="step 2/6")
+    assert code == -signal.SIGKILL, log
+    new.mkdir()
+    shutil.move(old / "ci", new / "ci")
+    shutil.rmtree(old)
+    code, log, _ = run_cli(["run", str(path), "--storage", str(new), "--resume"])
+    assert code == 0, log
+    assert not old.exists()
+    assert_same_results(new / "ci", clean)
 
 
 def kill_train_worker(proc: subprocess.Popen) -> None:
