@@ -94,32 +94,32 @@ class ToyWorldSpec(Strict):
     agree) or caps that keep a typo from fitting pi_ref for hours.
     """
 
-    seed: int = Field(0, description="seed of the task language and of pi_ref's fit")
-    n_open_prompts: int = Field(
-        6, ge=1, le=45, description="open-ended (instruction) prompts, 1..45: drawn from 3 verbs "
-        "x L counts x the categories with >= 2 alphabet words (build_world names the exact count)")
-    n_fact_prompts: int = Field(
-        6, ge=1, le=48, description="fact (knowledge QA) prompts, 1..48: drawn from 16 entities "
-        "x the relations whose category has >= 2 alphabet words")
-    response_alphabet: int = Field(9, ge=6, le=12, description="A: content words, 6..12")
-    max_response_tokens: int = Field(
-        3, ge=1, le=5, description="L: content words per response (before </s>), 1..5")
-    fact_known_rate: float = Field(
-        0.6, ge=0, le=1, description="fraction of fact prompts the SFT teacher knows, 0..1")
-    hidden_size: int = Field(64, ge=1, le=1024, description="pi_ref's hidden size, 1..1024")
-    n_layers: int = Field(2, ge=1, le=16, description="pi_ref's layers, 1..16")
-    n_heads: int = Field(2, ge=1, le=32, description="attention heads, 1..32")
-    head_dim: int = Field(
-        32, ge=32, le=256, description="size of a head, 32..256 (vLLM's CPU attention rejects "
-        "smaller heads)")
-    intermediate_size: int = Field(128, ge=1, le=4096, description="MLP width, 1..4096")
-    sft_steps: int = Field(600, ge=1, le=100_000, description="SFT steps that fit pi_ref, "
-                           "1..100000")
-    sft_lr: float = Field(3e-3, gt=0, le=1, description="SFT learning rate, in (0, 1]")
-    sft_batch_size: int = Field(64, ge=1, le=4096, description="SFT batch size, 1..4096")
-    sft_samples_per_prompt: int = Field(
-        64, ge=1, le=10_000, description="teacher responses per prompt in the SFT corpus, "
-        "1..10000")
+    seed: Seed = Field(
+        0, description="seed of the task language and of pi_ref's fit (0 to 2,147,483,647)")
+    n_open_prompts: Int = Field(
+        6, ge=1, le=45, description="open-ended (instruction) prompts, 1 to 45: drawn from 3 "
+        "verbs x L counts x the categories with >= 2 alphabet words (build_world names the "
+        "exact count)")
+    n_fact_prompts: Int = Field(
+        6, ge=1, le=48, description="fact (knowledge QA) prompts, 1 to 48: drawn from 16 "
+        "entities x the relations whose category has >= 2 alphabet words")
+    response_alphabet: Int = Field(9, ge=6, le=12, description="A: content words, 6 to 12")
+    max_response_tokens: Int = Field(
+        3, ge=1, le=5, description="L: content words per response (before </s>), 1 to 5")
+    fact_known_rate: Float = Field(
+        0.6, ge=0, le=1, description="fraction of fact prompts the SFT teacher knows, 0 to 1")
+    hidden_size: Int = count(64, 1024, "pi_ref's hidden size")
+    n_layers: Int = count(2, 16, "pi_ref's layers")
+    n_heads: Int = count(2, 32, "attention heads")
+    head_dim: Int = Field(
+        32, ge=32, le=256, description="size of a head, 32 to 256 (vLLM's CPU attention "
+        "rejects smaller heads)")
+    intermediate_size: Int = count(128, 4096, "MLP width")
+    sft_steps: Int = count(600, 100_000, "SFT steps that fit pi_ref")
+    sft_lr: Positive = Field(3e-3, le=1, description="SFT learning rate, in (0, 1]")
+    sft_batch_size: Int = count(64, 4096, "SFT batch size")
+    sft_samples_per_prompt: Int = count(
+        64, 10_000, "teacher responses per prompt in the SFT corpus")
 
     def recipe_hash(self) -> str:
         """sha256 (first 16 hex) of the recipe version and every spec field."""
