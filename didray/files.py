@@ -18,10 +18,15 @@ from pathlib import Path
 from didray.errors import BadInput
 
 
-def content_hash(*parts: object) -> str:
-    """Short sha256 of JSON-serialisable parts: names caches and datasets by their recipe."""
-    text = json.dumps(parts, sort_keys=True, default=str)
+def json_hash(obj: object) -> str:
+    """Short sha256 of a JSON-serialisable object (keys sorted): names caches by recipe."""
+    text = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def content_hash(*parts: object) -> str:
+    """`json_hash` of several parts: names datasets and caches by what they are built from."""
+    return json_hash(parts)
 
 
 def atomic_write(path: Path, write: Callable[[str], object]) -> None:

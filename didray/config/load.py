@@ -1,14 +1,22 @@
-"""Read a sweep file (safe YAML) and turn validation errors into field-path messages."""
+"""Read a sweep file (safe YAML) and turn every failure into a line or field-path message."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import yaml
 from pydantic import ValidationError
+from yaml.composer import ComposerError
+from yaml.constructor import ConstructorError
+from yaml.reader import ReaderError
+from yaml.scanner import ScannerError
 
-from didray.config.schema import Sweep
+from didray.config.schema import REGIME_KINDS, Sweep
 from didray.errors import BadInput
+
+MAX_BYTES = 1 << 20  # sweep files are a few kB; this bounds what `validate` reads and parses
+MAX_DEPTH = 20  # sections nest 4 deep; deeper YAML would recurse until Python's stack gives out
 
 
 class SweepFileError(BadInput):
@@ -23,25 +31,131 @@ class SweepFileError(BadInput):
         return f"{self.source}: {len(self.errors)} error(s)\n{lines}"
 
 
+def shown(value: object) -> str:
+    """A value for a message: its repr, shortened (an integer past Python's 4300-digit limit
+    for int-to-string conversion has no repr at all)."""
+    if isinstance(value, int) and abs(value).bit_length() > 64:
+        return f"an integer of about {int(abs(value).bit_length() * math.log10(2)):,} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:50]}... ({len(text)} characters)"
+
+
+class SweepLoader(yaml.SafeLoader):
+    """Safe YAML refusing what a sweep file never needs and PyYAML gets wrong or crashes on:
+    duplicate keys (YAML keeps the last silently), aliases (cycles, exponential expansion),
+    deep nesting; a scalar its tag cannot hold (`!!int abc`, `2024-02-30`) is an error at its
+    line instead of a Python exception out of the constructor."""
+
+    depth = 0
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent):
+            raise ComposerError(None, None, "aliases (*name) are not supported in sweep files",
+                                event.start_mark)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels",
+                                event.start_mark)
+        node = super().compose_node(parent, index)
+        self.depth -= 1
+        return node
+
+    def scan_flow_scalar_non_spaces(self, double, start_mark):
+        try:
+            return super().scan_flow_scalar_non_spaces(double, start_mark)
+        except ValueError:  # PyYAML hands escapes like "\U0011FFFF" to chr() unchecked
+            raise ScannerError("while scanning a quoted scalar", start_mark,
+                               "an escape beyond U+10FFFF", self.get_mark()) from None
+
+    def construct_object(self, node, deep=False):
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, KeyError, IndexError, AttributeError) as err:
+            why = f" ({str(err).split(';')[0]})" if isinstance(err, ValueError) else ""
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise ConstructorError(None, None, f"{shown(node.value)} is not a valid {kind}{why}",
+                                   node.start_mark) from None
+
+    def construct_mapping(self, node, deep=False):
+        mapping = super().construct_mapping(node, deep)
+        if len(mapping) < len(node.value):
+            first = {}
+            for key_node, _ in node.value:
+                key = self.construct_object(key_node)  # cached: built once by the call above
+                if key in first:
+                    raise ConstructorError("first set", first[key], f"duplicate key {shown(key)}",
+                                           key_node.start_mark)
+                first[key] = key_node.start_mark
+        return mapping
+
+
+def where(text: str | bytes, index: int) -> str:
+    newline = "\n" if isinstance(text, str) else b"\n"
+    line = text.count(newline, 0, index) + 1
+    return f"line {line}, column {index - text.rfind(newline, 0, index)}"
+
+
+def yaml_problem(err: yaml.YAMLError, text: str) -> str:
+    """PyYAML's error at a 1-based line and column, without its `in "<unicode string>"`."""
+    if isinstance(err, ReaderError):
+        return f"not valid YAML at {where(text, err.position)}: character " \
+               f"{err.character:#06x} is not allowed (a binary file?)"
+    # Every other error of loading is a MarkedYAMLError with a problem_mark.
+    context, at = err.context, err.context_mark
+    tail = f" ({context} at {where(text, at.index)})" if context and at else ""
+    return f"not valid YAML at {where(text, err.problem_mark.index)}: {err.problem}{tail}"
+
+
+def read_yaml(path: Path) -> object:
+    """The document in `path`; a SweepFileError for anything that is not a small UTF-8 YAML file."""
+    try:
+        with path.open("rb") as file:
+            raw = file.read(MAX_BYTES + 1)
+    except OSError as err:
+        raise SweepFileError(str(path), [f"cannot read: {err.strerror or err}"]) from None
+    if len(raw) > MAX_BYTES:
+        raise SweepFileError(str(path), [f"larger than {MAX_BYTES:,} bytes: not a sweep file"])
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        problem = f"not UTF-8 text: byte {raw[err.start]:#04x} at {where(raw, err.start)}"
+        raise SweepFileError(str(path), [problem]) from None
+    try:
+        return yaml.load(text, SweepLoader)  # SweepLoader is a SafeLoader
+    except yaml.YAMLError as err:
+        raise SweepFileError(str(path), [yaml_problem(err, text)]) from None
+
+
 def field_path(loc: tuple) -> str:
     """('search', 'beta', 2) -> 'search.beta[2]'; discriminator tags are dropped."""
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("offpolicy", "pg", "powerlaw") and out.endswith("]"):
+        elif part in REGIME_KINDS and out.endswith("]"):
             continue  # pydantic adds the union member's tag to the path; it says nothing new
         else:
-            out += f".{part}" if out else str(part)
+            name = part if part.isprintable() else repr(part)  # "\e[2J" must not reach a terminal
+            out += f".{name}" if out else name
     return out or "(top level)"
+
+
+SHOWS_INPUT = ("greater_than", "greater_than_equal", "less_than_equal", "finite_number",
+               "invalid_key")
 
 
 def reason(error: dict) -> str:
     """Pydantic's message, phrased as a rule where it has a plain one."""
-    ctx = error.get("ctx") or {}
+    # Limits as the field descriptions state them: 100,000 and 16, not 100000 and 16.0.
+    ctx = {k: f"{v:,}" if isinstance(v, int) else f"{v:g}" if isinstance(v, float) else v
+           for k, v in (error.get("ctx") or {}).items()}
     rules = {
         "greater_than": "must be > {gt}",
         "greater_than_equal": "must be >= {ge}",
+        "less_than_equal": "must be <= {le}",
+        "finite_number": "must be a finite number",
+        "invalid_key": "keys must be text (field names)",
         "extra_forbidden": "unknown field (not in the schema)",
         "missing": "required field is missing",
         "too_short": "must have at least {min_length} item(s)",
@@ -49,8 +163,7 @@ def reason(error: dict) -> str:
     }
     rule = rules.get(error["type"])
     text = rule.format(**ctx) if rule else error["msg"].removeprefix("Value error, ")
-    return f"{text} (got {error['input']!r})" if error["type"] in ("greater_than",
-                                                                    "greater_than_equal") else text
+    return f"{text} (got {shown(error['input'])})" if error["type"] in SHOWS_INPUT else text
 
 
 def parse_sweep(data: object, source: str = "<sweep>") -> Sweep:
@@ -62,14 +175,9 @@ def parse_sweep(data: object, source: str = "<sweep>") -> Sweep:
 
 
 def load_sweep(path: str | Path) -> Sweep:
-    """Load and validate; every failure is a SweepFileError naming the file and field."""
+    """Load and validate; every failure is a SweepFileError naming the file and field or line."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise SweepFileError(str(path), [f"cannot read: {err.strerror}"]) from None
-    except yaml.YAMLError as err:
-        raise SweepFileError(str(path), [f"not valid YAML: {err}".replace("\n", " ")]) from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise SweepFileError(str(path), ["top level must be a mapping of sections"])
     return parse_sweep(data, str(path))

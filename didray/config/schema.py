@@ -1,18 +1,78 @@
 """The sweep file: a pydantic v2 schema with a description per field and cross-field checks.
 
-A sweep is beta x regime x seed; every other section is shared by all its trials.
+A sweep is beta x regime x seed; every other section is shared by all its trials. Counts and
+sizes have finite limits, stated in their descriptions: a typo must not run for days or exhaust
+memory. Numbers are finite and never booleans.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+from collections import Counter
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveFloat, PositiveInt, model_validator
+from annotated_types import Ge, Gt, Le
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+
+from didray.files import json_hash
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # used in paths and trial names
+SEED_MAX = 2**31 - 1  # numpy's and Ray's seeds are 32-bit
+MAX_TRIALS = 10_000
+
+
+def refuse_bool(value: object) -> object:
+    """YAML reads true/yes/on as booleans, which pydantic would take as 1: never a number meant."""
+    if isinstance(value, bool):
+        raise ValueError(f"must be a number, not the boolean {value}")
+    return value
+
+
+def repeated(values: list) -> list:
+    return sorted(v for v, n in Counter(values).items() if n > 1)
+
+
+def distinct(values: list) -> list:
+    """Equal values on a search axis make identical trials that would count as replicates."""
+    if same := repeated(values):
+        raise ValueError(f"values must be distinct; repeated: {', '.join(map(str, same))} "
+                         "(identical trials would be counted as replicates)")
+    return values
+
+
+def local_path(value: object) -> object:
+    if isinstance(value, str) and "://" in value:
+        raise ValueError(f"must be a local or mounted directory, not a URL ({value!r}): "
+                         "results are written with local file I/O")
+    return value
+
+
+# The bool check wraps the bounds (here and in fields) so that they stay in the JSON schema.
+Int = Annotated[int, BeforeValidator(refuse_bool)]
+IntOrNone = Annotated[int | None, BeforeValidator(refuse_bool)]
+Float = Annotated[float, AllowInfNan(False), BeforeValidator(refuse_bool)]
+Positive = Annotated[float, AllowInfNan(False), Gt(0), BeforeValidator(refuse_bool)]
+Seed = Annotated[int, Ge(0), Le(SEED_MAX), BeforeValidator(refuse_bool)]
+
+
+def count(default: int | None, limit: int, description: str) -> Any:
+    """A field of 1..limit, its limit stated in its description."""
+    return Field(default, ge=1, le=limit, description=f"{description} (1 to {limit:,})")
+
+
+def amount(default: float, limit: int, description: str, *, zero: bool = False) -> Any:
+    """A resource amount: > 0 (>= 0 when `zero`) and at most `limit`, stated in its description."""
+    low, bounds = ("0", {"ge": 0}) if zero else ("> 0", {"gt": 0})
+    return Field(default, le=limit, description=f"{description} ({low}, at most {limit:,})",
+                 **bounds)
 
 
 class Strict(BaseModel):
@@ -34,38 +94,36 @@ class ToyWorldSpec(Strict):
     agree) or caps that keep a typo from fitting pi_ref for hours.
     """
 
-    seed: int = Field(0, description="seed of the task language and of pi_ref's fit")
-    n_open_prompts: int = Field(
-        6, ge=1, le=45, description="open-ended (instruction) prompts, 1..45: drawn from 3 verbs "
-        "x L counts x the categories with >= 2 alphabet words (build_world names the exact count)")
-    n_fact_prompts: int = Field(
-        6, ge=1, le=48, description="fact (knowledge QA) prompts, 1..48: drawn from 16 entities "
-        "x the relations whose category has >= 2 alphabet words")
-    response_alphabet: int = Field(9, ge=6, le=12, description="A: content words, 6..12")
-    max_response_tokens: int = Field(
-        3, ge=1, le=5, description="L: content words per response (before </s>), 1..5")
-    fact_known_rate: float = Field(
-        0.6, ge=0, le=1, description="fraction of fact prompts the SFT teacher knows, 0..1")
-    hidden_size: int = Field(64, ge=1, le=1024, description="pi_ref's hidden size, 1..1024")
-    n_layers: int = Field(2, ge=1, le=16, description="pi_ref's layers, 1..16")
-    n_heads: int = Field(2, ge=1, le=32, description="attention heads, 1..32")
-    head_dim: int = Field(
-        32, ge=32, le=256, description="size of a head, 32..256 (vLLM's CPU attention rejects "
-        "smaller heads)")
-    intermediate_size: int = Field(128, ge=1, le=4096, description="MLP width, 1..4096")
-    sft_steps: int = Field(600, ge=1, le=100_000, description="SFT steps that fit pi_ref, "
-                           "1..100000")
-    sft_lr: float = Field(3e-3, gt=0, le=1, description="SFT learning rate, in (0, 1]")
-    sft_batch_size: int = Field(64, ge=1, le=4096, description="SFT batch size, 1..4096")
-    sft_samples_per_prompt: int = Field(
-        64, ge=1, le=10_000, description="teacher responses per prompt in the SFT corpus, "
-        "1..10000")
+    seed: Seed = Field(
+        0, description="seed of the task language and of pi_ref's fit (0 to 2,147,483,647)")
+    n_open_prompts: Int = Field(
+        6, ge=1, le=45, description="open-ended (instruction) prompts, 1 to 45: drawn from 3 "
+        "verbs x L counts x the categories with >= 2 alphabet words (build_world names the "
+        "exact count)")
+    n_fact_prompts: Int = Field(
+        6, ge=1, le=48, description="fact (knowledge QA) prompts, 1 to 48: drawn from 16 "
+        "entities x the relations whose category has >= 2 alphabet words")
+    response_alphabet: Int = Field(9, ge=6, le=12, description="A: content words, 6 to 12")
+    max_response_tokens: Int = Field(
+        3, ge=1, le=5, description="L: content words per response (before </s>), 1 to 5")
+    fact_known_rate: Float = Field(
+        0.6, ge=0, le=1, description="fraction of fact prompts the SFT teacher knows, 0 to 1")
+    hidden_size: Int = count(64, 1024, "pi_ref's hidden size")
+    n_layers: Int = count(2, 16, "pi_ref's layers")
+    n_heads: Int = count(2, 32, "attention heads")
+    head_dim: Int = Field(
+        32, ge=32, le=256, description="size of a head, 32 to 256 (vLLM's CPU attention "
+        "rejects smaller heads)")
+    intermediate_size: Int = count(128, 4096, "MLP width")
+    sft_steps: Int = count(600, 100_000, "SFT steps that fit pi_ref")
+    sft_lr: Positive = Field(3e-3, le=1, description="SFT learning rate, in (0, 1]")
+    sft_batch_size: Int = count(64, 4096, "SFT batch size")
+    sft_samples_per_prompt: Int = count(
+        64, 10_000, "teacher responses per prompt in the SFT corpus")
 
     def recipe_hash(self) -> str:
         """sha256 (first 16 hex) of the recipe version and every spec field."""
-        blob = json.dumps({"recipe": TOY_RECIPE_VERSION, "spec": self.model_dump()},
-                          sort_keys=True)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+        return json_hash({"recipe": TOY_RECIPE_VERSION, "spec": self.model_dump()})
 
 
 class HFModel(Strict):
@@ -108,27 +166,30 @@ class PowerLaw(Strict):
 
     kind: Literal["powerlaw"]
     name: str = Field(pattern=NAME_PATTERN, description="label used in results")
-    tau: PositiveFloat = Field(description="temperature of pi_star; the DID-entropy knob")
-    beta_data: PositiveFloat = Field(0.1, description="power-law exponent that builds the data")
-    candidates: PositiveInt = Field(
-        32, description="pi_ref candidates per prompt for importance resampling of the rejected"
-    )
+    tau: Positive = Field(description="temperature of pi_star; the DID-entropy knob")
+    beta_data: Positive = Field(0.1, description="power-law exponent that builds the data")
+    candidates: Int = count(
+        32, 1024, "pi_ref candidates per prompt for importance resampling of the rejected")
 
 
 Regime = Annotated[OffPolicy | PolicyGradientPairs | PowerLaw, Field(discriminator="kind")]
+# The tags of the regime union; pydantic puts the matched one in an error's location.
+REGIME_KINDS = tuple(get_args(m.model_fields["kind"].annotation)[0]
+                     for m in (OffPolicy, PolicyGradientPairs, PowerLaw))
 
 
 class Data(Strict):
     """How preference pairs are built for every regime."""
 
-    pairs_per_prompt: PositiveInt = Field(8, description="preference pairs drawn per prompt")
-    seed: int = Field(0, description="seed of the data (fixed across trial seeds)")
+    pairs_per_prompt: Int = count(8, 1024, "preference pairs drawn per prompt")
+    seed: Seed = Field(
+        0, description="seed of the data, fixed across trial seeds (0 to 2,147,483,647)")
     source: str | None = Field(
         None, description="world: hf: TRL-format dataset (hub name or local path) with a "
         "`prompt` column; `chosen`/`rejected` for offpolicy and pg, `reference` for the "
         "embedding scorer")
     split: str = Field("train", description="world: hf: split of `source`")
-    max_prompts: PositiveInt | None = Field(None, description="world: hf: first N prompts only")
+    max_prompts: IntOrNone = count(None, 1_000_000, "world: hf: first N prompts only")
 
 
 class SamplerSettings(Strict):
@@ -136,59 +197,77 @@ class SamplerSettings(Strict):
 
     backend: Literal["auto", "vllm", "transformers"] = Field(
         "auto", description="auto: vLLM when it is installed, else transformers")
-    actors: PositiveInt = Field(1, description="sampler actors in the pool")
-    cpus_per_actor: PositiveFloat = Field(1.0, description="CPUs each actor reserves")
-    gpus_per_actor: float = Field(0.0, ge=0, description="GPUs each actor reserves")
-    temperature: PositiveFloat = Field(1.0, description="sampling temperature of pi_ref draws")
-    max_tokens: PositiveInt = Field(
-        64, description="world: hf: longest sampled response (toy: its response length)")
+    actors: Int = count(1, 256, "sampler actors in the pool")
+    cpus_per_actor: Float = amount(1.0, 1024, "CPUs each actor reserves")
+    gpus_per_actor: Float = amount(0.0, 16, "GPUs each actor reserves", zero=True)
+    temperature: Positive = Field(1.0, description="sampling temperature of pi_ref draws")
+    max_tokens: Int = count(
+        64, 32_768, "world: hf: longest sampled response (toy: its response length)")
 
 
 class Train(Strict):
     """The DPO loop run by each trial's Ray Train workers."""
 
-    lr: PositiveFloat = Field(1e-3, description="learning rate")
-    steps: PositiveInt = Field(40, description="optimizer steps per trial")
-    batch_size: PositiveInt = Field(8, description="pairs per optimizer step, over all workers")
-    grad_accum: PositiveInt = Field(1, description="micro-batches accumulated per step")
+    lr: Positive = Field(1e-3, description="learning rate")
+    steps: Int = count(40, 100_000, "optimizer steps per trial")
+    batch_size: Int = count(
+        8, 8192, "pairs per optimizer step, over all workers; a multiple of "
+        "scaling.workers_per_trial x grad_accum")
+    grad_accum: Int = count(1, 1024, "micro-batches accumulated per step")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="torch optimizer")
-    weight_decay: float = Field(0.0, ge=0, description="decoupled weight decay")
+    weight_decay: Float = Field(0.0, ge=0, description="decoupled weight decay")
     loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="DPO loss")
-    max_prompt_tokens: PositiveInt = Field(16, description="prompts are left-truncated to this")
-    max_response_tokens: PositiveInt = Field(8, description="responses are truncated to this")
-    checkpoint_every: PositiveInt = Field(20, description="save a checkpoint every k steps")
-    report_every: PositiveInt = Field(5, description="ray.train.report metrics every k steps")
-    max_failures: int = Field(
+    max_prompt_tokens: Int = count(16, 32_768, "prompts are left-truncated to this")
+    max_response_tokens: Int = count(8, 32_768, "responses are truncated to this")
+    checkpoint_every: IntOrNone = count(
+        None, 100_000, "save a checkpoint every k steps (default: at every report): checkpoints "
+        "are saved at report steps, so k is a multiple of report_every, and at most steps (the "
+        "last step always saves)")
+    report_every: Int = count(5, 100_000, "ray.train.report metrics every k steps")
+    max_failures: Int = Field(
         2, ge=0, le=100, description="restarts of a trial's Train workers from the latest "
-        "checkpoint after a lost worker or node (and of the trial after a lost trial process)")
+        "checkpoint after a lost worker or node, and of the trial after a lost trial process "
+        "(0 to 100)")
 
     @model_validator(mode="after")
-    def _batch_divides(self) -> Train:
-        if self.batch_size % self.grad_accum:
-            raise ValueError(
-                f"batch_size ({self.batch_size}) must be a multiple of grad_accum "
-                f"({self.grad_accum})"
-            )
+    def _checkpoints_at_reports(self) -> Train:
+        if self.checkpoint_every is None:
+            return self
+        every = f"checkpoint_every ({self.checkpoint_every})"
+        if self.checkpoint_every > self.steps:
+            raise ValueError(f"{every} must be <= steps ({self.steps}): otherwise no checkpoint "
+                             "is saved before the last step")
+        if self.checkpoint_every % self.report_every:
+            raise ValueError(f"{every} must be a multiple of report_every "
+                             f"({self.report_every}): checkpoints are saved at report steps only")
         return self
+
+    @property
+    def checkpoint_interval(self) -> int:
+        return self.checkpoint_every or self.report_every
 
 
 class Search(Strict):
-    """The swept axes. grid: every combination; random: num_samples draws."""
+    """The swept axes. grid: every combination; random: num_samples draws. At most 10,000
+    trials either way."""
 
     mode: Literal["grid", "random"] = Field("grid", description="grid or random search")
-    beta: list[PositiveFloat] = Field(min_length=1, description="training betas")
-    regime: list[str] | None = Field(None, description="regime names (default: all regimes)")
-    seed: list[int] = Field([0], min_length=1, description="training seeds")
-    num_samples: PositiveInt = Field(1, description="random mode: trials drawn")
+    beta: Annotated[list[Positive], AfterValidator(distinct)] = Field(
+        min_length=1, description="training betas, distinct")
+    regime: Annotated[list[str], AfterValidator(distinct)] | None = Field(
+        None, description="regime names, distinct (default: all regimes)")
+    seed: Annotated[list[Seed], AfterValidator(distinct)] = Field(
+        [0], min_length=1, description="training seeds, distinct (each 0 to 2,147,483,647)")
+    num_samples: Int = count(1, MAX_TRIALS, "random mode: trials drawn")
 
 
 class Scaling(Strict):
     """Ray resources for each trial and the whole sweep."""
 
-    workers_per_trial: PositiveInt = Field(1, description="Ray Train workers (DDP ranks)")
-    cpus_per_worker: PositiveFloat = Field(1.0, description="CPUs per worker")
-    gpus_per_worker: float = Field(0.0, ge=0, description="GPUs per worker (0: CPU, gloo)")
-    max_concurrent_trials: PositiveInt = Field(1, description="trials running at once")
+    workers_per_trial: Int = count(1, 1024, "Ray Train workers (DDP ranks)")
+    cpus_per_worker: Float = amount(1.0, 1024, "CPUs per worker")
+    gpus_per_worker: Float = amount(0.0, 16, "GPUs per worker (0: CPU, gloo)", zero=True)
+    max_concurrent_trials: Int = count(1, 1024, "trials running at once")
 
 
 class Scorer(Strict):
@@ -204,7 +283,7 @@ class QASet(Strict):
 
     source: str = Field(description="dataset with question, answer (str or aliases), choices")
     split: str = Field("train", description="split of `source`")
-    limit: PositiveInt | None = Field(None, description="first N questions only")
+    limit: IntOrNone = count(None, 1_000_000, "first N questions only")
     mode: Literal["multiple_choice", "exact_match"] = Field(
         "multiple_choice", description="choice log-likelihood, or greedy answer exact match")
 
@@ -213,10 +292,10 @@ class Eval(Strict):
     """What is measured on every trained policy."""
 
     exact: bool = Field(True, description="toy world: exact DID entropy at every report")
-    did_samples: PositiveInt = Field(32, description="K samples per prompt for DID estimates")
-    bootstrap: PositiveInt = Field(200, description="bootstrap resamples for estimate CIs")
-    prompts: PositiveInt | None = Field(
-        None, description="world: hf: evaluate on the first N data prompts (default: all)")
+    did_samples: Int = count(32, 1024, "K samples per prompt for DID estimates")
+    bootstrap: Int = count(200, 100_000, "bootstrap resamples for estimate CIs")
+    prompts: IntOrNone = count(
+        None, 100_000, "world: hf: evaluate on the first N data prompts (default: all)")
     scorer: Scorer | None = Field(None, description="world: hf: instruction-following score")
     qa: QASet | None = Field(None, description="world: hf: knowledge-QA set")
 
@@ -226,7 +305,8 @@ class Sweep(Strict):
 
     name: str = Field(pattern=NAME_PATTERN, description="results go to <storage>/<name>/")
     world: Literal["toy", "hf"] = Field("toy", description="where policies live")
-    storage: Path = Field(Path("results"), description="results root (local path)")
+    storage: Annotated[Path, BeforeValidator(local_path)] = Field(
+        Path("results"), description="results root (a local or mounted directory, not a URL)")
     model: Model = Field(default_factory=Model, description="the policy / pi_ref")
     data: Data = Field(default_factory=Data, description="preference data")
     regimes: list[Regime] = Field(min_length=1, description="DID-entropy regimes of the data")
@@ -270,14 +350,34 @@ class Sweep(Strict):
     @model_validator(mode="after")
     def _regimes_known(self) -> Sweep:
         names = [r.name for r in self.regimes]
-        duplicates = sorted({n for n in names if names.count(n) > 1})
-        if duplicates:
-            raise ValueError(f"regime names must be unique; repeated: {', '.join(duplicates)}")
-        unknown = [r for r in self.search.regime or [] if r not in names]
+        if same := repeated(names):
+            raise ValueError(f"regime names must be unique; repeated: {', '.join(same)}")
+        known = set(names)
+        unknown = [r for r in self.search.regime or [] if r not in known]
         if unknown:
             raise ValueError(
                 f"search.regime names {unknown} are not defined in regimes ({', '.join(names)})"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _batch_splits(self) -> Sweep:
+        # Each DDP rank takes batch_size / workers pairs in grad_accum micro-batches; ranks with
+        # unequal micro-batch counts (or none) wait forever for each other's gradients.
+        workers, accum = self.scaling.workers_per_trial, self.train.grad_accum
+        if self.train.batch_size % (workers * accum):
+            raise ValueError(
+                f"train.batch_size ({self.train.batch_size}) must be a multiple of "
+                f"scaling.workers_per_trial x train.grad_accum ({workers} x {accum} = "
+                f"{workers * accum}): every Ray Train worker needs the same number of pairs "
+                "in each micro-batch")
+        return self
+
+    @model_validator(mode="after")
+    def _trials_bounded(self) -> Sweep:
+        if self.trial_count() > MAX_TRIALS:
+            raise ValueError(f"the search makes {self.trial_count():,} trials; at most "
+                             f"{MAX_TRIALS:,} (beta x regime x seed in grid mode)")
         return self
 
     def trial_count(self) -> int:

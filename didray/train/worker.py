@@ -140,7 +140,7 @@ def run_rank(trial: Trial) -> None:
             history.append(metrics)
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
-            if rank == 0 and (step % train.checkpoint_every == 0 or last):
+            if rank == 0 and (step % train.checkpoint_interval == 0 or last):
                 save_checkpoint(plain, tokenizer, optimizer, step, history, Path(tmp))
                 if last:
                     evaluation = final_evaluation(plain, tokenizer, hook, data, trial, tables,

@@ -7,6 +7,7 @@ import yaml
 
 from didray.cli import main
 from didray.config.load import SweepFileError, load_sweep, parse_sweep
+from didray.config.schema import Sweep
 
 SWEEPS = sorted(Path(__file__).parents[2].joinpath("sweeps").glob("*.yaml"))
 CI = yaml.safe_load(Path(__file__).parents[2].joinpath("sweeps/ci.yaml").read_text())
@@ -18,9 +19,9 @@ def errors_of(data: dict) -> list[str]:
     return info.value.errors
 
 
-def with_(path: str, value) -> dict:
-    """A copy of the CI sweep with one dotted field replaced."""
-    data = yaml.safe_load(yaml.safe_dump(CI))
+def with_(path: str, value, base: dict = CI) -> dict:
+    """A copy of `base` (the CI sweep) with one dotted field replaced."""
+    data = yaml.safe_load(yaml.safe_dump(base))
     *parents, last = path.split(".")
     node = data
     for key in parents:
@@ -43,24 +44,91 @@ def test_toy_default_has_three_betas_and_two_regimes():
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [
-        ("search.beta", [0.1, 0.2, -1], "search.beta[2]: must be > 0.0 (got -1)"),
+        ("search.beta", [0.1, 0.2, -1], "search.beta[2]: must be > 0 (got -1)"),
         ("train.lrr", 0.1, "train.lrr: unknown field (not in the schema)"),
-        ("regimes.1.tau", 0, "regimes[1].tau: must be > 0.0 (got 0)"),
+        ("regimes.1.tau", 0, "regimes[1].tau: must be > 0 (got 0)"),
         ("regimes.0.kind", "nope", "regimes[0]: Input tag 'nope'"),
         ("train.optimizer", "lion", "train.optimizer: Input should be 'adamw' or 'sgd'"),
         ("name", "a b", "name: must match"),
         ("search.regime", ["pg", "missing"], "search.regime names ['missing'] are not defined"),
-        ("train.grad_accum", 3, "batch_size (8) must be a multiple of grad_accum (3)"),
         ("train.max_response_tokens", 3, "train.max_response_tokens (3) must be >= "),
         ("model.toy.head_dim", 16, "model.toy.head_dim: must be >= 32 (got 16)"),
         ("model.toy.sft_steps", 10**6,
-         "model.toy.sft_steps: Input should be less than or equal to 100000"),
+         "model.toy.sft_steps: must be <= 100,000 (got 1000000)"),
         ("model.toy.hidden_sise", 64, "model.toy.hidden_sise: unknown field (not in the schema)"),
+        # numbers: finite, never booleans, within limits
+        ("train.lr", True, "train.lr: must be a number, not the boolean True"),
+        ("search.seed", [0, False], "search.seed[1]: must be a number, not the boolean False"),
+        ("train.lr", float("inf"), "train.lr: must be a finite number (got inf)"),
+        ("regimes.1.beta_data", float("nan"), "regimes[1].beta_data: must be a finite number"),
+        ("scaling.cpus_per_worker", float("inf"), "scaling.cpus_per_worker: must be a finite"),
+        ("scaling.gpus_per_worker", 17, "scaling.gpus_per_worker: must be <= 16 (got 17)"),
+        ("train.steps", 100_001, "train.steps: must be <= 100,000 (got 100001)"),
+        ("data.pairs_per_prompt", 10**7, "data.pairs_per_prompt: must be <= 1,024 (got 10000000)"),
+        ("data.seed", 2**63, "data.seed: must be <= 2,147,483,647 (got 9223372036854775808)"),
+        ("data.seed", -1, "data.seed: must be >= 0 (got -1)"),
+        ("search.seed", [0, 2**31], "search.seed[1]: must be <= 2,147,483,647 (got 2147483648)"),
+        ("search.num_samples", 10_001, "search.num_samples: must be <= 10,000 (got 10001)"),
+        ("storage", "s3://bucket/results", "storage: must be a local or mounted directory, "
+                                           "not a URL ('s3://bucket/results')"),
+        # cross-field rules
+        ("search.beta", [0.1, 0.5, 0.1], "search.beta: values must be distinct; repeated: 0.1"),
+        ("search.seed", [3, 0, 3], "search.seed: values must be distinct; repeated: 3"),
+        ("search.regime", ["pg", "pg"], "search.regime: values must be distinct; repeated: pg"),
+        ("train.checkpoint_every", 8, "train: checkpoint_every (8) must be <= steps (6)"),
+        ("train.checkpoint_every", 3,
+         "train: checkpoint_every (3) must be a multiple of report_every (2)"),
+        ("train.grad_accum", 3, "(top level): train.batch_size (8) must be a multiple of "
+                                "scaling.workers_per_trial x train.grad_accum (1 x 3 = 3)"),
+        ("scaling.workers_per_trial", 3, "train.batch_size (8) must be a multiple of "
+                                         "scaling.workers_per_trial x train.grad_accum (3 x 1"),
+        ("search.seed", list(range(2501)), "(top level): the search makes 10,004 trials; "
+                                           "at most 10,000"),
     ],
 )
 def test_bad_values_name_their_field(path, value, expected):
     errors = errors_of(with_(path, value))
     assert any(e.startswith(expected) or expected in e for e in errors), errors
+
+
+@pytest.mark.parametrize(
+    ("changes", "read"),
+    [
+        ({"train.lr": 1}, ("train", "lr", 1.0)),  # an int where a float is expected
+        ({"train.lr": "1e-3"}, ("train", "lr", 0.001)),  # YAML 1.1 reads 1e-3 as text
+        ({"train.grad_accum": 2, "scaling.workers_per_trial": 4}, ("train", "batch_size", 8)),
+        ({"train.checkpoint_every": 6, "train.report_every": 3}, ("train", "checkpoint_every", 6)),
+        ({"search.seed": [2**31 - 1, 0]}, ("search", "seed", [2**31 - 1, 0])),
+    ],
+)
+def test_accepted_values_read_back(changes, read):
+    data = CI
+    for path, value in changes.items():
+        data = with_(path, value, data)
+    section, field, expected = read
+    assert getattr(getattr(parse_sweep(data), section), field) == expected
+
+
+def number_rules(prop: dict):
+    """The JSON-schema rules of a property's numbers (optional fields and list items too)."""
+    for rule in prop.get("anyOf", [prop]):
+        for inner in (rule, rule.get("items", {})):
+            if inner.get("type") in ("integer", "number"):
+                yield inner
+
+
+def test_every_number_is_bounded_and_every_limit_stated():
+    schema = Sweep.model_json_schema()
+    seen = 0
+    for model, definition in schema["$defs"].items():
+        for field, prop in definition["properties"].items():
+            for rule in number_rules(prop):
+                seen += 1
+                assert "minimum" in rule or "exclusiveMinimum" in rule, (model, field)
+                assert rule["type"] == "number" or "maximum" in rule, (model, field)
+                if "maximum" in rule:
+                    assert f"{rule['maximum']:,}" in prop["description"], (model, field)
+    assert seen == 47  # a new numeric field must state its bounds to be counted here
 
 
 def test_every_error_is_listed():
@@ -86,7 +154,7 @@ def test_validate_cli_exit_codes(tmp_path, capsys):
     bad.write_text(yaml.safe_dump(with_("search.beta", [0.1, 0.2, -1])))
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "search.beta[2]: must be > 0.0 (got -1)" in err
+    assert "search.beta[2]: must be > 0 (got -1)" in err
     assert "Traceback" not in err
 
 

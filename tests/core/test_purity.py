@@ -73,7 +73,8 @@ RANKS = {
     "train": 5,
     "sweep": 6, "analysis": 6,
     "jobs": 7,
-    "cli": 8, "jobs_cli": 8, "__main__": 8,
+    "jobs_cli": 8,
+    "cli": 9, "__main__": 9,
 }
 
 
