@@ -120,11 +120,11 @@ def trial_table():
 def build_tuner(sweep: Sweep, spec: TrialSpec, writer: ResultsWriter, resume: bool):
     from ray import tune
 
-    from didray.sweep.trial import TRIAL_RESOURCES, run_trial
+    from didray.sweep.trial import in_trial_process, run_trial, trial_resources
 
-    # The trial function only waits on its Train run; its workers hold the real CPUs. The
-    # spec is passed again on restore, so a resumed sweep trains with this run's paths.
-    trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec), TRIAL_RESOURCES)
+    # The spec is passed again on restore, so a resumed sweep trains with this run's paths.
+    trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec),
+                                    trial_resources(spec))
     sweep_dir = spec.sweep_dir
     tune_dir = sweep_dir / "tune"
     if resume and tune_dir.exists():
@@ -135,10 +135,15 @@ def build_tuner(sweep: Sweep, spec: TrialSpec, writer: ResultsWriter, resume: bo
         param_space=search_space(sweep),
         tune_config=tune.TuneConfig(
             max_concurrent_trials=sweep.scaling.max_concurrent_trials,
+            # A trial process that trains itself stays warm for the next trial.
+            reuse_actors=in_trial_process(spec),
             num_samples=sweep.search.num_samples if sweep.search.mode == "random" else 1),
         run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), verbose=1,
                                   progress_reporter=trial_table(),
                                   callbacks=[writer],
+                                  # One-worker toy trials checkpoint through Tune; two kept,
+                                  # so a damaged newest one falls back to the one before.
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   failure_config=tune.FailureConfig(
                                       max_failures=sweep.train.max_failures)),
     )

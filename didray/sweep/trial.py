@@ -22,7 +22,13 @@ from didray.config.schema import Scaling
 from didray.config.trial import Trial, TrialSpec
 from didray.files import damage, read_json, write_json
 from didray.sweep.results import write_parquet
-from didray.train.worker import EVALUATION_FILE, HISTORY_FILE, train_worker
+from didray.train.worker import (
+    EVALUATION_FILE,
+    HISTORY_FILE,
+    TuneSession,
+    run_rank,
+    train_worker,
+)
 
 
 class IncompleteTrial(RuntimeError):
@@ -84,12 +90,6 @@ def evaluate_checkpoint(checkpoint: ray.train.Checkpoint, trial: Trial) -> dict[
     return {**means, **metrics}
 
 
-# The trial function only waits on its Train run and evaluation, so it holds no CPU: its
-# workers and sampler actor get whole CPUs, however many trial functions wait at once (Tune
-# needs one non-zero resource in a trial's bundle, hence a token of memory).
-TRIAL_RESOURCES = {"CPU": 0, "memory": 2**20}
-
-
 def scaling_config(scaling: Scaling) -> ray.train.ScalingConfig:
     gpus = scaling.gpus_per_worker
     resources = {"CPU": scaling.cpus_per_worker} | ({"GPU": gpus} if gpus else {})
@@ -147,8 +147,36 @@ def run_trial(config: dict, spec: TrialSpec) -> None:
     final = read_json(done_file(trial))
     if final is None:
         with trial_slot(spec.sweep):
-            final = train_and_evaluate(trial)
+            checkpoint = (train_here(trial) if in_trial_process(spec) else
+                          train_on_ray_train(trial))
+            final = {**evaluate_checkpoint(checkpoint, trial),
+                     "checkpoint_path": str(Path(checkpoint.path))}
+        write_json(final, done_file(trial))
     ray.tune.report({**final, "final": True})
+
+
+def in_trial_process(spec: TrialSpec) -> bool:
+    """Toy trials of one worker train in the Tune trial's own process, which Tune reuses
+    from trial to trial (docs/design.md §3): starting a Train run costs more than training.
+    Several workers need Ray Train's DDP; hf trials need their resources released while a
+    sampler actor evaluates them."""
+    return spec.scaling.workers_per_trial == 1 and spec.world == "toy"
+
+
+def trial_resources(spec: TrialSpec) -> dict[str, float]:
+    """A trial that trains in its own process holds a worker's resources; one that launches
+    a Train run only waits, holding none (its workers and sampler actor get whole CPUs,
+    however many trial functions wait at once; Tune needs one non-zero resource in a
+    trial's bundle, hence a token of memory)."""
+    scaling = spec.scaling
+    if in_trial_process(spec):
+        return {"CPU": scaling.cpus_per_worker, "GPU": scaling.gpus_per_worker}
+    return {"CPU": 0, "memory": 2**20}
+
+
+def train_here(trial: Trial) -> ray.train.Checkpoint:
+    run_rank(trial, TuneSession())
+    return ray.tune.get_checkpoint()  # Ray: the final checkpoint, just reported
 
 
 def done_file(trial: Trial) -> Path:
@@ -156,7 +184,7 @@ def done_file(trial: Trial) -> Path:
     return trial.spec.sweep_dir / "done" / f"{trial.trial_id}.json"
 
 
-def train_and_evaluate(trial: Trial) -> dict:
+def train_on_ray_train(trial: Trial) -> ray.train.Checkpoint:
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"trial": trial},
@@ -172,8 +200,4 @@ def train_and_evaluate(trial: Trial) -> dict:
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
     )
-    result = trainer.fit()  # Ray: raises if the run failed, which marks the trial ERROR
-    final = {**evaluate_checkpoint(result.checkpoint, trial),
-             "checkpoint_path": str(Path(result.checkpoint.path))}
-    write_json(final, done_file(trial))
-    return final
+    return trainer.fit().checkpoint  # Ray: raises if the run failed: the trial is an ERROR

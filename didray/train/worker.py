@@ -14,6 +14,7 @@ from pathlib import Path
 import ray
 import ray.train
 import ray.train.torch
+import ray.tune
 import torch
 from transformers import AutoModelForCausalLM
 
@@ -60,10 +61,10 @@ def intact_checkpoint(latest: Path) -> Path:
     raise RuntimeError(f"no intact checkpoint in {latest.parent}: the run cannot resume")
 
 
-def restore(model: torch.nn.Module) -> tuple[int, dict | None, list[dict]]:
+def restore(model: torch.nn.Module, checkpoint: ray.train.Checkpoint | None
+            ) -> tuple[int, dict | None, list[dict]]:
     """Weights, optimizer state, step and report history from the run's newest intact
     checkpoint, if there is one."""
-    checkpoint = ray.train.get_checkpoint()  # Ray: the latest checkpoint of this run name
     if checkpoint is None:
         return 0, None, []
     with checkpoint.as_directory() as latest:
@@ -94,19 +95,51 @@ def final_evaluation(model: torch.nn.Module, tokenizer, hook, data: PairTensors,
     return {"metrics": metrics, "estimates": estimates}
 
 
+class TrainSession:
+    """A rank of a Ray Train run (DDP over several workers)."""
+
+    def __init__(self) -> None:
+        context = ray.train.get_context()  # Ray
+        self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
+
+    def latest_checkpoint(self) -> ray.train.Checkpoint | None:
+        return ray.train.get_checkpoint()  # Ray: the latest checkpoint of this run name
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        return ray.train.torch.prepare_model(model)  # Ray: DDP over gloo (CPU) or NCCL (GPU)
+
+    def report(self, metrics: dict, checkpoint: ray.train.Checkpoint | None) -> None:
+        ray.train.report(metrics, checkpoint=checkpoint)  # Ray: every rank must call it
+
+
+class TuneSession:
+    """The whole one-worker trial in the Tune trial's own process: no Train run to start.
+    Reports and checkpoints go straight to Tune, which restores them the same way."""
+
+    rank, world_size = 0, 1
+
+    def latest_checkpoint(self) -> ray.train.Checkpoint | None:
+        return ray.tune.get_checkpoint()  # Ray: this trial's latest (reported) checkpoint
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to("cuda" if torch.cuda.is_available() else "cpu")
+
+    def report(self, metrics: dict, checkpoint: ray.train.Checkpoint | None) -> None:
+        ray.tune.report(metrics, checkpoint=checkpoint)  # Ray
+
+
 def train_worker(config: dict) -> None:
     """Ray Train's entry point: one DDP rank of the trial `config["trial"]` (a `Trial`)."""
-    run_rank(config["trial"])
+    run_rank(config["trial"], TrainSession())
 
 
-def run_rank(trial: Trial) -> None:
+def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
     spec, train = trial.spec, trial.spec.train
     torch.set_num_threads(spec.threads)
     # Train V2 logs every report at INFO on a logger named by file path, which its
     # LoggingConfig does not reach; the root level does, and didray prints progress itself.
     logging.getLogger().setLevel(logging.WARNING)
-    context = ray.train.get_context()  # Ray
-    rank, world_size = context.get_world_rank(), context.get_world_size()
+    rank, world_size = session.rank, session.world_size
     torch.manual_seed(trial.seed)
     model, tokenizer, hook = load_policy(spec.world_dir, spec.dtype, spec.gradient_checkpointing)
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -115,8 +148,8 @@ def run_rank(trial: Trial) -> None:
     tables = (ToyTables.load(spec.world_dir, spec.enum_file)
               if spec.world == "toy" and rank == 0 else None)
 
-    start, optimizer_state, history = restore(model)
-    model = ray.train.torch.prepare_model(model)  # Ray: DDP over gloo (CPU) or NCCL (GPU)
+    start, optimizer_state, history = restore(model, session.latest_checkpoint())
+    model = session.prepare(model)
     optimizer = make_optimizer(model.parameters(), train.optimizer, train.lr,
                                train.weight_decay)
     if optimizer_state is not None:
@@ -147,7 +180,7 @@ def run_rank(trial: Trial) -> None:
                                                   table)
                     (Path(tmp) / EVALUATION_FILE).write_text(json.dumps(evaluation))
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)  # Ray
-            ray.train.report(metrics, checkpoint=checkpoint)  # Ray: every rank must call it
+            session.report(metrics, checkpoint)
 
     train_dpo(model, optimizer, data, beta=trial.beta, loss_type=train.loss_type,
               steps=train.steps, batch_size=train.batch_size, grad_accum=train.grad_accum,

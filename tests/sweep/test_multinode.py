@@ -14,7 +14,7 @@ from ray.cluster_utils import Cluster
 
 from didray.analysis import entropy_vs_scores, load
 from didray.cli import main
-from sweep.test_sweep import assert_same_results
+from sweep.test_sweep import TRAINERS, assert_same_results
 
 ROOT = Path(__file__).parents[2]
 pytestmark = pytest.mark.slow
@@ -51,12 +51,12 @@ def test_trials_spread_over_nodes_and_land_in_shared_storage(cluster, tmp_path):
 
 
 def train_worker_node(cluster):
-    """The node of `cluster` whose raylet runs the sweep's Ray Train worker, once it runs."""
+    """The node of `cluster` whose raylet runs the process training the sweep's trial."""
     while True:
         for node in cluster.list_all_nodes():
             with contextlib.suppress(psutil.Error):  # processes come and go meanwhile
                 raylet = psutil.Process(node.all_processes["raylet"][0].process.pid)
-                if any("RayTrainWorker" in " ".join(p.cmdline())
+                if any(t in " ".join(p.cmdline()) for t in TRAINERS
                        for p in raylet.children(recursive=True)):
                     return node
         time.sleep(0.5)
@@ -74,7 +74,7 @@ def test_a_lost_node_costs_a_restart_not_the_sweep(ci_sweep, cluster, tmp_path):
 
     def remove_after_first_checkpoint() -> None:
         node = train_worker_node(cluster)
-        while not list((out / "train").glob("*/checkpoint_*")):
+        while not list(out.glob("t*/*/checkpoint_*")):  # train/ or tune/, by trial kind
             time.sleep(0.2)
         cluster.remove_node(node)
 

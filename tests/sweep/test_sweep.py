@@ -247,23 +247,28 @@ def test_moved_sweep_resumes_in_its_new_place(ci_sweep, tmp_path):
     assert_same_results(new / "ci", clean)
 
 
-def kill_train_worker(proc: subprocess.Popen) -> None:
-    """kill -9 of the sweep's Ray Train worker process (a descendant of `proc` only)."""
-    workers = [p for p in psutil.Process(proc.pid).children(recursive=True)
-               if "RayTrainWorker" in " ".join(p.cmdline())]
-    assert len(workers) == 1, workers
-    workers[0].kill()
+# The process that trains a trial: Tune's trial process for one-worker toy trials (they train
+# in it), a Ray Train worker otherwise.
+TRAINERS = ("ray::ImplicitFunc", "RayTrainWorker")
 
 
-def test_lost_train_worker_restarts_from_its_checkpoint(ci_sweep, tmp_path):
-    """A Train worker killed after step 2: Train restarts it from the step-2 checkpoint by
-    itself, the sweep exits 0 and its results equal the clean run's."""
+def kill_trainer(proc: subprocess.Popen) -> None:
+    """kill -9 of the process training the sweep's one trial (a descendant of `proc` only)."""
+    trainers = [p for p in psutil.Process(proc.pid).children(recursive=True)
+                if any(t in " ".join(p.cmdline()) for t in TRAINERS)]
+    assert len(trainers) == 1, trainers
+    trainers[0].kill()
+
+
+def test_lost_trainer_restarts_from_its_checkpoint(ci_sweep, tmp_path):
+    """The process training the trial killed after step 2: Ray restarts the trial from the
+    step-2 checkpoint by itself, the sweep exits 0 and its results equal the clean run's."""
     _, clean = ci_sweep
     sweep = {**CI, "search": {"beta": [0.1], "regime": ["pg"]}}
     path = tmp_path / "ci.yaml"
     path.write_text(yaml.safe_dump(sweep))
     code, log, _ = run_cli(["run", str(path), "--storage", str(tmp_path)],
-                           kill_after="step 2/6", kill=kill_train_worker)
+                           kill_after="step 2/6", kill=kill_trainer)
     assert code == 0, log
     assert_same_results(tmp_path / "ci", clean)
 
