@@ -109,6 +109,16 @@ TRIAL = (
        "reward > rejected", "fraction"),
 )
 
+# The trial's cost breakdown (seconds of its last attempt): the worker's phases, and the whole
+# trial as its process saw it; the difference is Ray Tune/Train start-up and latency.
+TIMES = (
+    _m("time/setup_s", "float", "trials", "loading model, data and tables, and restoring", "s"),
+    _m("time/steps_s", "float", "trials", "training steps (and reporting them)", "s"),
+    _m("time/eval_s", "float", "trials", "exact evaluation at reports and the final one", "s"),
+    _m("time/checkpoint_s", "float", "trials", "saving checkpoints", "s"),
+    _m("time/trial_s", "float", "trials", "the whole trial, start-up included", "s"),
+)
+
 ESTIMATE = (
     _m("prompt_id", "int", "evals", "index of the evaluation prompt"),
     _m("metric", "str", "evals", "the estimated quantity (did_entropy)"),
@@ -122,7 +132,7 @@ ESTIMATE = (
        "nats"),
 )
 
-REGISTRY: dict[str, Metric] = {m.name: m for m in (*AXES, *STEP, *TRIAL, *ESTIMATE)}
+REGISTRY: dict[str, Metric] = {m.name: m for m in (*AXES, *STEP, *TRIAL, *TIMES, *ESTIMATE)}
 FINAL = "final/"  # trials.parquet carries each step metric of the last report under this prefix
 
 

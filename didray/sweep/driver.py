@@ -19,7 +19,7 @@ from didray.config.schema import Sweep
 from didray.config.trial import RegimeFiles, TrialSpec
 from didray.errors import BadInput
 from didray.files import read_manifest, write_json
-from didray.metrics import labels
+from didray.metrics import TIMES, labels
 from didray.sampling.sampler import resolve_backend
 from didray.sweep import RAY_ENV
 from didray.sweep.prepare import Caches, PreparedSweep, model_dtype, prepare
@@ -258,10 +258,16 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool) -> Path:
     tuner = build_tuner(sweep, trial_spec(sweep, prepared, sweep_dir), writer, resume)
     say(f"ray: running trials; results in {sweep_dir}")
     grid = fit(tuner, sweep)
-    statuses = pl.read_parquet(sweep_dir / "trials.parquet")["status"].to_list()
+    trials = pl.read_parquet(sweep_dir / "trials.parquet")
+    statuses = trials["status"].to_list()
+    spent = {m.name: float(trials[m.name].sum()) for m in TIMES if m.name in trials.columns}
+    if spent:
+        say("seconds in trials (summed): " + ", ".join(
+            f"{name.removeprefix('time/').removesuffix('_s')} {value:.1f}"
+            for name, value in spent.items()))
     ended = statuses.count("TERMINATED") + statuses.count("ERROR")
     run.update(trials_s=time.time() - started - run["prepare_s"],
-               total_s=time.time() - started, errors=grid.num_errors,
+               total_s=time.time() - started, errors=grid.num_errors, trial_seconds=spent,
                status="finished" if ended == sweep.trial_count() else "interrupted")
     write_manifest(sweep, source, prepared, counts, runs, sweep_dir)
     return sweep_dir

@@ -147,10 +147,12 @@ def run_trial(config: dict, spec: TrialSpec) -> None:
     final = read_json(done_file(trial))
     if final is None:
         with trial_slot(spec.sweep):
+            began = time.perf_counter()
             checkpoint = (train_here(trial) if in_trial_process(spec) else
                           train_on_ray_train(trial))
             final = {**evaluate_checkpoint(checkpoint, trial),
-                     "checkpoint_path": str(Path(checkpoint.path))}
+                     "checkpoint_path": str(Path(checkpoint.path)),
+                     "time/trial_s": time.perf_counter() - began}
         write_json(final, done_file(trial))
     ray.tune.report({**final, "final": True})
 

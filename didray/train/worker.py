@@ -9,6 +9,8 @@ import json
 import logging
 import sys
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import ray
@@ -34,7 +36,8 @@ EVALUATION_FILE = "evaluation.json"  # in the final checkpoint: the trial's fina
 
 
 def save_checkpoint(model: torch.nn.Module, tokenizer, optimizer, step: int,
-                    history: list[dict], out: Path) -> None:
+                    history: list[dict], out: Path, extra: dict[str, object] | None = None
+                    ) -> None:
     """Weights as safetensors with the tokenizer (a checkpoint loads on its own, in
     transformers or vLLM), the optimizer state to resume from, and the reports so far: a run
     resumed from this checkpoint (after a lost worker, node or driver) recomputes the steps
@@ -44,7 +47,8 @@ def save_checkpoint(model: torch.nn.Module, tokenizer, optimizer, step: int,
     tokenizer.save_pretrained(out)
     torch.save(optimizer.state_dict(), out / "optimizer.pt")
     (out / "state.json").write_text(json.dumps({"step": step}))
-    (out / HISTORY_FILE).write_text(json.dumps(history))
+    for name, obj in {HISTORY_FILE: history, **(extra or {})}.items():
+        (out / name).write_text(json.dumps(obj))
     write_index(out)
 
 
@@ -133,7 +137,34 @@ def train_worker(config: dict) -> None:
     run_rank(config["trial"], TrainSession())
 
 
+class Clock:
+    """Seconds spent per phase of a run, for the trial's cost breakdown."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.spent = {"setup": 0.0, "eval": 0.0, "checkpoint": 0.0}
+
+    def setup_done(self) -> None:
+        """Loading the model, data and tables (and restoring) ends here."""
+        self.spent["setup"] = time.perf_counter() - self.started
+
+    @contextmanager
+    def __call__(self, phase: str):
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.spent[phase] += time.perf_counter() - began
+
+    def seconds(self) -> dict[str, float]:
+        """setup, eval and checkpoint as timed; steps: the rest since the loop began."""
+        total = time.perf_counter() - self.started
+        steps = total - sum(self.spent.values())
+        return {f"time/{k}_s": v for k, v in {**self.spent, "steps": steps}.items()}
+
+
 def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
+    clock = Clock()
     spec, train = trial.spec, trial.spec.train
     torch.set_num_threads(spec.threads)
     # Train V2 logs every report at INFO on a logger named by file path, which its
@@ -165,8 +196,9 @@ def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
                    "workers": world_size, **metrics}
         table = None
         if tables is not None and (last or spec.eval.exact):
-            table = tables.policy_table(plain, tokenizer)  # (P, R)
-            exact = tables.evaluate(table)
+            with clock("eval"):
+                table = tables.policy_table(plain, tokenizer)  # (P, R)
+                exact = tables.evaluate(table)
             metrics |= {name: exact[key] for name, key in EXACT_STEP_METRICS.items()}
         if rank == 0:
             export_step_metrics(metrics, trial.tags)
@@ -174,14 +206,20 @@ def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
             if rank == 0 and (step % train.checkpoint_interval == 0 or last):
-                save_checkpoint(plain, tokenizer, optimizer, step, history, Path(tmp))
+                extra = {}
                 if last:
-                    evaluation = final_evaluation(plain, tokenizer, hook, data, trial, tables,
-                                                  table)
-                    (Path(tmp) / EVALUATION_FILE).write_text(json.dumps(evaluation))
+                    with clock("eval"):
+                        evaluation = final_evaluation(plain, tokenizer, hook, data, trial,
+                                                      tables, table)
+                    evaluation["metrics"] |= clock.seconds()
+                    extra = {EVALUATION_FILE: evaluation}
+                with clock("checkpoint"):
+                    save_checkpoint(plain, tokenizer, optimizer, step, history, Path(tmp),
+                                    extra)
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)  # Ray
             session.report(metrics, checkpoint)
 
+    clock.setup_done()
     train_dpo(model, optimizer, data, beta=trial.beta, loss_type=train.loss_type,
               steps=train.steps, batch_size=train.batch_size, grad_accum=train.grad_accum,
               seed=trial.seed, start_step=start, rank=rank, world_size=world_size, hook=hook,
