@@ -19,7 +19,13 @@ from transformers import (
 
 from didray.sampling.sampler import Completion, completion, prompt_seed
 from didray.worlds import toy
-from didray.worlds.text import batched_response_logps, encode, prompt_text
+from didray.worlds.text import (
+    Encoded,
+    batched_response_logps,
+    encode,
+    encode_ids,
+    prompt_text,
+)
 
 
 class TransformersBackend:
@@ -39,8 +45,13 @@ class TransformersBackend:
         self.model.load_state_dict(new.state_dict())
 
     def score(self, prompts: list[str], completions: list[str]) -> list[float]:
+        return self._logps(encode(self.tokenizer, prompts, completions))
+
+    def score_ids(self, prompts: list[str], responses: list[list[int]]) -> list[float]:
+        return self._logps(encode_ids(self.tokenizer, prompts, responses))
+
+    def _logps(self, enc: Encoded) -> list[float]:
         hook = toy.response_hook(self.model, self.tokenizer) if self.space else None
-        enc = encode(self.tokenizer, prompts, completions)
         return batched_response_logps(self.model, enc, hook).tolist()
 
     def generate(self, prompts: list[str], n: int, temperature: float = 1.0,
