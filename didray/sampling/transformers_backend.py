@@ -24,7 +24,7 @@ from didray.worlds.text import (
     batched_response_logps,
     encode,
     encode_ids,
-    prompt_text,
+    prompt_ids,
 )
 
 
@@ -66,8 +66,8 @@ class TransformersBackend:
     def _generate_one(self, prompt: str, n: int, temperature: float, top_p: float,
                       max_tokens: int, seed: int) -> list[Completion]:
         tok = self.tokenizer
-        batch = tok([prompt_text(tok, prompt)], return_tensors="pt", add_special_tokens=False)
-        width = batch.input_ids.shape[1]
+        ids = torch.tensor([prompt_ids(tok, prompt)])  # (1, width)
+        width = ids.shape[1]
         greedy = temperature == 0
         processors = LogitsProcessorList(
             [toy.ResponseLogitsProcessor(self.space, width)] if self.space else [])
@@ -78,8 +78,8 @@ class TransformersBackend:
                                   output_scores=True, return_dict_in_generate=True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            out = self.model.generate(**batch, generation_config=config,
-                                      logits_processor=processors)
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                      generation_config=config, logits_processor=processors)
         # Log-probs of the processed distributions, i.e. of what was actually sampled from.
         logps = self.model.compute_transition_scores(out.sequences, out.scores,
                                                      normalize_logits=True)  # (rows, new)
