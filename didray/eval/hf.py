@@ -5,7 +5,8 @@ pi_ref's side is computed once in prepare (`reference_eval`, saved as JSON); eac
 runs `evaluate_policy` on its checkpoint with one actor that serves the policy and, after a
 weight reload, pi_ref again. DID-entropy estimates need K samples from each model scored under
 both; DID samples are drawn at temperature 1 whatever the sampler's setting, since the
-estimators assume draws from the models themselves.
+estimators assume draws from the models themselves. The other model scores a sample's token
+ids as drawn, not its text (docs/design.md §7.4).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from didray.eval.scorers import (
 )
 from didray.files import read_json
 from didray.sampling.pool import SamplerPool
+from didray.sampling.sampler import Completion
 from didray.worlds import hf, hf_data
 
 EVAL_SEED = 1_000_003  # pi_ref's eval draws stay apart from the data's draws (data.seed)
@@ -46,9 +48,7 @@ def reference_eval(pool: SamplerPool, prompts: list[str], sweep: Sweep, scorer,
     return {"prompts": prompts, "references": references,
             "scorer": {"kind": sweep.eval.scorer.kind,
                        "path": hf.resolve_path(sweep.eval.scorer.path)},
-            "samples": [[c.text for c in row] for row in samples],
-            "logps": [[c.logprob for c in row] for row in samples],
-            "greedy": greedy, "greedy_scores": scorer(prompts, greedy),
+            **sample_record(samples), "greedy": greedy, "greedy_scores": scorer(prompts, greedy),
             "qa_mode": qa.mode if qa else None, "qa": [asdict(item) for item in items]}
 
 
@@ -57,14 +57,27 @@ def greedy_texts(pool: SamplerPool, prompts: list[str], max_tokens: int) -> list
                                                   max_tokens=max_tokens)]
 
 
-def repeat_prompts(prompts: list[str], texts: list[list[str]]) -> tuple[list[str], list[str]]:
-    """Flatten (P, K) texts with their prompts, for one batched `score` call."""
-    return ([p for p, row in zip(prompts, texts, strict=True) for _ in row],
-            [t for row in texts for t in row])
+def sample_record(samples: list[list[Completion]]) -> dict:
+    """K samples per prompt as the eval JSON keeps them: the texts (for the scorer and
+    deduplication), the token ids drawn (what the other model scores) and their log-probs
+    under the model that drew them."""
+    return {"samples": [[c.text for c in row] for row in samples],
+            "token_ids": [[list(c.token_ids) for c in row] for row in samples],
+            "logps": [[c.logprob for c in row] for row in samples]}
 
 
-def as_table(values: list[float], k: int) -> torch.Tensor:
-    return torch.tensor(values, dtype=torch.float64).reshape(-1, k)  # (P, K)
+def score_samples(pool: SamplerPool, prompts: list[str], record: dict) -> torch.Tensor:
+    """(P, K) log-probs of a `sample_record`'s samples under the pool's current model, scored
+    as the ids drawn: a truncated sample without eos, as its own log-prob was summed."""
+    ids = record["token_ids"]
+    flat = pool.score_ids([p for p, row in zip(prompts, ids, strict=True) for _ in row],
+                          [r for row in ids for r in row])
+    return torch.tensor(flat, dtype=torch.float64).reshape(len(ids), -1)
+
+
+def own_logps(record: dict) -> torch.Tensor:
+    """(P, K) log-probs of a `sample_record`'s samples under the model that drew them."""
+    return torch.tensor(record["logps"], dtype=torch.float64)
 
 
 def qa_accuracy(pool: SamplerPool, ref: dict, max_tokens: int) -> float | None:
@@ -95,18 +108,15 @@ def evaluate_policy(checkpoint_dir: str, trial: Trial) -> tuple[list[dict], dict
     prompts, k, max_tokens = ref["prompts"], len(ref["samples"][0]), settings.max_tokens
     with SamplerPool(spec.world_dir, settings, spec.dtype) as pool:
         pool.reload_weights(checkpoint_dir)  # the engine now serves the trained policy
-        drawn = pool.generate(prompts, k, temperature=1.0, max_tokens=max_tokens,
-                              seed=trial.seed)
-        texts = [[c.text for c in row] for row in drawn]
+        drawn = sample_record(pool.generate(prompts, k, temperature=1.0, max_tokens=max_tokens,
+                                            seed=trial.seed))
         greedy = greedy_texts(pool, prompts, max_tokens)
-        ref_under_policy = pool.score(*repeat_prompts(prompts, ref["samples"]))
+        ref_under_policy = score_samples(pool, prompts, ref)
         qa = qa_accuracy(pool, ref, max_tokens)
         pool.reload_weights(spec.world_dir)  # back to pi_ref
-        policy_under_ref = pool.score(*repeat_prompts(prompts, texts))
-    samples = {"policy": (texts, as_table([c.logprob for row in drawn for c in row], k),
-                          as_table(policy_under_ref, k)),
-               "ref": (ref["samples"], as_table(ref_under_policy, k),
-                       as_table([x for row in ref["logps"] for x in row], k))}
+        policy_under_ref = score_samples(pool, prompts, drawn)
+    samples = {"policy": (drawn["samples"], own_logps(drawn), policy_under_ref),
+               "ref": (ref["samples"], ref_under_policy, own_logps(ref))}
     rows = sample_estimates(samples, spec.eval.bootstrap, seed=trial.seed)
     task = ray.remote(score_responses).options(  # Ray: a sampler actor's resources
         num_cpus=settings.cpus_per_actor, num_gpus=settings.gpus_per_actor,

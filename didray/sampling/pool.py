@@ -78,5 +78,9 @@ class SamplerPool:
         """`Sampler.score` over the pool, in input order."""
         return self._map("score", [prompts, completions])
 
+    def score_ids(self, prompts: list[str], responses: list[list[int]]) -> list[float]:
+        """`Sampler.score_ids` over the pool, in input order."""
+        return self._map("score_ids", [prompts, responses])
+
     def reload_weights(self, model_dir: str | Path) -> None:
         ray.get([a.reload_weights.remote(str(model_dir)) for a in self.actors])

@@ -21,11 +21,18 @@ BACKENDS = ("auto", "vllm", "transformers")
 
 @dataclass(frozen=True)
 class Completion:
-    """One sampled response and the log-probs of its tokens (eos included) under the
-    distribution it was drawn from (after temperature, top-p and a world's mask)."""
+    """One sampled response: its text, the token ids drawn (the eos included when it
+    `finished`; a response cut at max_tokens has none) and their log-probs under the
+    distribution it was drawn from (after temperature, top-p and a world's mask).
+
+    The ids, not the text, are what another model scores (`Sampler.score_ids`): decoding,
+    stripping and re-encoding can change the tokens, and `encode` appends an eos the sample
+    never drew (docs/design.md §7.4)."""
 
     text: str
+    token_ids: tuple[int, ...]
     token_logprobs: tuple[float, ...]
+    finished: bool  # ended in eos; False: truncated at max_tokens
 
     @property
     def logprob(self) -> float:
@@ -33,12 +40,13 @@ class Completion:
 
 
 def completion(tokenizer, ids: list[int], logprobs: list[float]) -> Completion:
-    """A sampled token sequence cut after its first eos (kept: it ends the response) as text,
-    with the log-probs of the tokens kept."""
+    """A sampled token sequence cut after its first eos (kept: it ends the response), as text
+    and ids, with the log-probs of the tokens kept."""
     eos = tokenizer.eos_token_id
-    end = ids.index(eos) + 1 if eos in ids else len(ids)
+    finished = eos in ids
+    end = ids.index(eos) + 1 if finished else len(ids)
     text = tokenizer.decode(ids[:end], skip_special_tokens=True).strip()
-    return Completion(text, tuple(float(x) for x in logprobs[:end]))
+    return Completion(text, tuple(ids[:end]), tuple(float(x) for x in logprobs[:end]), finished)
 
 
 def prompt_seed(seed: int, prompt: str) -> int:
@@ -81,8 +89,14 @@ class Sampler:
         return self.impl.generate(prompts, n, temperature, top_p, max_tokens, seed)
 
     def score(self, prompts: list[str], completions: list[str]) -> list[float]:
-        """Sequence log-prob of each completion (eos included) given its prompt."""
+        """Sequence log-prob of each completion text (eos appended) given its prompt."""
         return self.impl.score(prompts, completions)
+
+    def score_ids(self, prompts: list[str], responses: list[list[int]]) -> list[float]:
+        """Log-prob of exactly these response token ids given each prompt (templated as for
+        `generate`), nothing appended: a sample's `token_ids` score as they were drawn, a
+        truncated one without eos, a finished one with its eos."""
+        return self.impl.score_ids(prompts, responses)
 
     def reload_weights(self, model_dir: str | Path) -> None:
         """Load a checkpoint's weights into the running model (same architecture)."""

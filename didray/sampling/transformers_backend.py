@@ -18,7 +18,13 @@ from transformers import (
 )
 
 from didray.sampling.sampler import Completion, completion, prompt_seed
-from didray.worlds.text import batched_response_logps, encode, prompt_text
+from didray.worlds.text import (
+    Encoded,
+    batched_response_logps,
+    encode,
+    encode_ids,
+    prompt_ids,
+)
 from didray.worlds.toy.mask import ResponseLogitsProcessor, response_hook, response_space
 
 
@@ -39,8 +45,13 @@ class TransformersBackend:
         self.model.load_state_dict(new.state_dict())
 
     def score(self, prompts: list[str], completions: list[str]) -> list[float]:
+        return self._logps(encode(self.tokenizer, prompts, completions))
+
+    def score_ids(self, prompts: list[str], responses: list[list[int]]) -> list[float]:
+        return self._logps(encode_ids(self.tokenizer, prompts, responses))
+
+    def _logps(self, enc: Encoded) -> list[float]:
         hook = response_hook(self.model, self.tokenizer) if self.space else None
-        enc = encode(self.tokenizer, prompts, completions)
         return batched_response_logps(self.model, enc, hook).tolist()
 
     def generate(self, prompts: list[str], n: int, temperature: float = 1.0,
@@ -55,8 +66,8 @@ class TransformersBackend:
     def _generate_one(self, prompt: str, n: int, temperature: float, top_p: float,
                       max_tokens: int, seed: int) -> list[Completion]:
         tok = self.tokenizer
-        batch = tok([prompt_text(tok, prompt)], return_tensors="pt", add_special_tokens=False)
-        width = batch.input_ids.shape[1]
+        ids = torch.tensor([prompt_ids(tok, prompt)])  # (1, width)
+        width = ids.shape[1]
         greedy = temperature == 0
         processors = LogitsProcessorList(
             [ResponseLogitsProcessor(self.space, width)] if self.space else [])
@@ -67,8 +78,8 @@ class TransformersBackend:
                                   output_scores=True, return_dict_in_generate=True)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            out = self.model.generate(**batch, generation_config=config,
-                                      logits_processor=processors)
+            out = self.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                      generation_config=config, logits_processor=processors)
         # Log-probs of the processed distributions, i.e. of what was actually sampled from.
         logps = self.model.compute_transition_scores(out.sequences, out.scores,
                                                      normalize_logits=True)  # (rows, new)

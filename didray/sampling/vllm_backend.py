@@ -19,7 +19,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from didray.sampling.sampler import Completion, completion, prompt_seed
-from didray.worlds.text import encode, prompt_text
+from didray.worlds.text import Encoded, encode, encode_ids, prompt_ids
 from didray.worlds.toy.mask import ResponseSpace, response_space
 
 # Read by vLLM at import time; the pool passes them as the actors' Ray runtime_env.
@@ -124,10 +124,15 @@ class VllmBackend:
         return groups
 
     def score(self, prompts: list[str], completions: list[str]) -> list[float]:
+        # `encode` is the one tokenisation of (prompt, response) pairs, eos included.
+        return self._score_encoded(encode(self.tokenizer, prompts, completions))
+
+    def score_ids(self, prompts: list[str], responses: list[list[int]]) -> list[float]:
+        return self._score_encoded(encode_ids(self.tokenizer, prompts, responses))
+
+    def _score_encoded(self, enc: Encoded) -> list[float]:
         from vllm import SamplingParams, TokensPrompt
 
-        # `encode` is the one tokenisation of (prompt, response) pairs, eos included.
-        enc = encode(self.tokenizer, prompts, completions)
         seqs = [ids[mask.bool()].tolist() for ids, mask in zip(enc.input_ids, enc.attention_mask,
                                                                 strict=True)]
         starts = [len(s) - int(r.sum()) for s, r in zip(seqs, enc.response_mask, strict=True)]
@@ -157,8 +162,7 @@ class VllmBackend:
     def _prompt(self, prompt: str):
         from vllm import TokensPrompt
 
-        text = prompt_text(self.tokenizer, prompt)
-        return TokensPrompt(prompt_token_ids=self.tokenizer.encode(text, add_special_tokens=False))
+        return TokensPrompt(prompt_token_ids=prompt_ids(self.tokenizer, prompt))
 
     def _completion(self, out) -> Completion:
         ids = list(out.token_ids)

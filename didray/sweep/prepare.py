@@ -152,7 +152,9 @@ def hf_world(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) 
     prompts = [r["prompt"] for r in rows][: sweep.eval.prompts]
 
     def evaluate_ref(pool: PoolFactory) -> Path:
-        key = content_hash(world_hash, prompts, sweep.eval.model_dump(), sampling_key(sweep))
+        # "ids-v1": the file stores sampled token ids; older files without them regenerate.
+        key = content_hash(world_hash, prompts, sweep.eval.model_dump(), sampling_key(sweep),
+                           "ids-v1")
         path = sweep_dir / "data" / f"ref-eval-{key}.json"
         fresh = not path.exists()
         if fresh:

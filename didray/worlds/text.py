@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
 from didray.core.logprobs import sequence_logps
 
@@ -40,6 +41,27 @@ def prompt_text(tokenizer, prompt: str) -> str:
     """The chat-templated prompt the policy sees (generation prompt included)."""
     messages = [{"role": "user", "content": prompt}]
     return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """The chat-templated prompt's token ids, as `encode` and the samplers tokenise it."""
+    return tokenizer.encode(prompt_text(tokenizer, prompt), add_special_tokens=False)
+
+
+def encode_ids(tokenizer, prompts: Sequence[str], responses: Sequence[Sequence[int]]) -> Encoded:
+    """Like `encode`, with each response given as the token ids to score, taken as they are
+    (no eos appended, no decode/re-encode): a sampled response scores exactly as drawn."""
+    heads = [prompt_ids(tokenizer, p) for p in prompts]
+    rows = [h + list(r) for h, r in zip(heads, responses, strict=True)]
+    return Encoded(_padded(rows, tokenizer.pad_token_id), _padded([[1] * len(r) for r in rows]),
+                   _padded([[0] * len(h) + [1] * len(r)
+                            for h, r in zip(heads, responses, strict=True)]))
+
+
+def _padded(rows: list[list[int]], value: int = 0) -> Tensor:
+    """Right-padded (B, T) long tensor of the rows."""
+    return pad_sequence([torch.tensor(r, dtype=torch.long) for r in rows], batch_first=True,
+                        padding_value=value)
 
 
 def encode(

@@ -60,6 +60,27 @@ def test_samples_stay_in_the_response_space_and_carry_their_logprobs(saved):
         assert [c.logprob for c in rows] == pytest.approx(scored, abs=1e-4)
 
 
+def test_score_ids_scores_the_ids_drawn_with_an_eos_only_where_one_was_drawn(saved):
+    path, world = saved
+    sampler = hf_sampler(path)
+    prompts = [p.text for p in world.prompts]
+    eos = toy.build_tokenizer().eos_token_id
+    # One word then the cut (eos is not allowed before a first word), and whole responses
+    # (at most 2 words + eos, well within the default max_tokens).
+    for max_tokens, finished in ((1, False), (32, True)):
+        rows = sampler.generate(prompts, n=6, max_tokens=max_tokens, seed=0)
+        drawn = [c for row in rows for c in row]
+        repeated = [p for p, row in zip(prompts, rows, strict=True) for _ in row]
+        assert [(c.finished, c.token_ids[-1] == eos) for c in drawn] == [(finished,) * 2] * 24
+        scored = sampler.score_ids(repeated, [list(c.token_ids) for c in drawn])
+        assert scored == pytest.approx([c.logprob for c in drawn], abs=1e-6)
+        # The text path appends an eos: the same number for a finished sample, lower by
+        # -log p(eos | the word) for a cut one.
+        gap = [t - s for t, s in zip(sampler.score(repeated, [c.text for c in drawn]), scored,
+                                     strict=True)]
+        assert max(gap) < -0.05 if not finished else gap == pytest.approx([0] * 24, abs=1e-6)
+
+
 def test_sample_frequencies_match_the_exact_policy(saved):
     path, world = saved
     prompt = world.prompts[0].text

