@@ -65,16 +65,17 @@ PACKAGE = CORE.parent
 # A module may import its own package and packages of a lower rank, never the same rank or
 # above (docs/design.md §4): the bottom holds what every layer shares.
 RANKS = {
-    "__init__": 0, "errors": 0, "files": 0, "metrics": 0, "display": 0, "core": 0,
-    "config": 1,
-    "worlds": 2,
-    "sampling": 3,
-    "data": 4, "eval": 4,
-    "train": 5,
-    "sweep": 6, "analysis": 6,
-    "jobs": 7,
-    "jobs_cli": 8,
-    "cli": 9, "__main__": 9,
+    "__init__": 0, "errors": 0, "metrics": 0, "display": 0, "core": 0,
+    "files": 1,
+    "config": 2,
+    "worlds": 3,
+    "sampling": 4,
+    "data": 5, "eval": 5,
+    "train": 6,
+    "sweep": 7, "analysis": 7,
+    "jobs": 8,
+    "jobs_cli": 9,
+    "cli": 10, "__main__": 10,
 }
 
 

@@ -4,7 +4,6 @@ the policy and pi_ref, as `evaluate_policy` computes it, against the toy world's
 At max_tokens=2 with 3-word responses a sample either finished ("w </s>") or was cut after two
 words; a cut one has no eos, so neither model may score one (docs/design.md §7.4)."""
 
-from dataclasses import replace
 
 import pytest
 import torch
@@ -26,7 +25,7 @@ K = 16
 def paths(tmp_path_factory):
     """pi_ref and a policy with other weights (a different init seed), saved like checkpoints."""
     return {"ref": save_toy_policy(tmp_path_factory.mktemp("ref"), SPEC),
-            "policy": save_toy_policy(tmp_path_factory.mktemp("policy"), replace(SPEC, seed=1))}
+            "policy": save_toy_policy(tmp_path_factory.mktemp("policy"), SPEC.model_copy(update={"seed": 1}))}
 
 
 @pytest.fixture(scope="module")

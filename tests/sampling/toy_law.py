@@ -7,6 +7,7 @@ enumerated response that does, with no eos term for the prefix itself.
 """
 
 import functools
+import itertools
 
 import torch
 from transformers import AutoModelForCausalLM
@@ -18,7 +19,9 @@ from didray.worlds import toy
 @functools.cache
 def _law(path: str, prompt: str) -> dict[str, float]:
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
-    responses = toy.policy_responses(model)
+    words, longest = model.config.toy_response_words, model.config.toy_max_response_tokens
+    responses = [" ".join(ws) for n in range(1, longest + 1)
+                 for ws in itertools.product(words, repeat=n)]  # the saved policy's space
     logps = toy.response_logprobs(model, toy.build_tokenizer(), prompt, responses)
     return dict(zip(responses, logps.double().tolist(), strict=True))
 
