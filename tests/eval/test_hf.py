@@ -25,7 +25,8 @@ K = 16
 def paths(tmp_path_factory):
     """pi_ref and a policy with other weights (a different init seed), saved like checkpoints."""
     return {"ref": save_toy_policy(tmp_path_factory.mktemp("ref"), SPEC),
-            "policy": save_toy_policy(tmp_path_factory.mktemp("policy"), SPEC.model_copy(update={"seed": 1}))}
+            "policy": save_toy_policy(tmp_path_factory.mktemp("policy"),
+                                      SPEC.model_copy(update={"seed": 1}))}
 
 
 @pytest.fixture(scope="module")
