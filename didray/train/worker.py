@@ -20,7 +20,7 @@ from transformers import AutoModelForCausalLM
 from didray.data.prepare import load_pair_tensors
 from didray.eval.toy import evaluate_tables, score_table
 from didray.sweep.metrics import export_step_metrics
-from didray.train.loop import make_optimizer, train_dpo
+from didray.train.loop import as_floats, make_optimizer, train_dpo
 from didray.worlds import toy
 from didray.worlds.policy import load_policy
 
@@ -90,13 +90,13 @@ def train_worker(cfg: dict) -> None:
         optimizer.load_state_dict(optimizer_state)
     plain = model.module if hasattr(model, "module") else model
 
-    def on_step(step: int, metrics: dict[str, float]) -> None:
+    def on_step(step: int, metrics: dict[str, torch.Tensor | float]) -> None:
         last = step == train["steps"]
         if step % train["report_every"] and not last:
             return
         # The node id shows where a sweep's trials ran on a multi-node cluster.
         metrics = {"step": step, "node_id": ray.get_runtime_context().get_node_id(),
-                   "workers": world_size, **metrics}
+                   "workers": world_size, **as_floats(metrics)}
         if exact is not None:
             metrics |= exact(plain)
         if rank == 0:
