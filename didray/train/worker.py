@@ -27,7 +27,7 @@ from didray.eval.pairs import pair_metrics
 from didray.eval.toy import ToyTables
 from didray.files import damage, write_index
 from didray.train.gauges import export_step_metrics
-from didray.train.loop import make_optimizer, train_dpo
+from didray.train.loop import as_floats, make_optimizer, train_dpo
 from didray.worlds.policy import load_policy
 from didray.worlds.text import batched_response_logps
 
@@ -187,13 +187,13 @@ def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
         optimizer.load_state_dict(optimizer_state)
     plain = model.module if hasattr(model, "module") else model
 
-    def on_step(step: int, metrics: dict[str, float]) -> None:
+    def on_step(step: int, metrics: dict[str, torch.Tensor | float]) -> None:
         last = step == train.steps
         if step % train.report_every and not last:
             return
         # The node id shows where a sweep's trials ran on a multi-node cluster.
         metrics = {"step": step, "node_id": ray.get_runtime_context().get_node_id(),
-                   "workers": world_size, **metrics}
+                   "workers": world_size, **as_floats(metrics)}
         table = None
         if tables is not None and (last or spec.eval.exact):
             with clock("eval"):
