@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,17 +70,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.file)
     if args.storage:
         sweep = sweep.model_copy(update={"storage": args.storage})
-    # SIGTERM (a scheduler, `kill`) stops a sweep like Ctrl-C: Tune saves its state, the
-    # embedded Ray is shut down, and `--resume` continues.
-    before = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
     try:
         sweep_dir = run_sweep(sweep, Path(args.file).read_text(), args.address, args.resume)
     except KeyboardInterrupt:
         print(f"didray: interrupted; what was written is kept, continue with "
               f"`didray run {args.file} --resume`", file=sys.stderr)
         return 130
-    finally:
-        signal.signal(signal.SIGTERM, before)
     print(f"\nResults: {sweep_dir}")
     table = print_summary(sweep_dir, args.format)
     unfinished = sweep.trial_count() - int(table["finished"].sum() + table["failed"].sum())

@@ -9,8 +9,11 @@ checkpoints, named by trial id).
 from __future__ import annotations
 
 import importlib.metadata
+import signal
 import sys
+import threading
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import polars as pl
@@ -200,11 +203,27 @@ def run_sweep(sweep: Sweep, source: str, address: str | None = None,
 
     started = start_ray(address)  # prepare samples pi_ref's responses on sampler actors
     try:
-        check_resources(sweep, fixed=address is None)
-        return run_on_ray(sweep, source, resume)
+        with sigterm_as_interrupt():
+            check_resources(sweep, fixed=address is None)
+            return run_on_ray(sweep, source, resume)
     finally:
         if started:
             ray.shutdown()
+
+
+@contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a scheduler, `kill`) stops a sweep like Ctrl-C: Tune saves its state and the
+    embedded Ray is shut down, so `--resume` continues. Installed after ray.init, whose own
+    handler would abort the process and leave Ray's processes behind."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set signal handlers
+        return
+    before = signal.signal(signal.SIGTERM, lambda *_: signal.raise_signal(signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def resource_asks(sweep: Sweep) -> dict[str, dict[str, float]]:
