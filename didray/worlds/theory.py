@@ -170,6 +170,7 @@ class _Run:
 
     beta: float
     steps: int
+    taus: tuple[float, ...]
     claims: dict[str, Claim] = field(default_factory=dict)
     fits: list[dict] = field(default_factory=list)
     dynamics: list[pl.DataFrame] = field(default_factory=list)
@@ -199,7 +200,7 @@ def theory_report(
         raise ValueError(f"beta and tau must be > 0 (got beta={beta}, taus={taus})")
     if instances < 1 or steps < 1:
         raise ValueError(f"instances and steps must be >= 1 (got {instances}, {steps})")
-    run, start, total = _Run(beta, steps), time.perf_counter(), instances * len(taus)
+    run, start, total = _Run(beta, steps, taus), time.perf_counter(), instances * len(taus)
     with _one_thread():
         generator = torch.Generator().manual_seed(seed)
         for draw in range(instances):
@@ -418,7 +419,8 @@ def sign_flips(entropies: list[float], values: list[float], low_positive: bool) 
 def _pooled_claims(run: _Run) -> None:
     """v1 §5 / v2 §4 as read here (§1.10): the DID entropy of the learned update sets the sign of
     the chosen shift (low entropy: rise, high: fall) and of the policy-entropy change (low: fall,
-    high: rise, "exploration"). One value over the whole grid, at step T."""
+    high: rise, "exploration"). One value over the whole grid, at step T; the grid must span
+    several taus, or a claim that expects both signs would fail on a grid that holds one."""
     for case, ends in run.ends.items():
         h_did, chosen, explore = (list(column) for column in zip(*ends, strict=True))
         for key, values, low_positive, what, order in (
@@ -429,7 +431,7 @@ def _pooled_claims(run: _Run) -> None:
                               condition=f"{case}, step T", metric="instances out of order",
                               expected=f"0 ({order})", holds_if=lambda v: v == 0)
             claim.pooled = len(values)
-            if len(values) < 2:
-                claim.add(float("nan"), "unresolved", "needs >= 2 instances")
+            if len(set(run.taus)) < 2:  # draws at one tau differ in more than DID entropy
+                claim.add(float("nan"), "unresolved", "needs a grid of >= 2 taus")
             else:
                 claim.add(float(sign_flips(h_did, values, low_positive)))

@@ -92,6 +92,9 @@ def test_low_entropy_flat_loss_is_unresolved_not_failed():
     # pi_star is stationary and the fit is no better than pi_star: the loss cannot separate them.
     assert fit["target_grad"] < 1e-10 and abs(fit["loss_gap"]) < 1e-12
     assert report.claims.filter(pl.col("status") == "fails").height == 0
+    pooled = report.claims.filter(pl.col("instances").str.starts_with("pooled"))
+    assert pooled.height == 4 and set(pooled["status"]) == {"unresolved"}
+    assert set(pooled["note"]) == {"needs a grid of >= 2 taus"}
 
 
 def test_cli_counts_reported_and_unresolved_rows_apart_and_exits_0(capsys):
