@@ -43,13 +43,29 @@ def outcome_count(text: str) -> int:
     return value
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1 (got {text})")
+    return value
+
+
 def cmd_theory(args: argparse.Namespace) -> int:
     from didray.worlds.theory import theory_report
 
-    report = theory_report(args.outcomes, args.beta, args.seed, args.instances, args.tau)
-    print_frame(report, args.format)
-    failed = report.filter(~pl.col("holds")).height
-    print(f"{report.height - failed}/{report.height} claims hold", file=sys.stderr)
+    given = {"instances": args.instances, "steps": args.steps,
+             "taus": tuple(args.tau) if args.tau else None}  # None: theory_report's default
+    report = theory_report(args.outcomes, args.beta, args.seed,
+                           **{key: value for key, value in given.items() if value is not None},
+                           progress=lambda line: print(f"didray theory: {line}", file=sys.stderr))
+    print_frame(getattr(report, args.show), args.format)
+    claims = report.claims.filter(pl.col("kind") == "claim")["status"].value_counts()
+    count = dict(zip(claims["status"], claims["count"], strict=True))
+    failed = count.get("fails", 0)
+    print(f"{count.get('holds', 0)}/{sum(count.values())} claims hold, {failed} fail, "
+          f"{count.get('unresolved', 0)} numerically unresolved; "
+          f"{report.claims.height - sum(count.values())} rows reported, not claims",
+          file=sys.stderr)
     return 0 if failed == 0 else 1
 
 
@@ -93,10 +109,17 @@ def build_parser() -> Parser:
     theory = sub.add_parser("theory", help="check the paper's claims in the exact tabular world")
     theory.add_argument("--outcomes", type=outcome_count, default=50, help="N outcomes (>= 2)")
     theory.add_argument("--beta", type=positive_float, default=0.5, help="DPO beta (> 0)")
-    theory.add_argument("--tau", type=positive_float, default=0.5,
-                        help="pi_star = pi_ref * exp(score / tau): the DID-entropy knob")
+    theory.add_argument("--tau", type=positive_float, nargs="+",
+                        help="pi_star = pi_ref * exp(score / tau): the DID-entropy knob; one or "
+                             "more values (default: a grid from ~2 nats to ~log N)")
     theory.add_argument("--seed", type=int, default=0)
-    theory.add_argument("--instances", type=int, default=3, help="random instances to check")
+    theory.add_argument("--instances", type=positive_int,
+                        help="random draws of pi_ref and score, each tilted at every tau")
+    theory.add_argument("--steps", type=positive_int,
+                        help="gradient steps of the finite-step dynamics")
+    theory.add_argument("--show", choices=("claims", "fits", "dynamics"), default="claims",
+                        help="claims: one row per claim; fits: convergence of every fit; "
+                             "dynamics: every step of every run")
     theory.add_argument("--format", choices=("table", "md", "csv"), default="table")
     theory.set_defaults(func=cmd_theory)
 

@@ -19,11 +19,3 @@ def test_bad_arguments_exit_2_with_one_line(argv, needle, capsys):
     err = capsys.readouterr().err
     assert needle in err
     assert len(err.strip().splitlines()) == 1
-
-
-def test_theory_prints_csv_with_every_claim(capsys):
-    assert main(["theory", "--outcomes", "8", "--instances", "1", "--format", "csv"]) == 0
-    out = capsys.readouterr().out.splitlines()
-    assert out[0] == "claim,condition,metric,value,expected,holds"
-    assert len(out) == 29  # header + 28 claims
-    assert all(line.endswith("true") for line in out[1:])
