@@ -137,7 +137,13 @@ def build_tuner(sweep: Sweep, spec: TrialSpec, writer: ResultsWriter, resume: bo
         trainable,
         param_space=search_space(sweep),
         tune_config=tune.TuneConfig(
-            max_concurrent_trials=sweep.scaling.max_concurrent_trials,
+            # Trials that train in their own process hold a worker's resources, and the
+            # trial slots enforce max_concurrent_trials; without Tune's limit Tune creates
+            # every trial at once, so a moved sweep's restore updates all their paths (a trial
+            # created after a restore would keep the old storage path). Trials that wait on a
+            # Train run hold nothing: Tune's limit keeps their processes few.
+            max_concurrent_trials=(None if in_trial_process(spec)
+                                   else sweep.scaling.max_concurrent_trials),
             # A trial process that trains itself stays warm for the next trial.
             reuse_actors=in_trial_process(spec),
             num_samples=sweep.search.num_samples if sweep.search.mode == "random" else 1),
