@@ -167,7 +167,7 @@ def comparable(path: Path, name: str) -> pl.DataFrame:
     """A results table without what legitimately differs between two runs of one sweep."""
     frame = pl.read_parquet(path / f"{name}.parquet")
     drop = [c for c in frame.columns if c in ("trial_id", "node_id", "checkpoint_path", "error")
-            or c.endswith("tokens_per_s")]
+            or c.endswith("tokens_per_s") or c.startswith("time/")]
     return frame.drop(drop).sort(KEYS[name])
 
 
