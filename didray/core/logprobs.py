@@ -10,26 +10,6 @@ from torch import Tensor
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
-class _LabelLogps(torch.autograd.Function):
-    """``log_softmax(logits)[..., label]`` as the label's logit minus the logsumexp, with the
-    gradient ``onehot(label) - softmax(logits)`` written into one (..., V) tensor: no pass keeps
-    the full-vocabulary log-probs, and forward + backward take ~25% less CPU time than
-    ``log_softmax`` + ``gather`` at V = 32000."""
-
-    @staticmethod
-    def forward(ctx, logits: Tensor, targets: Tensor) -> Tensor:
-        lse = torch.logsumexp(logits, dim=-1)  # (...)
-        ctx.save_for_backward(logits, targets, lse)
-        return logits.gather(-1, targets).squeeze(-1) - lse  # (...)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
-        logits, targets, lse = ctx.saved_tensors
-        grad = grad.unsqueeze(-1)  # (..., 1)
-        out = (logits - lse.unsqueeze(-1)).exp_().mul_(-grad)  # (..., V) -softmax * grad
-        return out.scatter_add_(-1, targets, grad), None
-
-
 def token_logps(logits: Tensor, labels: Tensor) -> Tensor:
     """Log-probability of each next token under a causal LM.
 
@@ -41,8 +21,12 @@ def token_logps(logits: Tensor, labels: Tensor) -> Tensor:
     """
     if logits.dtype in _LOW_PRECISION:
         logits = logits.float()  # (B, T, V)
+    # log_softmax + gather, not logsumexp with a hand-written backward (25% less CPU at
+    # V = 32000): that one rounds differently, and pi_ref's SFT, hence every sampled dataset
+    # and the demo's numbers, moved with it. Results stay identical to earlier versions.
+    logp = torch.log_softmax(logits[:, :-1], dim=-1)  # (B, T-1, V)
     targets = labels[:, 1:].long().unsqueeze(-1)  # (B, T-1, 1)
-    return _LabelLogps.apply(logits[:, :-1], targets)  # (B, T-1)
+    return logp.gather(-1, targets).squeeze(-1)  # (B, T-1)
 
 
 def sequence_logps(logits: Tensor, labels: Tensor, loss_mask: Tensor) -> tuple[Tensor, Tensor]:
