@@ -92,7 +92,8 @@ def check_state(sweep: Sweep, sweep_dir: Path, resume: bool) -> None:
 
 
 def start_ray(address: str | None) -> bool:
-    """Connect to `address` or start an embedded Ray; returns whether this call started it."""
+    """Connect to `address` or start an embedded Ray; returns whether this call started an
+    embedded one (which the sweep then shuts down; a cluster's connection stays open)."""
     import ray
 
     if ray.is_initialized():
@@ -103,10 +104,10 @@ def start_ray(address: str | None) -> bool:
         # address; with several clusters on one machine they must be told which one.
         env = {"env_vars": {**RAY_ENV, "RAY_ADDRESS": address}}
         ray.init(address=address, runtime_env=env, logging_level="WARNING")
-    else:
-        # The dashboard stays on: users watch sweeps there, and without it Train's placement
-        # group cleaner logs a State-API warning every 2 s.
-        ray.init(runtime_env=env, logging_level="WARNING")
+        return False
+    # The dashboard stays on: users watch sweeps there, and without it Train's placement
+    # group cleaner logs a State-API warning every 2 s.
+    ray.init(runtime_env=env, logging_level="WARNING")
     return True
 
 
