@@ -115,7 +115,7 @@ TIMES = (
     _m("time/setup_s", "float", "trials", "loading model, data and tables, and restoring", "s"),
     _m("time/steps_s", "float", "trials", "training steps (and reporting them)", "s"),
     _m("time/eval_s", "float", "trials", "exact evaluation at reports and the final one", "s"),
-    _m("time/checkpoint_s", "float", "trials", "saving checkpoints", "s"),
+    _m("time/checkpoint_s", "float", "trials", "saving checkpoints before the final one", "s"),
     _m("time/trial_s", "float", "trials", "the whole trial, start-up included", "s"),
 )
 
