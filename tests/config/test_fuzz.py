@@ -27,7 +27,7 @@ SWEEPS = [yaml.safe_load(p.read_text()) for p in sorted(ROOT.glob("sweeps/*.yaml
 SCHEMA = Sweep.model_json_schema()
 FIELDS = sorted({name for d in SCHEMA["$defs"].values() for name in d["properties"]}
                 | set(SCHEMA["properties"]))
-KEY_LINE = re.compile(r"^(?P<lead>[ -]*)(?P<key>[A-Za-z_][\w.-]*): (?P<value>.+)$")
+KEY_LINE = re.compile(r"^(?P<lead> *(?:- )*)(?P<key>[A-Za-z_][\w.-]*): (?P<value>.+)$")
 
 # No control characters or line separators: every scalar stays on its own line of the dump.
 words = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")), max_size=12)
