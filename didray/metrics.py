@@ -43,8 +43,25 @@ AXES = (
     _m("seed", "int", "trials steps evals", "training seed (batch order, estimator draws)",
        label="seed"),
     _m("regime_kind", "str", "trials steps evals", "offpolicy, pg or powerlaw"),
-    _m("tau", "float", "trials steps evals", "powerlaw: temperature of pi_star"),
-    _m("beta_data", "float", "trials steps evals", "powerlaw: exponent that built the data"),
+    _m("tau", "float", "trials steps evals", "tilted regimes: temperature of pi_star = "
+       "pi_ref exp(score/tau), given or solved from the requested DID entropy"),
+    _m("beta_data", "float", "trials steps evals", "tilted regimes: exponent that built the "
+       "data"),
+)
+
+# What a regime's data encode (didray.data.regimes.Built.stats), on every row of its trials.
+DATA = (
+    _m("data_did_entropy", "float", "trials steps", "DID entropy H(q_{pi*/pi_ref}) the data "
+       "encode, mean over training prompts (toy offpolicy: the tau -> 0 limit)", "nats"),
+    _m("data_did_entropy_method", "str", "trials steps", "how data_did_entropy was computed: "
+       "exact (toy, by enumeration) or snis_ref_k{K} (hf)"),
+    _m("data_pairs", "int", "trials steps", "preference pairs in the regime's dataset"),
+    _m("data_chosen_higher", "float", "trials steps", "fraction of pairs whose chosen has the "
+       "higher data score", "fraction"),
+    _m("data_margin_abs", "float", "trials steps", "tilted regimes: mean |R(chosen) - "
+       "R(rejected)|, the Bradley-Terry label strength", "nats"),
+    _m("data_ess", "float", "trials steps", "tilted regimes: mean effective sample size of "
+       "the importance resampling (1 to candidates)"),
 )
 
 STEP = (
@@ -132,7 +149,8 @@ ESTIMATE = (
        "nats"),
 )
 
-REGISTRY: dict[str, Metric] = {m.name: m for m in (*AXES, *STEP, *TRIAL, *TIMES, *ESTIMATE)}
+REGISTRY: dict[str, Metric] = {m.name: m for m in (*AXES, *DATA, *STEP, *TRIAL, *TIMES,
+                                                    *ESTIMATE)}
 FINAL = "final/"  # trials.parquet carries each step metric of the last report under this prefix
 
 

@@ -14,7 +14,7 @@ import polars as pl
 
 from didray.analysis.load import Results, load
 from didray.analysis.plots import write_plots
-from didray.analysis.tables import compare, correlations, entropy_vs_scores
+from didray.analysis.tables import compare, correlations, entropy_vs_scores, regimes
 from didray.display import print_frame
 
 PRECISION = 3
@@ -47,9 +47,18 @@ def print_tables(results: Results, fmt: str = "table") -> pl.DataFrame:
                  "95% t interval over seeds, null with one seed)", fmt))
     print_frame(readable(table, fmt), fmt, PRECISION)
     print()
+    print(_title("What each regime's data encode (data DID entropy, label strength, "
+                 "resampling ESS) and the mean learned DID entropy", fmt))
+    print_frame(readable(regimes(results), fmt), fmt, PRECISION)
+    print()
+    corr = correlations(results)
     print(_title("Correlation of DID entropy with each score across finished trials "
                  "(95% bootstrap intervals)", fmt))
-    print_frame(readable(correlations(results), fmt), fmt, PRECISION)
+    print_frame(readable(corr, fmt), fmt, PRECISION)
+    print()
+    print(_title("The paper's claims against those correlations (supported / contradicted: "
+                 "the Spearman interval excludes 0 on the predicted / opposite side)", fmt))
+    print_frame(readable(verdicts(corr), fmt), fmt, PRECISION)
     return table
 
 
@@ -98,6 +107,7 @@ def capability_report(results: Results, out: Path, title: str) -> Path:
         f"Trials: {counts['trials']} ({counts['finished']} finished, {counts['failed']} failed, "
         f"{counts['running']} running); only finished trials are evaluated.",
         "## Verdicts", markdown(verdicts(correlations(results))),
+        "## What each regime's data encode", markdown(regimes(results)),
         "## DID entropy by regime and beta", markdown(compare(results, "did_entropy")),
         "## Instruction score by regime and beta",
         markdown(compare(results, "instruction_score")),

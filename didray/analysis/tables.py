@@ -71,6 +71,24 @@ def entropy_vs_scores(results: Results, level: float = 0.95) -> pl.DataFrame:
     return table.collect()
 
 
+DATA_COLUMNS = ("regime_kind", "tau", "beta_data", "data_did_entropy", "data_did_entropy_method",
+                "data_pairs", "data_chosen_higher", "data_margin_abs", "data_ess")
+
+
+def regimes(results: Results) -> pl.DataFrame:
+    """One row per (sweep, regime): what its data encode (docs/design.md §5.4: the DID entropy
+    of the data and how it was computed, label strength, resampling ESS) next to the mean
+    learned DID entropy of its finished trials, so regimes compared in a sweep can be checked
+    for comparable label information."""
+    table = (flag_status(results.trials)
+             .group_by("sweep", "regime")
+             .agg(*[pl.col(c).first() for c in DATA_COLUMNS], *status_counts(),
+                  pl.col("did_entropy").filter("_finished").mean().alias("learned_did_entropy"))
+             .sort("sweep", "data_did_entropy", "regime", nulls_last=True)
+             .select("sweep", "regime", *DATA_COLUMNS, "finished", "learned_did_entropy"))
+    return table.collect()
+
+
 def correlations(results: Results, by: Sequence[str] = ("sweep",), resamples: int = 1000,
                  level: float = 0.95, seed: int = 0) -> pl.DataFrame:
     """Pearson and Spearman of DID entropy against each score over finished trials, per `by`

@@ -183,3 +183,31 @@ def js_divergence(logp: Tensor, logq: Tensor, dim: int = -1) -> Tensor:
     """
     logm = torch.logaddexp(logp, logq) - math.log(2.0)  # (..., N)
     return 0.5 * (kl(logp, logm, dim=dim) + kl(logq, logm, dim=dim))  # (...,)
+
+
+def tilt_entropy(scores: Tensor, tau: float, dim: int = -1) -> Tensor:
+    """``H(q_{pi*/pi_ref})`` for the score tilt ``pi* ∝ pi_ref exp(scores / tau)`` (reduces dim).
+
+    The DID of a tilt is ``softmax(scores / tau)`` whatever pi_ref is (docs/design.md §1.7).
+    Example: scores [1, 0], tau = 1/log 3 -> q = [3/4, 1/4] -> ``H = 0.5623351446188083``.
+    """
+    return did_entropy(scores / tau, torch.zeros_like(scores), dim=dim)
+
+
+def solve_tilt(entropy_at, target: float, low: float, high: float, steps: int = 80) -> float:
+    """The tau in [low, high] where ``entropy_at(tau) = target``, by bisection on log tau.
+
+    ``entropy_at`` must be increasing in tau, as a tilt's DID entropy is (dH/dtau =
+    Var_q(score) / tau^3, docs/design.md §1.7), and ``entropy_at(low) <= target <=
+    entropy_at(high)``; 80 halvings of a log-range of at most 1e3 leave it below 1e-20.
+    """
+    if not entropy_at(low) <= target <= entropy_at(high):
+        raise ValueError(f"target {target} is outside [H(low), H(high)]")
+    log_low, log_high = math.log(low), math.log(high)
+    for _ in range(steps):
+        mid = (log_low + log_high) / 2
+        if entropy_at(math.exp(mid)) < target:
+            log_low = mid
+        else:
+            log_high = mid
+    return math.exp((log_low + log_high) / 2)

@@ -1,13 +1,18 @@
 """What each world lends the regimes (`Sources`): prompts, a score, pi_ref draws from the
-sampler pool, the pairs "as given" and each prompt's best response."""
+sampler pool, the pairs and chosen responses "as given", and a tilt's DID entropy."""
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 
 import torch
+from torch import Tensor
 
 from didray.config.schema import Sweep
+from didray.core.did import tilt_entropy
+from didray.core.estimators import snis_entropy
 from didray.data.regimes import Sources
 from didray.errors import BadInput
 from didray.sampling.pool import SamplerPool
@@ -29,7 +34,8 @@ def pool_draws(pool: PoolFactory, sweep: Sweep, max_tokens: int):
 
 def toy_sources(world: toy.ToyWorld, sweep: Sweep, pool: PoolFactory) -> Sources:
     """pi_ref draws come from the sampler actors, under the world's response mask; the pairs
-    as given are two uniform draws from the response space, ordered by reward."""
+    as given are two uniform draws from the response space, ordered by reward; a tilt's DID
+    entropy is exact over the enumerated responses of the training prompts."""
     responses = toy.enumerate_responses(world)
 
     def given_pairs(per_prompt: int, seed: int) -> list[tuple[int, str, str]]:
@@ -43,17 +49,48 @@ def toy_sources(world: toy.ToyWorld, sweep: Sweep, pool: PoolFactory) -> Sources
                 pairs.append((i, a, b) if ra > rb or (ra == rb and coin) else (i, b, a))
         return pairs
 
-    best = [max(responses, key=lambda r, p=p: world.reward(p, r)) for p in world.prompts]
+    def given_chosen(per_prompt: int, seed: int) -> list[list[str]]:
+        chosen = [[] for _ in world.prompts]
+        for i, c, _ in given_pairs(per_prompt, seed):
+            chosen[i].append(c)
+        return chosen
+
+    scores = torch.tensor([[world.reward(p, r) for r in responses] for p in world.prompts],
+                          dtype=torch.float64)  # (P, R)
+    top = (scores == scores.max(-1, keepdim=True).values).sum(-1)  # (P,) top-scoring responses
     return Sources([p.text for p in world.prompts], [p.family for p in world.prompts],
                    lambda ps, rs: [world.reward(p, r) for p, r in zip(ps, rs, strict=True)],
                    pool_draws(pool, sweep, world.max_response_tokens + 1), given_pairs,
-                   best.__getitem__)
+                   given_chosen, lambda tau: float(tilt_entropy(scores, tau).mean()), "exact",
+                   log_n=math.log(len(responses)), top_entropy=float(top.double().log().mean()))
+
+
+def snis_tilt_entropy(prompts: list[str], score, sweep: Sweep, pool: PoolFactory):
+    """tau -> mean over prompts of an SNIS estimate of a tilt's DID entropy from K pi_ref
+    draws per prompt at temperature 1 (docs/design.md §1.8, §5.4), the draws made once."""
+    k = sweep.eval.did_samples
+
+    @functools.cache
+    def draws() -> tuple[Tensor, Tensor]:
+        rows = pool().generate(prompts, k, temperature=1.0, max_tokens=sweep.sampler.max_tokens,
+                               seed=sweep.data.seed)
+        logp = torch.tensor([[sum(c.token_logprobs) for c in row] for row in rows],
+                            dtype=torch.float64)  # (P, K)
+        flat = score([p for p, row in zip(prompts, rows, strict=True) for _ in row],
+                     [c.text for row in rows for c in row])
+        return torch.tensor(flat, dtype=torch.float64).view(len(prompts), k), logp
+
+    def entropy(tau: float) -> float:
+        scores, logp = draws()
+        return float(snis_entropy(scores / tau, logp, "ref").value.mean())
+
+    return entropy, f"snis_ref_k{k}"
 
 
 def hf_sources(rows: list[dict], score, sweep: Sweep, pool: PoolFactory) -> Sources:
     """Prompts from `data.source`; pi_ref draws from the sampler actors; the pairs as given
-    are the dataset's own (one per row); a prompt's best response is its `chosen`, else its
-    `reference`."""
+    are the dataset's own (one per row); the given chosen of a prompt is its `chosen`, else
+    its `reference`; a tilt's DID entropy is an SNIS estimate."""
     source = sweep.data.source
 
     def given_pairs(per_prompt: int, seed: int) -> list[tuple[int, str, str]]:
@@ -63,13 +100,15 @@ def hf_sources(rows: list[dict], score, sweep: Sweep, pool: PoolFactory) -> Sour
                            f" of data.source {source!r} has no chosen/rejected response")
         return [(i, r["chosen"], r["rejected"]) for i, r in enumerate(rows)]
 
-    def best_response(i: int) -> str:
-        text = rows[i].get("chosen") or rows[i].get("reference")
-        if not text:
-            raise BadInput(f"regime kind pg needs each prompt's best response, but row {i} of "
-                           f"data.source {source!r} has neither `chosen` nor `reference`")
-        return text
+    def given_chosen(per_prompt: int, seed: int) -> list[list[str]]:
+        missing = [i for i, r in enumerate(rows) if not (r.get("chosen") or r.get("reference"))]
+        if missing:
+            raise BadInput(f"regime kind pg with chosen: given needs each prompt's chosen "
+                           f"response, but row {missing[0]} of data.source {source!r} has "
+                           "neither `chosen` nor `reference`")
+        return [[r.get("chosen") or r["reference"]] * per_prompt for r in rows]
 
-    return Sources([r["prompt"] for r in rows], ["open"] * len(rows), score,
+    prompts = [r["prompt"] for r in rows]
+    return Sources(prompts, ["open"] * len(rows), score,
                    pool_draws(pool, sweep, sweep.sampler.max_tokens), given_pairs,
-                   best_response)
+                   given_chosen, *snis_tilt_entropy(prompts, score, sweep, pool))

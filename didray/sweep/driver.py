@@ -196,10 +196,15 @@ def write_manifest(sweep: Sweep, source: str, prepared: PreparedSweep, counts: d
     }, sweep_dir / "manifest.json")
 
 
-def regime_columns(sweep: Sweep) -> dict[str, dict]:
-    """Per regime, the columns results carry next to the regime name."""
-    return {r.name: {"regime_kind": r.kind, "tau": getattr(r, "tau", None),
-                     "beta_data": getattr(r, "beta_data", None)} for r in sweep.regimes}
+def regime_columns(sweep: Sweep, prepared: PreparedSweep) -> dict[str, dict]:
+    """Per regime, the columns results carry next to the regime name: its kind, beta_data
+    and what its data encode (tau solved or given, data DID entropy, label statistics)."""
+    def beta_data(name: str, stats: dict) -> float | None:
+        return sweep.regime(name).beta_data if stats["tau"] is not None else None
+
+    return {name: {"regime_kind": sweep.regime(name).kind,
+                   "beta_data": beta_data(name, r.stats), **r.stats}
+            for name, r in prepared.regimes.items()}
 
 
 def run_sweep(sweep: Sweep, source: str, address: str | None = None,
@@ -280,7 +285,7 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool) -> Path:
     runs = [*old.get("runs", []), run]
     write_manifest(sweep, source, prepared, counts, runs, sweep_dir)
 
-    writer = ResultsWriter(sweep_dir, sweep.train.steps, regime_columns(sweep))
+    writer = ResultsWriter(sweep_dir, sweep.train.steps, regime_columns(sweep, prepared))
     tuner = build_tuner(sweep, trial_spec(sweep, prepared, sweep_dir), writer, resume)
     say(f"ray: running trials; results in {sweep_dir}")
     grid = fit(tuner, sweep)

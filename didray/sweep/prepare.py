@@ -22,7 +22,7 @@ import torch
 
 from didray.config.schema import Sweep
 from didray.config.trial import threads_for
-from didray.data.regimes import Sources, build_pairs
+from didray.data.regimes import Sources, build_pairs, warnings
 from didray.data.sources import PoolFactory, hf_sources, toy_sources
 from didray.data.tensors import PairTensors, save_pair_tensors
 from didray.errors import BadInput
@@ -56,6 +56,7 @@ class PreparedRegime:
     ref_file: Path  # token tensors + reference log-probs, shared by every trial of the regime
     ref_hash: str
     n_pairs: int
+    stats: dict  # data_* columns: what the data encode (didray.data.regimes.Built.stats)
 
 
 @dataclass(frozen=True)
@@ -212,33 +213,50 @@ def prepare(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) -
 
 
 def build_regime(sweep: Sweep, name: str, world: World, sources: Sources, sweep_dir: Path,
-                 caches: Caches, progress: Progress) -> tuple[Path, str]:
-    """The regime's dataset, built once (keyed by its recipe): its directory and hash."""
+                 caches: Caches, progress: Progress) -> tuple[Path, str, dict]:
+    """The regime's dataset, built once (keyed by its recipe): its directory, hash and the
+    `data_*` statistics of what it encodes (kept in the dataset's metadata)."""
     regime, data_cfg = sweep.regime(name), sweep.data
     sampled = sampling_key(sweep) if regime.kind != "offpolicy" else None
+    # "stats-v1": datasets carry their data_* statistics; older ones are rebuilt.
     data_hash = content_hash(world.hash, regime.model_dump(), data_cfg.model_dump(),
-                             world.score_key, sampled)
+                             world.score_key, sampled, "stats-v1")
     data_dir = sweep_dir / "data" / f"{name}-{data_hash}"
     built = not data_dir.exists()
     if built:
         progress(f"data: building regime {name!r} ({regime.kind})")
-        rows = build_pairs(regime, sources, data_cfg.pairs_per_prompt, data_cfg.seed)
-        meta = {"regime": regime.model_dump(), "data_hash": data_hash, "world_hash": world.hash}
-        dataset = datasets.Dataset.from_list(rows, info=datasets.DatasetInfo(
+        pairs = build_pairs(regime, sources, data_cfg.pairs_per_prompt, data_cfg.seed)
+        meta = {"regime": regime.model_dump(), "data_hash": data_hash, "world_hash": world.hash,
+                "stats": pairs.stats()}
+        dataset = datasets.Dataset.from_list(pairs.rows, info=datasets.DatasetInfo(
             description=f"didray regime {name}", config_name=json.dumps(meta)))
         build_once(data_dir, Path.exists, lambda tmp: dataset.save_to_disk(str(tmp)))
     caches.note(f"data/{name}-{data_hash}", built)
-    return data_dir, data_hash
+    stats = regime_stats(data_dir)
+    if stats["data_did_entropy"] is not None:
+        progress(f"data: {name!r} encodes a DID entropy of {stats['data_did_entropy']:.3f} nats "
+                 f"({stats['data_did_entropy_method']}, "
+                 + (f"tau {stats['tau']:.4g})" if stats["tau"] else "labels deterministic in "
+                    "the score: the tau -> 0 limit)"))
+    for warning in warnings(stats, getattr(regime, "candidates", None)):
+        progress(f"warning: regime {name!r}: {warning}")
+    return data_dir, data_hash, stats
 
 
-def references(sweep: Sweep, world: World, data: dict[str, tuple[Path, str]], caches: Caches,
-               progress: Progress) -> dict[str, PreparedRegime]:
+def regime_stats(data_dir: Path) -> dict:
+    """The `data_*` statistics stored with a built dataset."""
+    meta = json.loads(datasets.Dataset.load_from_disk(str(data_dir)).info.config_name)
+    return meta["stats"]
+
+
+def references(sweep: Sweep, world: World, data: dict[str, tuple[Path, str, dict]],
+               caches: Caches, progress: Progress) -> dict[str, PreparedRegime]:
     """Each regime's reference cache, computed once (keyed by model, data and max lengths);
     the missing ones in one Ray task with a training worker's resources."""
     train, scaling = sweep.train, sweep.scaling
     lengths = (train.max_prompt_tokens, train.max_response_tokens)
     regimes, missing = {}, {}
-    for name, (data_dir, data_hash) in data.items():
+    for name, (data_dir, data_hash, stats) in data.items():
         dataset = datasets.load_from_disk(str(data_dir))
         if len(dataset) < train.batch_size:
             raise BadInput(f"regime {name!r} has {len(dataset)} pairs, fewer than "
@@ -246,7 +264,7 @@ def references(sweep: Sweep, world: World, data: dict[str, tuple[Path, str]], ca
         ref_hash = content_hash(world.hash, data_hash, lengths)
         ref_file = data_dir.parent / f"{name}-{data_hash}.ref-{ref_hash}.safetensors"
         regimes[name] = PreparedRegime(name, data_dir, data_hash, ref_file, ref_hash,
-                                       len(dataset))
+                                       len(dataset), stats)
         caches.note(f"ref/{ref_hash}", not ref_file.exists())
         if not ref_file.exists():
             progress(f"data: reference log-probs for {name!r} ({len(dataset)} pairs)")

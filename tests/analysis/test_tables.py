@@ -7,7 +7,14 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from didray.analysis.load import Results
-from didray.analysis.tables import CURVES, compare, correlations, dynamics, entropy_vs_scores
+from didray.analysis.tables import (
+    CURVES,
+    compare,
+    correlations,
+    dynamics,
+    entropy_vs_scores,
+    regimes,
+)
 from didray.errors import BadInput
 
 T1 = math.tan(0.95 * math.pi / 2)  # t_{0.975} with 1 d.o.f.: the Cauchy quantile
@@ -124,3 +131,19 @@ def test_compare_names_an_unknown_column(results):
         compare(results, "nope")
     with pytest.raises(BadInput, match="unknown column 'regime'"):
         compare(results, "regime")  # not numeric
+
+
+def test_regimes_table_keeps_what_the_data_encode_and_the_learned_mean():
+    """One row per regime with its data_* columns; the learned DID entropy averages finished
+    trials only (the failed one's 9.0 must not count); ordered by data DID entropy."""
+    frame = pl.DataFrame(
+        {"trial_id": ["a", "b", "c", "d"], "regime": ["low", "low", "high", "high"],
+         "status": ["TERMINATED", "ERROR", "TERMINATED", "TERMINATED"],
+         "did_entropy": [1.0, 9.0, 5.0, 6.0], "regime_kind": ["powerlaw"] * 4,
+         "tau": [0.03, 0.03, 0.16, 0.16], "data_did_entropy": [1.0, 1.0, 5.5, 5.5],
+         "data_did_entropy_method": ["exact"] * 4, "data_margin_abs": [15.0, 15.0, 2.9, 2.9]})
+    table = regimes(Results.of(frame, sweep="s"))
+    assert table["regime"].to_list() == ["low", "high"]
+    assert table["learned_did_entropy"].to_list() == [1.0, 5.5]
+    assert table["finished"].to_list() == [1, 2]
+    assert table["data_margin_abs"].to_list() == [15.0, 2.9]

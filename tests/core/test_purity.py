@@ -75,7 +75,7 @@ RANKS = {
     "sweep": 7, "analysis": 7,
     "jobs": 8,
     "jobs_cli": 9,
-    "cli": 10, "__main__": 10,
+    "cli": 10, "__main__": 11,
 }
 
 
