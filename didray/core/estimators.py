@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from statistics import NormalDist
 
 import torch
 from torch import Tensor
@@ -92,6 +93,30 @@ def snis_entropy(log_ratio: Tensor, proposal_logprobs: Tensor, proposal: str) ->
     value = _snis_values(log_ratio, proposal_logprobs)  # (...,)
     k = log_ratio.shape[-1]
     return EntropyEstimate(value=value, estimator="snis", k=k, proposal=proposal)
+
+
+def snis_delta_interval(log_ratio: Tensor, proposal_logprobs: Tensor, level: float = 0.95
+                        ) -> tuple[Tensor, Tensor]:
+    """Delta-method interval (low, high), each (...,), for the SNIS estimate: ``H_hat -+ z se``.
+
+    ``H_hat = log W - A / W`` with ``W = mean_k w_k``, ``A = mean_k w_k l_k`` and
+    ``w_k = exp(l_k - log s(y_k))``. Linearising in (W, A) gives each sample the influence
+    ``psi_k = K u_k (1 + mu - l_k) - 1`` (``u = softmax(log w)``, ``mu = sum_k u_k l_k``; mean
+    0), and ``se^2 = sum_k psi_k^2 / (K (K - 1))``. It ignores the O(1/K) bias and trusts the
+    sample variance of heavy-tailed weights; docs/design.md §1.8 measures what that costs.
+
+    Example: K=2, s uniform over 2 (log s = -log 2), l = [0, log 2]: w = [2, 4], H_hat =
+    log 3 - (2/3) log 2, psi = -+(1/3 - (4/9) log 2), se = 1/3 - (4/9) log 2 = 0.0252675.
+    """
+    log_w = log_ratio - proposal_logprobs  # (..., K)
+    k = log_w.shape[-1]
+    u = torch.softmax(log_w, dim=-1)  # (..., K)
+    mu = (u * log_ratio).sum(dim=-1, keepdim=True)  # (..., 1)
+    psi = k * u * (1.0 + mu - log_ratio) - 1.0  # (..., K)
+    se = (psi.square().sum(dim=-1) / (k * (k - 1))).sqrt()  # (...,)
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    value = _snis_values(log_ratio, proposal_logprobs)  # (...,)
+    return value - z * se, value + z * se
 
 
 def _resample(x: Tensor, idx: Tensor) -> Tensor:

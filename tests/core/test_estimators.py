@@ -15,6 +15,7 @@ from didray.core.estimators import (
     bootstrap_ci,
     first_occurrence_mask,
     plugin_entropy,
+    snis_delta_interval,
     snis_entropy,
 )
 
@@ -166,3 +167,23 @@ def test_snis_bootstrap_coverage() -> None:
     low, high = bootstrap_ci(lr, "snis", proposal_logprobs=log_s, n_boot=100, generator=g)
     coverage = ((low <= exact) & (exact <= high)).double().mean().item()
     assert 0.8 <= coverage <= 1.0
+
+
+def test_snis_delta_interval_hand_value() -> None:
+    # w = 2 exp(l) = [2, 4]: H_hat = log 3 - (2/3) log 2; the two influences are
+    # -+(1/3 - (4/9) log 2), so se^2 = 2 psi^2 / (2 * 1) and se = 1/3 - (4/9) log 2.
+    lr = torch.tensor([0.0, math.log(2.0)], dtype=torch.float64)  # (2,)
+    log_s = torch.full((2,), -math.log(2.0), dtype=torch.float64)  # (2,)
+    low, high = snis_delta_interval(lr, log_s, level=0.95)
+    h, se = math.log(3.0) - 2.0 / 3.0 * math.log(2.0), 1.0 / 3.0 - 4.0 / 9.0 * math.log(2.0)
+    assert se == pytest.approx(0.025267, abs=1e-6)
+    assert low.item() == pytest.approx(h - 1.959963984540054 * se, abs=1e-12)
+    assert high.item() == pytest.approx(h + 1.959963984540054 * se, abs=1e-12)
+
+
+def test_snis_delta_interval_zero_width_for_equal_weights() -> None:
+    # Equal log-ratios and proposal log-probs: every psi_k = 0, the interval is the point.
+    lr, log_s = torch.zeros(3, 5, dtype=torch.float64), torch.full((3, 5), -math.log(10.0))
+    low, high = snis_delta_interval(lr, log_s.double())
+    torch.testing.assert_close(low, torch.full((3,), math.log(10.0), dtype=torch.float64))
+    torch.testing.assert_close(high, low)
