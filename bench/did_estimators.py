@@ -75,12 +75,13 @@ def table(rows: pl.DataFrame, delta: pl.DataFrame) -> str:
     graded = (rows.group_by(*key)
               .agg(pl.col("exact").mean().alias("exact H"), err.mean().alias("bias"),
                    (err**2).mean().sqrt().alias("rmse"),
-                   pl.col("exact").is_between("ci_low", "ci_high").mean().alias("spread cov"))
+                   pl.col("exact").is_between("spread_low", "spread_high").mean()
+                   .alias("spread cov"))
               .join(delta.group_by(*key).agg(pl.col("delta").mean().alias("delta cov")),
                     on=key, how="left")
               .sort(*key))
-    with pl.Config(tbl_rows=-1, float_precision=3, tbl_hide_column_data_types=True,
-                   tbl_hide_dataframe_shape=True):
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, float_precision=3,
+                   tbl_hide_column_data_types=True, tbl_hide_dataframe_shape=True):
         return str(graded)
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from didray.core.did import did_entropy
 from didray.core.estimators import (
     EntropyEstimate,
-    bootstrap_ci,
+    bootstrap_spread,
     first_occurrence_mask,
     plugin_entropy,
     snis_delta_interval,
@@ -77,7 +77,7 @@ def test_estimate_is_frozen() -> None:
 
 
 def test_bootstrap_constant_samples() -> None:
-    low, high = bootstrap_ci(torch.zeros(2, 8, dtype=torch.float64), "plugin", n_boot=20)
+    low, high = bootstrap_spread(torch.zeros(2, 8, dtype=torch.float64), "plugin", n_boot=20)
     torch.testing.assert_close(low, torch.full((2,), math.log(8.0), dtype=torch.float64))
     torch.testing.assert_close(high, low)
 
@@ -85,9 +85,9 @@ def test_bootstrap_constant_samples() -> None:
 def test_bootstrap_invalid_arguments() -> None:
     lr = torch.zeros(4)
     with pytest.raises(ValueError, match="'mean'"):
-        bootstrap_ci(lr, "mean")
+        bootstrap_spread(lr, "mean")
     with pytest.raises(ValueError, match="proposal_logprobs"):
-        bootstrap_ci(lr, "snis")
+        bootstrap_spread(lr, "snis")
 
 
 # --- properties ---
@@ -147,16 +147,16 @@ def test_bootstrap_interval_contains_estimate() -> None:
     ids, lr, log_s = _draw(logp_theta, logp_ref, "policy", 50, 64, seed=2)
     g = torch.Generator().manual_seed(3)
     snis = snis_entropy(lr, log_s, "policy").value  # (50,)
-    low, high = bootstrap_ci(lr, "snis", proposal_logprobs=log_s, generator=g)  # (50,), (50,)
+    low, high = bootstrap_spread(lr, "snis", proposal_logprobs=log_s, generator=g)  # (50,), (50,)
     assert low.shape == (50,) and bool((low <= high).all())
     assert bool(((low <= snis) & (snis <= high)).all())
     plug = plugin_entropy(lr, "policy").value  # (50,)
-    low, high = bootstrap_ci(lr, "plugin", generator=g)  # (50,), (50,)
+    low, high = bootstrap_spread(lr, "plugin", generator=g)  # (50,), (50,)
     assert bool(((low <= plug) & (plug <= high)).all())
     # Dedup on each resample: with K=512 over N=20 a resample still covers the space.
     ids, lr, _ = _draw(logp_theta, logp_ref, "policy", 20, 512, seed=4)
     dedup = plugin_entropy(lr, "policy", first_occurrence_mask(ids)).value  # (20,)
-    low, high = bootstrap_ci(lr, "plugin", mask_ids=ids, n_boot=100, generator=g)  # (20,), (20,)
+    low, high = bootstrap_spread(lr, "plugin", mask_ids=ids, n_boot=100, generator=g)  # (20,) x2
     assert bool(((low <= dedup + 1e-12) & (dedup <= high + 1e-12)).all())
 
 
@@ -164,7 +164,7 @@ def test_snis_bootstrap_coverage() -> None:
     logp_theta, logp_ref, exact = _world(0)
     _, lr, log_s = _draw(logp_theta, logp_ref, "policy", 100, 256, seed=5)
     g = torch.Generator().manual_seed(6)
-    low, high = bootstrap_ci(lr, "snis", proposal_logprobs=log_s, n_boot=100, generator=g)
+    low, high = bootstrap_spread(lr, "snis", proposal_logprobs=log_s, n_boot=100, generator=g)
     coverage = ((low <= exact) & (exact <= high)).double().mean().item()
     assert 0.8 <= coverage <= 1.0
 
