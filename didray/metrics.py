@@ -12,9 +12,11 @@ one row per (trial, prompt, estimator)).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 BOTH = ("toy", "hf")
+PLACEHOLDER = "{K}"  # in a registered name: any positive integer (eval.did_samples)
 TOY = ("toy",)
 
 
@@ -27,6 +29,11 @@ class Metric:
     unit: str = ""
     worlds: tuple[str, ...] = BOTH
     label: str = ""  # a short header for progress tables; empty: not shown there
+
+    @property
+    def patterned(self) -> bool:
+        """A name with `{K}` stands for one column per value of K (did_entropy_plugin_k32)."""
+        return PLACEHOLDER in self.name
 
 
 def _m(name: str, dtype: str, tables: str, meaning: str, unit: str = "",
@@ -88,26 +95,32 @@ STEP = (
     _m("eval/qa_accuracy", "float", "steps", "exact greedy QA accuracy", "fraction", TOY),
 )
 
-# Means over prompts of the K-sample estimates in evals.parquet (not exact values).
+# Means over prompts of the K-sample estimates in evals.parquet (not exact values). Their names
+# carry K, so sweeps at different K never share a column (docs/design.md §1.8).
 TRIAL_ESTIMATES = (
-    _m("did_entropy_plugin_policy", "float", "trials", "plug-in DID-entropy estimate over "
-       "the policy's K samples, mean over prompts", "nats"),
-    _m("did_entropy_snis_policy", "float", "trials", "SNIS DID-entropy estimate, policy "
-       "samples", "nats"),
-    _m("did_entropy_snis_ref", "float", "trials", "SNIS DID-entropy estimate, pi_ref samples",
-       "nats"),
+    _m("did_entropy_plugin_k{K}", "float", "trials", "deduplicated plug-in DID-entropy "
+       "estimate over the policy's K samples, mean over prompts", "nats"),
+    _m("did_entropy_snis_policy_k{K}", "float", "trials", "SNIS DID-entropy estimate over the "
+       "policy's K samples, mean over prompts", "nats"),
+    _m("did_entropy_snis_ref_k{K}", "float", "trials", "SNIS DID-entropy estimate over "
+       "pi_ref's K samples, mean over prompts", "nats"),
 )
-ESTIMATE_MEANS = tuple(m.name for m in TRIAL_ESTIMATES)
 
 TRIAL = (
     _m("status", "str", "trials", "TERMINATED, ERROR or RUNNING"),
     _m("error", "str", "trials", "where the failed trial's traceback is"),
     _m("checkpoint_path", "str", "trials", "the trial's final checkpoint (weights, tokenizer)"),
-    _m("did_entropy", "float", "trials", "toy: exact DID entropy of the final policy; hf: "
-       "plug-in estimate (K samples)", "nats",
-       label="final DID H"),
-    _m("did_entropy_open", "float", "trials", "exact DID entropy on open prompts", "nats", TOY),
-    _m("did_entropy_fact", "float", "trials", "exact DID entropy on fact prompts", "nats", TOY),
+    _m("did_entropy", "float", "trials", "DID entropy of the final policy for tables and "
+       "plots: did_entropy_exact where the world has it, else did_entropy_snis_ref_k{K}",
+       "nats", label="final DID H"),
+    _m("did_entropy_estimator", "str", "trials", "what did_entropy holds: exact, or the "
+       "estimate's name (e.g. snis_ref_k32)"),
+    _m("did_entropy_exact", "float", "trials", "exact DID entropy of the final policy, mean "
+       "over prompts", "nats", TOY),
+    _m("did_entropy_open", "float", "trials", "exact DID entropy on open prompts (never an "
+       "estimate)", "nats", TOY),
+    _m("did_entropy_fact", "float", "trials", "exact DID entropy on fact prompts (never an "
+       "estimate)", "nats", TOY),
     *TRIAL_ESTIMATES,
     _m("instruction_score", "float", "trials", "toy: expected open-prompt score; hf: mean "
        "scorer value of greedy responses"),
@@ -143,8 +156,10 @@ ESTIMATE = (
     _m("k", "int", "evals", "samples per prompt behind the estimate"),
     _m("proposal", "str", "evals", "whose samples: policy or ref"),
     _m("estimate", "float", "evals", "the estimate", "nats"),
-    _m("ci_low", "float", "evals", "bootstrap 2.5% quantile", "nats"),
-    _m("ci_high", "float", "evals", "bootstrap 97.5% quantile", "nats"),
+    _m("spread_low", "float", "evals", "bootstrap 2.5% quantile of the estimate under "
+       "resampling; not a confidence interval", "nats"),
+    _m("spread_high", "float", "evals", "bootstrap 97.5% quantile of the estimate under "
+       "resampling; not a confidence interval", "nats"),
     _m("exact", "float", "evals", "the exact value where the world can enumerate (toy)",
        "nats"),
 )
@@ -152,14 +167,19 @@ ESTIMATE = (
 REGISTRY: dict[str, Metric] = {m.name: m for m in (*AXES, *DATA, *STEP, *TRIAL, *TIMES,
                                                     *ESTIMATE)}
 FINAL = "final/"  # trials.parquet carries each step metric of the last report under this prefix
+PATTERNS = {re.compile(re.escape(m.name).replace(re.escape(PLACEHOLDER), "[1-9][0-9]*")): m
+            for m in REGISTRY.values() if m.patterned}
 
 
 def lookup(column: str) -> Metric | None:
-    """The registered metric behind a column name, `final/<step metric>` included."""
+    """The registered metric behind a column name, `final/<step metric>` and the columns of a
+    patterned name (did_entropy_plugin_k32 -> did_entropy_plugin_k{K}) included."""
     if column.startswith(FINAL):
         name = column.removeprefix(FINAL)
         return REGISTRY[name] if name in step_values() else None
-    return REGISTRY.get(column)
+    if column in REGISTRY:
+        return REGISTRY[column]
+    return next((m for pattern, m in PATTERNS.items() if pattern.fullmatch(column)), None)
 
 
 def columns(table: str) -> list[Metric]:

@@ -45,6 +45,20 @@ def test_final_prefix_resolves_to_the_step_metric():
     assert metrics.lookup("final/checkpoint_path") is None
 
 
+def test_patterned_names_match_one_column_per_k():
+    snis_ref = metrics.REGISTRY["did_entropy_snis_ref_k{K}"]
+    assert metrics.lookup("did_entropy_snis_ref_k32") is snis_ref
+    assert metrics.lookup("did_entropy_snis_ref_k8") is snis_ref
+    assert metrics.lookup("did_entropy_plugin_k128").name == "did_entropy_plugin_k{K}"
+    # K is a positive integer written plainly, and the whole name must match.
+    for name in ("did_entropy_snis_ref_k", "did_entropy_snis_ref_k0", "did_entropy_snis_ref_k08",
+                 "did_entropy_snis_ref_k32x", "did_entropy_snis_policy",
+                 "final/did_entropy_plugin_k8"):
+        assert metrics.lookup(name) is None, name
+    assert [m.name for m in metrics.REGISTRY.values() if m.patterned] == [
+        "did_entropy_plugin_k{K}", "did_entropy_snis_policy_k{K}", "did_entropy_snis_ref_k{K}"]
+
+
 def test_columns_command_and_readme_list_every_registered_column(capsys):
     from pathlib import Path
 

@@ -15,7 +15,7 @@ import polars as pl
 
 from didray.display import print_frame
 from didray.errors import BadInput
-from didray.metrics import FINAL, REGISTRY
+from didray.metrics import FINAL, PLACEHOLDER, REGISTRY
 
 if TYPE_CHECKING:
     from didray.analysis.load import Results
@@ -68,7 +68,8 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     if args.columns:
         print_frame(column_dictionary(), "md" if args.format == "md" else args.format)
         print(f"trials.parquet also holds each numeric step metric of the last report as "
-              f"`{FINAL}<name>`.", file=sys.stderr)
+              f"`{FINAL}<name>`; a name with `{PLACEHOLDER}` is one column per K "
+              f"(eval.did_samples).", file=sys.stderr)
         return 0
     if not args.paths:
         raise BadInput("analyze: give at least one results directory (<storage>/<sweep>/), "

@@ -27,10 +27,14 @@ def _schema(names: Iterable[str]) -> pl.Schema:
 
 
 AXES = _schema(m.name for m in metrics.AXES)
-# Only exact values unpivot into the long-form evals: the estimate means stay wide.
+# Only exact values unpivot into the long-form evals: the estimate means (patterned names) stay
+# wide, and `did_entropy` repeats either the exact value or an estimate. The exact DID entropy
+# becomes metric "did_entropy", the quantity evals.parquet's estimates estimate.
 EVAL_METRICS = tuple(m.name for m in metrics.TRIAL if m.dtype == "float"
-                     and m.name not in metrics.ESTIMATE_MEANS)
-TRIALS_SCHEMA = _schema([m.name for m in metrics.columns("trials")]
+                     and not m.patterned and m.name != "did_entropy")
+EXACT_METRIC = {"did_entropy_exact": "did_entropy"}
+# A patterned name is one column per K: the ones a sweep wrote load as its extra columns.
+TRIALS_SCHEMA = _schema([m.name for m in metrics.columns("trials") if not m.patterned]
                         + [metrics.FINAL + n for n in metrics.step_values()])
 STEPS_SCHEMA = _schema(m.name for m in metrics.columns("steps"))
 ESTIMATE_COLUMNS = _schema(["sweep", "trial_id", "step", *(m.name for m in metrics.ESTIMATE)])
@@ -96,7 +100,8 @@ def _evals(trials: pl.LazyFrame, estimates: pl.LazyFrame | None) -> pl.LazyFrame
     exact = (trials.unpivot(on=list(EVAL_METRICS), index=[*AXES, "step"], variable_name="metric",
                             value_name="estimate")
              .drop_nulls("estimate")
-             .with_columns(estimator=pl.lit("exact"), exact=pl.col("estimate")))
+             .with_columns(pl.col("metric").replace(EXACT_METRIC), estimator=pl.lit("exact"),
+                           exact=pl.col("estimate")))
     frames = [conform(exact, EVALS_SCHEMA)]
     if estimates is not None:
         # The trial's axes come from trials.parquet, the one place they are kept.

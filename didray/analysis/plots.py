@@ -14,7 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from didray.analysis.load import Results
-from didray.analysis.tables import CORRELATED, CURVES, FINISHED, dynamics
+from didray.analysis.tables import CORRELATED, CURVES, ESTIMATOR, FINISHED, dynamics
 
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 LINESTYLES = ("-", "--", ":", "-.")
@@ -50,17 +50,19 @@ def _save(figure: Figure, path: Path) -> Path:
 
 def plot_entropy_vs_scores(results: Results, path: Path) -> Path:
     """One panel per downstream score: finished trials at (DID entropy, score), colour = regime,
-    marker = training beta."""
+    marker = training beta; the x label names the DID-entropy estimator(s) behind the points."""
     trials = (results.trials.filter(FINISHED)
-              .select("sweep", "regime", "beta", "did_entropy", *CORRELATED).collect())
+              .select("sweep", "regime", "beta", ESTIMATOR, "did_entropy", *CORRELATED).collect())
     trials, colours, betas = _labelled(trials)
+    estimators = ", ".join(sorted(trials[ESTIMATOR].drop_nulls().unique().to_list()))
+    xlabel = f"DID entropy: {estimators} (nats)" if estimators else "DID entropy (nats)"
     figure, axes = _grid(len(CORRELATED))
     for axis, score in zip(axes, CORRELATED, strict=True):
         for (label, beta), group in trials.group_by("label", "beta", maintain_order=True):
             axis.scatter(group["did_entropy"], group[score], color=colours[label],
                          marker=MARKERS[betas.index(beta) % len(MARKERS)], alpha=0.8,
                          label=f"{label}, beta={beta:g}")
-        axis.set(xlabel="DID entropy (nats)", ylabel=score, title=f"DID entropy vs {score}")
+        axis.set(xlabel=xlabel, ylabel=score, title=f"DID entropy vs {score}")
         axis.grid(alpha=0.3)
     return _finish(figure, axes, trials.height, "no finished trial yet", path)
 

@@ -14,7 +14,7 @@ import polars as pl
 
 from didray.analysis.load import Results, load
 from didray.analysis.plots import write_plots
-from didray.analysis.tables import compare, correlations, entropy_vs_scores, regimes
+from didray.analysis.tables import ESTIMATOR, compare, correlations, entropy_vs_scores, regimes
 from didray.display import print_frame
 
 PRECISION = 3
@@ -31,11 +31,13 @@ def _title(text: str, fmt: str) -> str:
 
 def readable(frame: pl.DataFrame, fmt: str) -> pl.DataFrame:
     """For reading on a terminal or in markdown, drop columns that say nothing: all-null ones
-    (CIs with one seed) and the sweep name when there is one sweep. CSV keeps every column."""
+    (CIs with one seed), and the sweep name and DID-entropy estimator when the table has one
+    of each (several estimators stay visible). CSV keeps every column."""
     if fmt == "csv":
         return frame
     empty = [c for c in frame.columns if frame[c].null_count() == frame.height]
-    single = ["sweep"] if "sweep" in frame.columns and frame["sweep"].n_unique() == 1 else []
+    single = [c for c in ("sweep", ESTIMATOR) if c in frame.columns and c not in empty
+              and frame[c].n_unique() == 1]
     return frame.drop(empty + single)
 
 
@@ -87,7 +89,7 @@ def verdicts(table: pl.DataFrame) -> pl.DataFrame:
                .otherwise(pl.lit("inconclusive")))
     return (claims.join(table, on="score", how="left", maintain_order="left")
             .with_columns(verdict.alias("verdict"))
-            .select("sweep", "claim", "score", "n",
+            .select("sweep", ESTIMATOR, "claim", "score", "n",
                     "spearman", "spearman_ci_low", "spearman_ci_high", "verdict"))
 
 

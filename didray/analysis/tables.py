@@ -23,6 +23,9 @@ CORRELATED = ("instruction_score", "instruction_winrate", "qa_accuracy", "qa_exp
               "chosen_displacement", "rejected_displacement", "reward_accuracy")
 CURVES = ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected",
           "did/entropy", "eval/instruction_score", "eval/qa_accuracy")
+# What `did_entropy` holds (exact, or e.g. snis_ref_k32): values of different estimators are
+# never pooled or correlated together (docs/design.md §6.3).
+ESTIMATOR = "did_entropy_estimator"
 FINISHED = pl.col("status") == "TERMINATED"
 FAILED = pl.col("status") == "ERROR"
 
@@ -56,17 +59,21 @@ def t_interval(column: str, n: str, sd: str, level: float = 0.95) -> list[pl.Exp
 
 def entropy_vs_scores(results: Results, level: float = 0.95) -> pl.DataFrame:
     """One row per (sweep, regime, beta): status counts, DID entropy mean and t interval over
-    finished seeds (null with fewer than two), and mean downstream scores of finished trials."""
+    finished seeds (null with fewer than two) with the estimator(s) behind it, and mean
+    downstream scores of finished trials."""
     evaluated = ("did_entropy", *SCORES)
     table = (flag_status(results.trials)
              .with_columns(pl.when("_finished").then(pl.col(c)).alias(c) for c in evaluated)
              .group_by(KEYS)
              .agg(*[pl.col(c).first() for c in DESCRIPTORS], *status_counts(),
+                  pl.col(ESTIMATOR).filter(pl.col("_finished")).drop_nulls().unique().sort()
+                  .str.join(", "),
                   pl.col("did_entropy").mean(), pl.col("did_entropy").std().alias("_sd"),
                   pl.col("did_entropy").count().alias("_n"), *[pl.col(s).mean() for s in SCORES])
              .with_columns(add_running(), *t_interval("did_entropy", "_n", "_sd", level))
              .select(*KEYS[:2], *DESCRIPTORS, KEYS[2], "trials", "finished", "failed", "running",
-                     "did_entropy", "did_entropy_ci_low", "did_entropy_ci_high", *SCORES)
+                     ESTIMATOR, "did_entropy", "did_entropy_ci_low", "did_entropy_ci_high",
+                     *SCORES)
              .sort(KEYS))
     return table.collect()
 
@@ -92,15 +99,17 @@ def regimes(results: Results) -> pl.DataFrame:
 def correlations(results: Results, by: Sequence[str] = ("sweep",), resamples: int = 1000,
                  level: float = 0.95, seed: int = 0) -> pl.DataFrame:
     """Pearson and Spearman of DID entropy against each score over finished trials, per `by`
-    group, with percentile-bootstrap intervals (trials resampled with replacement).
+    group and DID-entropy estimator (an exact toy value and an hf estimate are not one
+    variable), with percentile-bootstrap intervals (trials resampled with replacement).
 
     n counts the trials with both values. Correlations are null where a score is constant
     (undefined), intervals null below three trials. Draws come from a seeded hash of
     (resample, draw), so a table is reproducible.
     """
-    group = [*by, "score"]
+    group = [*by, ESTIMATOR, "score"]
     pairs = (results.trials.filter(FINISHED)
-             .unpivot(on=list(CORRELATED), index=[*by, "did_entropy"], variable_name="score",
+             .unpivot(on=list(CORRELATED), index=[*by, ESTIMATOR, "did_entropy"],
+                      variable_name="score",
                       value_name="value")
              .drop_nulls(["did_entropy", "value"])
              .with_columns(i=pl.int_range(pl.len(), dtype=pl.UInt64).over(group),
@@ -154,8 +163,12 @@ def compare(results: Results, metric: str, rows: str | Sequence[str] = "regime",
     one row per `rows` value, one column per `columns` value (named `<columns>=<value>`).
 
     A cell whose trials all lack the metric (failed, still running) is null, not absent.
+    `did_entropy` from more than one estimator gets the estimator as the first row key, so an
+    exact value and an estimate are never averaged together.
     """
     rows = [rows] if isinstance(rows, str) else list(rows)
+    if metric == "did_entropy" and ESTIMATOR not in rows and _estimators(results) > 1:
+        rows = [ESTIMATOR, *rows]
     _require(metric, [c for c, dtype in TRIALS_SCHEMA.items() if dtype.is_numeric()])
     for axis in (*rows, columns):
         _require(axis, list(TRIALS_SCHEMA))
@@ -163,6 +176,10 @@ def compare(results: Results, metric: str, rows: str | Sequence[str] = "regime",
              .sort(*rows, columns).collect())
     wide = means.pivot(on=columns, index=rows, values=metric, sort_columns=True)
     return wide.rename({c: f"{columns}={c}" for c in wide.columns if c not in rows})
+
+
+def _estimators(results: Results) -> int:
+    return results.trials.select(pl.col(ESTIMATOR).drop_nulls().n_unique()).collect().item()
 
 
 def _require(name: str, allowed: list[str]) -> None:

@@ -94,12 +94,38 @@ def snis_entropy(log_ratio: Tensor, proposal_logprobs: Tensor, proposal: str) ->
     return EntropyEstimate(value=value, estimator="snis", k=k, proposal=proposal)
 
 
+def snis_delta_interval(log_ratio: Tensor, proposal_logprobs: Tensor, level: float = 0.95
+                        ) -> tuple[Tensor, Tensor]:
+    """Delta-method interval (low, high), each (...,), for the SNIS estimate: ``H_hat -+ z se``.
+
+    ``H_hat = log W - A / W`` with ``W = mean_k w_k``, ``A = mean_k w_k l_k`` and
+    ``w_k = exp(l_k - log s(y_k))``. Linearising in (W, A) gives each sample the influence
+    ``psi_k = K u_k (1 + mu - l_k) - 1`` (``u = softmax(log w)``, ``mu = sum_k u_k l_k``; mean
+    0), and ``se^2 = sum_k psi_k^2 / (K (K - 1))``. It ignores the O(1/K) bias and trusts the
+    sample variance of heavy-tailed weights: in docs/design.md §1.8 it covers no better than
+    the bootstrap spread, so the evaluation stores the spread and only bench/did_estimators.py
+    calls this (the measurement behind that choice).
+
+    Example: K=2, s uniform over 2 (log s = -log 2), l = [0, log 2]: w = [2, 4], H_hat =
+    log 3 - (2/3) log 2, psi = -+(1/3 - (4/9) log 2), se = 1/3 - (4/9) log 2 = 0.0252675.
+    """
+    log_w = log_ratio - proposal_logprobs  # (..., K)
+    k = log_w.shape[-1]
+    u = torch.softmax(log_w, dim=-1)  # (..., K)
+    mu = (u * log_ratio).sum(dim=-1, keepdim=True)  # (..., 1)
+    psi = k * u * (1.0 + mu - log_ratio) - 1.0  # (..., K)
+    se = (psi.square().sum(dim=-1) / (k * (k - 1))).sqrt()  # (...,)
+    z = torch.special.ndtri(torch.tensor(0.5 + level / 2.0, dtype=torch.float64)).item()
+    value = _snis_values(log_ratio, proposal_logprobs)  # (...,)
+    return value - z * se, value + z * se
+
+
 def _resample(x: Tensor, idx: Tensor) -> Tensor:
     """Gather the last axis of x (..., K) at idx (n_boot, ..., K) -> (n_boot, ..., K)."""
     return x.unsqueeze(0).expand(idx.shape).gather(-1, idx)  # (n_boot, ..., K)
 
 
-def bootstrap_ci(
+def bootstrap_spread(
     log_ratio: Tensor,
     estimator: str,
     *,
@@ -109,12 +135,17 @@ def bootstrap_ci(
     level: float = 0.95,
     generator: torch.Generator | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Percentile bootstrap interval (low, high), each (...,), resampling the K samples per prompt.
+    """Resampling spread (low, high), each (...,): the percentile bootstrap's quantiles of the
+    estimate when the K samples per prompt are resampled.
+
+    Not a confidence interval: it neither corrects the estimators' bias nor reaches its nominal
+    coverage of the exact value (docs/design.md §1.8 measures 0 for the plug-in, under 0.9
+    for SNIS).
 
     For ``"plugin"`` with ``mask_ids`` the first-occurrence mask is recomputed on each resample
     (a resample repeats samples, so the original mask would be wrong). Note that the deduplicated
     plug-in is biased low on resamples when the K samples do not cover the response space
-    (resamples hold ~63% of the distinct responses), so its interval can then sit below the
+    (resamples hold ~63% of the distinct responses), so its spread can then sit below the
     point estimate.
 
     Example: if all K log-ratios are equal (and plugin is used without mask) every resample

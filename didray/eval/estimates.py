@@ -13,7 +13,7 @@ from torch import Tensor
 from didray.core.did import did_entropy
 from didray.core.estimators import (
     EntropyEstimate,
-    bootstrap_ci,
+    bootstrap_spread,
     first_occurrence_mask,
     plugin_entropy,
     snis_entropy,
@@ -29,11 +29,11 @@ def _estimate(method: tuple[str, str], log_ratio: Tensor, proposal_logp: Tensor,
     estimator, proposal = method
     if estimator == "plugin":
         est = plugin_entropy(log_ratio, proposal, mask=first_occurrence_mask(ids))
-        low, high = bootstrap_ci(log_ratio, "plugin", mask_ids=ids, n_boot=n_boot,
+        low, high = bootstrap_spread(log_ratio, "plugin", mask_ids=ids, n_boot=n_boot,
                                  generator=generator)
     else:
         est = snis_entropy(log_ratio, proposal_logp, proposal)
-        low, high = bootstrap_ci(log_ratio, "snis", proposal_logprobs=proposal_logp,
+        low, high = bootstrap_spread(log_ratio, "snis", proposal_logprobs=proposal_logp,
                                  n_boot=n_boot, generator=generator)
     return est, low, high
 
@@ -43,7 +43,8 @@ def method_rows(method: tuple[str, str], log_ratio: Tensor, proposal_logp: Tenso
     """One row per prompt for one method; log_ratio, proposal_logp, ids: (P, K); exact (P,)."""
     est, low, high = _estimate(method, log_ratio, proposal_logp, ids, n_boot, generator)
     return [{"prompt_id": p, "estimator": est.estimator, "k": est.k, "proposal": est.proposal,
-             "estimate": float(est.value[p]), "ci_low": float(low[p]), "ci_high": float(high[p]),
+             "estimate": float(est.value[p]), "spread_low": float(low[p]),
+             "spread_high": float(high[p]),
              "exact": None if exact is None else float(exact[p])}
             for p in range(log_ratio.shape[0])]
 
@@ -51,7 +52,8 @@ def method_rows(method: tuple[str, str], log_ratio: Tensor, proposal_logp: Tenso
 def entropy_estimates(
     logp: Tensor, logp_ref: Tensor, k: int, n_boot: int = 200, seed: int = 0
 ) -> list[dict]:
-    """One row per (method, prompt): estimate, bootstrap CI, exact value, estimator, K, proposal.
+    """One row per (method, prompt): estimate, bootstrap spread, exact value, estimator, K,
+    proposal.
 
     logp, logp_ref: (P, R) normalised log-probs of the policy and pi_ref over the enumerated
     responses. Samples are drawn with replacement, as a sampler would produce them.

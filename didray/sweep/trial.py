@@ -64,11 +64,8 @@ def evaluate_checkpoint(checkpoint: ray.train.Checkpoint, trial: Trial) -> dict[
 
     Written per trial, each file replaced whole, so a retried trial never mixes with an
     earlier attempt: steps/<trial id>.parquet (every report, from the final checkpoint),
-    evals/<trial id>.parquet (the estimate rows); their means per method go to the trial row.
-    In the hf world the trial's DID entropy is the paper's estimate: the deduplicated plug-in
-    over the policy's own K samples. It lies in [0, log K], so trials compare at one K; the
-    snis estimates (also stored) carry each sequence's full log-prob and, on 48-token
-    responses, swing by tens of nats between prompts (measured on SmolLM2).
+    evals/<trial id>.parquet (the estimate rows); their means per method go to the trial row
+    (`did_entropy_columns`).
     """
     history, evaluation = read_final_checkpoint(checkpoint, trial)
     rows, metrics = evaluation["estimates"], evaluation["metrics"]
@@ -83,11 +80,34 @@ def evaluate_checkpoint(checkpoint: ray.train.Checkpoint, trial: Trial) -> dict[
     write_parquet(trial_frame(history, trial), sweep_dir / "steps" / f"{trial.trial_id}.parquet")
     estimates = trial_frame(rows, trial, exact=pl.Float64)
     write_parquet(estimates, sweep_dir / "evals" / f"{trial.trial_id}.parquet")
-    means = {f"did_entropy_{r['estimator']}_{r['proposal']}": r["estimate"] for r in
-             estimates.group_by("estimator", "proposal").agg(pl.col("estimate").mean()).to_dicts()}
-    if trial.spec.world == "hf":
-        metrics["did_entropy"] = means["did_entropy_plugin_policy"]
-    return {**means, **metrics}
+    # Only the toy world's exact evaluation (didray/eval/toy.py) gives a `did_entropy`.
+    exact = metrics.pop("did_entropy", None)
+    return {**did_entropy_columns(estimates, exact, trial.spec.eval.did_samples), **metrics}
+
+
+def estimator_name(estimator: str, proposal: str, k: int) -> str:
+    """plugin_k32, snis_policy_k32, snis_ref_k32: the method, its proposal where it has a
+    choice (the plug-in only runs over the policy's samples), and K."""
+    return f"plugin_k{k}" if estimator == "plugin" else f"{estimator}_{proposal}_k{k}"
+
+
+def did_entropy_columns(estimates: pl.DataFrame, exact: float | None, k: int) -> dict:
+    """The trial's DID-entropy columns (docs/design.md §6.3): each method's mean over prompts
+    under a name that says the method and K; `did_entropy_exact` where the world enumerates;
+    and `did_entropy`, what tables use, named by `did_entropy_estimator`: the exact value
+    where there is one, else SNIS over pi_ref's samples, the least biased estimate in the toy
+    world (docs/design.md §1.8; the plug-in is capped at log K). On long hf responses every
+    estimate is noisy: SNIS swings by tens of nats between prompts (measured on SmolLM2)."""
+    means = (estimates.group_by("estimator", "proposal", "k").agg(pl.col("estimate").mean())
+             .rows(named=True))
+    columns = {f"did_entropy_{estimator_name(r['estimator'], r['proposal'], r['k'])}":
+               r["estimate"] for r in means}
+    if exact is not None:
+        return {**columns, "did_entropy_exact": exact, "did_entropy": exact,
+                "did_entropy_estimator": "exact"}
+    chosen = estimator_name("snis", "ref", k)
+    return {**columns, "did_entropy": columns[f"did_entropy_{chosen}"],
+            "did_entropy_estimator": chosen}
 
 
 def scaling_config(scaling: Scaling) -> ray.train.ScalingConfig:

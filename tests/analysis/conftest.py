@@ -34,6 +34,8 @@ def trials_frame() -> pl.DataFrame:
         step=pl.when(pl.col("status") == "RUNNING").then(1).otherwise(2),
         error=pl.when(pl.col("status") == "ERROR").then(pl.lit("boom")),
         chosen_displacement=pl.col("did_entropy") * -1,
+        did_entropy_exact=pl.col("did_entropy"),  # a toy sweep: did_entropy is exact
+        did_entropy_estimator=pl.when(pl.col("did_entropy").is_not_null()).then(pl.lit("exact")),
         **{"final/loss": pl.lit(0.5)})
 
 

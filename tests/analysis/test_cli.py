@@ -21,7 +21,7 @@ def test_prints_the_tables_as_csv(sweep_dir, capsys):
     out = capsys.readouterr().out
     assert out.startswith("# DID entropy vs downstream scores")
     assert "sweep,regime,regime_kind,tau,beta_data,beta,trials,finished,failed,running" in out
-    assert "partial,pg,pg,,,0.5,3,1,1,1,4.0" in out  # the failed and running trial, counted
+    assert "partial,pg,pg,,,0.5,3,1,1,1,exact,4.0" in out  # the failed and running trial, counted
 
 
 def test_parquet_and_plots_go_to_out(sweep_dir, tmp_path, capsys):

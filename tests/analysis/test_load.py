@@ -29,8 +29,8 @@ def test_evals_are_long_with_exact_values(sweep_dir):
 
 def test_evals_parquet_is_loaded_with_the_trial_axes(sweep_dir):
     pl.DataFrame({"trial_id": ["t0", "t6"], "estimator": ["plugin", "snis"], "k": [32, 32],
-                  "proposal": [None, "pi_ref"], "estimate": [0.9, 5.2], "ci_low": [0.8, 5.0],
-                  "ci_high": [1.0, 5.4], "exact": [1.0, 5.0]}
+                  "proposal": [None, "pi_ref"], "estimate": [0.9, 5.2], "spread_low": [0.8, 5.0],
+                  "spread_high": [1.0, 5.4], "exact": [1.0, 5.0]}
                  ).write_parquet(sweep_dir / "evals.parquet")
     # A join does not keep row order; the frame is raw data, so compare it sorted.
     evals = (load(sweep_dir).evals.filter(pl.col("estimator") != "exact")
@@ -93,7 +93,7 @@ def test_unregistered_columns_pass_through_with_their_values(sweep_dir):
 def test_per_prompt_estimates_keep_their_prompt(sweep_dir):
     pl.DataFrame({"trial_id": ["t0", "t0"], "prompt_id": [3, 5], "estimator": ["snis"] * 2,
                   "k": [8, 8], "proposal": ["ref"] * 2, "estimate": [1.5, 2.5],
-                  "ci_low": [1.0, 2.0], "ci_high": [2.0, 3.0], "exact": [None, None],
+                  "spread_low": [1.0, 2.0], "spread_high": [2.0, 3.0], "exact": [None, None],
                   "beta": [0.1, 0.1], "regime": ["pg", "pg"], "seed": [0, 0]}
                  ).write_parquet(sweep_dir / "evals.parquet")
     rows = (load(sweep_dir).evals.filter(pl.col("estimator") == "snis").sort("prompt_id")

@@ -6,7 +6,7 @@ from polars.testing import assert_frame_equal
 
 from didray.analysis.load import Results
 from didray.analysis.plots import write_plots
-from didray.analysis.report import capability_report, verdicts
+from didray.analysis.report import capability_report, readable, verdicts
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -32,7 +32,7 @@ def test_figures_of_a_sweep_with_nothing_finished(tmp_path):
 
 def test_verdicts_read_the_interval_against_the_predicted_sign():
     table = pl.DataFrame({
-        "sweep": ["s"] * 4,
+        "sweep": ["s"] * 4, "did_entropy_estimator": ["exact"] * 4,
         "score": ["instruction_score", "instruction_winrate", "qa_accuracy", "qa_expected"],
         "n": [9, 9, 9, 2], "spearman": [0.5, -0.7, -0.8, -1.0],
         "spearman_ci_low": [0.1, -0.9, -0.9, None], "spearman_ci_high": [0.9, -0.2, 0.3, None]})
@@ -61,3 +61,12 @@ def test_print_summary_prints_both_tables(sweep_dir, fmt, capsys):
     assert table.height == 3 and int(table["failed"].sum()) == 1
     assert "DID entropy vs downstream scores" in out and "Correlation of DID entropy" in out
     assert "instruction_score" in out
+
+
+def test_readable_shows_the_estimator_only_when_there_are_several():
+    one = pl.DataFrame({"sweep": ["a", "b"], "did_entropy_estimator": ["exact", "exact"],
+                        "did_entropy": [1.0, 2.0]})
+    assert readable(one, "table").columns == ["sweep", "did_entropy"]
+    two = one.with_columns(did_entropy_estimator=pl.Series(["exact", "snis_ref_k8"]))
+    assert readable(two, "md").columns == ["sweep", "did_entropy_estimator", "did_entropy"]
+    assert readable(one, "csv").columns == one.columns

@@ -30,7 +30,7 @@ def test_entropy_vs_scores_by_hand(results):
          "regime_kind": ["pg", "pg", "powerlaw"], "tau": [None, None, 0.5],
          "beta_data": [None, None, 0.1], "beta": [0.1, 0.5, 0.1],
          "trials": [3, 3, 2], "finished": [3, 1, 2], "failed": [0, 1, 0], "running": [0, 1, 0],
-         "did_entropy": [2.0, 4.0, 6.0],
+         "did_entropy_estimator": ["exact"] * 3, "did_entropy": [2.0, 4.0, 6.0],
          "did_entropy_ci_low": [2.0 - half_pg, None, 6.0 - half_pl],
          "did_entropy_ci_high": [2.0 + half_pg, None, 6.0 + half_pl],
          "instruction_score": [0.6, 0.8, 0.95], "instruction_winrate": [None, None, None],
@@ -53,13 +53,15 @@ def test_partial_sweep_counts_every_trial(results):
 def correlation_results(did: list, score: list, extra_status: bool = True) -> Results:
     n = len(did)
     rows = {"trial_id": [f"t{i}" for i in range(n)], "status": ["TERMINATED"] * n,
-            "did_entropy": did, "instruction_score": score, "qa_accuracy": [0.5] * n,
+            "did_entropy": did, "did_entropy_estimator": ["exact"] * n,
+            "instruction_score": score, "qa_accuracy": [0.5] * n,
             "chosen_displacement": [2.0 * x for x in did]}
     frame = pl.DataFrame(rows)
     if extra_status:  # a failed and a running trial with values that would spoil everything
         frame = pl.concat([frame, pl.DataFrame(
             {"trial_id": ["f", "r"], "status": ["ERROR", "RUNNING"], "did_entropy": [9.0, 9.0],
-             "instruction_score": [-9.0, -9.0], "qa_accuracy": [0.0, 1.0],
+             "did_entropy_estimator": [None, None], "instruction_score": [-9.0, -9.0],
+             "qa_accuracy": [0.0, 1.0],
              "chosen_displacement": [0.0, 0.0]})])
     return Results.of(frame, sweep="s")
 
@@ -69,7 +71,8 @@ def test_correlations_by_hand():
     13 / sqrt(5 * 50). A linear score has both 1 in every resample; a constant one has none."""
     table = correlations(correlation_results([1.0, 2.0, 3.0, 4.0], [1.0, 3.0, 2.0, 10.0]))
     expected = pl.DataFrame(
-        {"sweep": ["s"] * 3, "score": ["chosen_displacement", "instruction_score", "qa_accuracy"],
+        {"sweep": ["s"] * 3, "did_entropy_estimator": ["exact"] * 3,
+         "score": ["chosen_displacement", "instruction_score", "qa_accuracy"],
          "n": [4, 4, 4], "pearson": [1.0, 13 / math.sqrt(250), None],
          "pearson_ci_low": [1.0, None, None], "pearson_ci_high": [1.0, None, None],
          "spearman": [1.0, 0.8, None],
@@ -147,3 +150,34 @@ def test_regimes_table_keeps_what_the_data_encode_and_the_learned_mean():
     assert table["learned_did_entropy"].to_list() == [1.0, 5.5]
     assert table["finished"].to_list() == [1, 2]
     assert table["data_margin_abs"].to_list() == [15.0, 2.9]
+
+
+def two_estimator_results() -> Results:
+    """A toy sweep's exact values next to an hf sweep's SNIS estimates, both of regime pg at
+    beta 0.1, where their means would otherwise pool: exact 1, 2, 3; estimate 10, 20, 40."""
+    def sweep(name: str, estimator: str, did: list[float], score: list[float]) -> pl.DataFrame:
+        return pl.DataFrame({"sweep": name, "trial_id": [f"{name}{i}" for i in range(3)],
+                             "regime": "pg", "beta": 0.1, "status": "TERMINATED",
+                             "did_entropy": did, "did_entropy_estimator": estimator,
+                             "instruction_score": score})
+    both = pl.concat([sweep("toy", "exact", [1.0, 2.0, 3.0], [0.1, 0.2, 0.3]),
+                      sweep("hf", "snis_ref_k8", [10.0, 20.0, 40.0], [0.3, 0.2, 0.1])])
+    return Results.of(both)
+
+
+def test_did_entropy_of_two_estimators_is_never_pooled():
+    results = two_estimator_results()
+    # Pooled over sweeps, each estimator is its own row and its own correlation.
+    assert_frame_equal(compare(results, "did_entropy"), pl.DataFrame(
+        {"did_entropy_estimator": ["exact", "snis_ref_k8"], "regime": ["pg", "pg"],
+         "beta=0.1": [2.0, 70.0 / 3.0]}))
+    pooled = correlations(results, by=()).filter(pl.col("score") == "instruction_score")
+    assert pooled.select("did_entropy_estimator", "n", "spearman").rows() == [
+        ("exact", 3, 1.0), ("snis_ref_k8", 3, -1.0)]
+    table = entropy_vs_scores(results)
+    assert table.select("sweep", "did_entropy_estimator", "did_entropy").rows() == [
+        ("hf", "snis_ref_k8", 70.0 / 3.0), ("toy", "exact", 2.0)]
+
+
+def test_compare_of_one_estimator_has_no_estimator_rows(results):
+    assert compare(results, "did_entropy").columns == ["regime", "beta=0.1", "beta=0.5"]

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 from didray.core.did import did_entropy
 from didray.core.estimators import (
     EntropyEstimate,
-    bootstrap_ci,
+    bootstrap_spread,
     first_occurrence_mask,
     plugin_entropy,
+    snis_delta_interval,
     snis_entropy,
 )
 
@@ -76,7 +77,7 @@ def test_estimate_is_frozen() -> None:
 
 
 def test_bootstrap_constant_samples() -> None:
-    low, high = bootstrap_ci(torch.zeros(2, 8, dtype=torch.float64), "plugin", n_boot=20)
+    low, high = bootstrap_spread(torch.zeros(2, 8, dtype=torch.float64), "plugin", n_boot=20)
     torch.testing.assert_close(low, torch.full((2,), math.log(8.0), dtype=torch.float64))
     torch.testing.assert_close(high, low)
 
@@ -84,9 +85,9 @@ def test_bootstrap_constant_samples() -> None:
 def test_bootstrap_invalid_arguments() -> None:
     lr = torch.zeros(4)
     with pytest.raises(ValueError, match="'mean'"):
-        bootstrap_ci(lr, "mean")
+        bootstrap_spread(lr, "mean")
     with pytest.raises(ValueError, match="proposal_logprobs"):
-        bootstrap_ci(lr, "snis")
+        bootstrap_spread(lr, "snis")
 
 
 # --- properties ---
@@ -146,16 +147,16 @@ def test_bootstrap_interval_contains_estimate() -> None:
     ids, lr, log_s = _draw(logp_theta, logp_ref, "policy", 50, 64, seed=2)
     g = torch.Generator().manual_seed(3)
     snis = snis_entropy(lr, log_s, "policy").value  # (50,)
-    low, high = bootstrap_ci(lr, "snis", proposal_logprobs=log_s, generator=g)  # (50,), (50,)
+    low, high = bootstrap_spread(lr, "snis", proposal_logprobs=log_s, generator=g)  # (50,), (50,)
     assert low.shape == (50,) and bool((low <= high).all())
     assert bool(((low <= snis) & (snis <= high)).all())
     plug = plugin_entropy(lr, "policy").value  # (50,)
-    low, high = bootstrap_ci(lr, "plugin", generator=g)  # (50,), (50,)
+    low, high = bootstrap_spread(lr, "plugin", generator=g)  # (50,), (50,)
     assert bool(((low <= plug) & (plug <= high)).all())
     # Dedup on each resample: with K=512 over N=20 a resample still covers the space.
     ids, lr, _ = _draw(logp_theta, logp_ref, "policy", 20, 512, seed=4)
     dedup = plugin_entropy(lr, "policy", first_occurrence_mask(ids)).value  # (20,)
-    low, high = bootstrap_ci(lr, "plugin", mask_ids=ids, n_boot=100, generator=g)  # (20,), (20,)
+    low, high = bootstrap_spread(lr, "plugin", mask_ids=ids, n_boot=100, generator=g)  # (20,) x2
     assert bool(((low <= dedup + 1e-12) & (dedup <= high + 1e-12)).all())
 
 
@@ -163,6 +164,26 @@ def test_snis_bootstrap_coverage() -> None:
     logp_theta, logp_ref, exact = _world(0)
     _, lr, log_s = _draw(logp_theta, logp_ref, "policy", 100, 256, seed=5)
     g = torch.Generator().manual_seed(6)
-    low, high = bootstrap_ci(lr, "snis", proposal_logprobs=log_s, n_boot=100, generator=g)
+    low, high = bootstrap_spread(lr, "snis", proposal_logprobs=log_s, n_boot=100, generator=g)
     coverage = ((low <= exact) & (exact <= high)).double().mean().item()
     assert 0.8 <= coverage <= 1.0
+
+
+def test_snis_delta_interval_hand_value() -> None:
+    # w = 2 exp(l) = [2, 4]: H_hat = log 3 - (2/3) log 2; the two influences are
+    # -+(1/3 - (4/9) log 2), so se^2 = 2 psi^2 / (2 * 1) and se = 1/3 - (4/9) log 2.
+    lr = torch.tensor([0.0, math.log(2.0)], dtype=torch.float64)  # (2,)
+    log_s = torch.full((2,), -math.log(2.0), dtype=torch.float64)  # (2,)
+    low, high = snis_delta_interval(lr, log_s, level=0.95)
+    h, se = math.log(3.0) - 2.0 / 3.0 * math.log(2.0), 1.0 / 3.0 - 4.0 / 9.0 * math.log(2.0)
+    assert se == pytest.approx(0.025267, abs=1e-6)
+    assert low.item() == pytest.approx(h - 1.959963984540054 * se, abs=1e-12)
+    assert high.item() == pytest.approx(h + 1.959963984540054 * se, abs=1e-12)
+
+
+def test_snis_delta_interval_zero_width_for_equal_weights() -> None:
+    # Equal log-ratios and proposal log-probs: every psi_k = 0, the interval is the point.
+    lr, log_s = torch.zeros(3, 5, dtype=torch.float64), torch.full((3, 5), -math.log(10.0))
+    low, high = snis_delta_interval(lr, log_s.double())
+    torch.testing.assert_close(low, torch.full((3,), math.log(10.0), dtype=torch.float64))
+    torch.testing.assert_close(high, low)

@@ -33,7 +33,7 @@ def test_rows_record_method_k_and_interval():
     rows = entropy_estimates(logp, ref, k=16, n_boot=50)
     assert len(rows) == len(METHODS) * 3
     assert {(r["estimator"], r["proposal"]) for r in rows} == set(METHODS)
-    assert all(r["k"] == 16 and r["ci_low"] <= r["ci_high"] for r in rows)
+    assert all(r["k"] == 16 and r["spread_low"] <= r["spread_high"] for r in rows)
 
 
 def test_estimates_approach_exact_as_k_grows():
