@@ -21,7 +21,7 @@ from transformers.utils import logging as hf_logging
 from didray.core.did import did_entropy
 from didray.core.estimators import snis_delta_interval
 from didray.eval.estimates import entropy_estimates
-from didray.eval.toy import score_table
+from didray.eval.toy import prompt_tables
 from didray.worlds import toy
 
 KS = (8, 32, 128)
@@ -32,7 +32,7 @@ def policies(cache: str) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
     world, model, tokenizer = toy.load_world(toy.fit_reference(spec, cache))
     ref = toy.enumerate_logps(model, tokenizer, world).double()  # (P, R)
     ref = torch.log_softmax(ref, dim=-1)  # renormalise away float32 rounding
-    scores, _ = score_table(world)  # (P, R)
+    scores = prompt_tables(world).scores  # (P, R)
     return ref, {tau: torch.log_softmax(ref + scores / tau, dim=-1) for tau in (0.05, 1.0)}
 
 

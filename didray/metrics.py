@@ -90,9 +90,10 @@ STEP = (
     _m("tokens_per_s", "float", "steps", "training throughput of rank 0", "tokens/s"),
     _m("did/entropy", "float", "steps", "exact DID entropy H(q_{pi/pi_ref}), mean over "
        "prompts", "nats", TOY, label="DID H"),
-    _m("eval/instruction_score", "float", "steps", "exact expected open-prompt score", "",
-       TOY),
-    _m("eval/qa_accuracy", "float", "steps", "exact greedy QA accuracy", "fraction", TOY),
+    _m("eval/instruction_score", "float", "steps", "exact instruction_score (held-out open "
+       "prompts)", "", TOY),
+    _m("eval/qa_accuracy", "float", "steps", "exact qa_accuracy (held-out fact prompts)",
+       "fraction", TOY),
 )
 
 # Means over prompts of the K-sample estimates in evals.parquet (not exact values). Their names
@@ -122,13 +123,26 @@ TRIAL = (
     _m("did_entropy_fact", "float", "trials", "exact DID entropy on fact prompts (never an "
        "estimate)", "nats", TOY),
     *TRIAL_ESTIMATES,
-    _m("instruction_score", "float", "trials", "toy: expected open-prompt score; hf: mean "
-       "scorer value of greedy responses"),
-    _m("instruction_winrate", "float", "trials", "win rate of the policy against pi_ref "
-       "(ties count half)", "fraction"),
-    _m("qa_accuracy", "float", "trials", "knowledge-QA accuracy (toy: greedy exact match; "
-       "hf: eval.qa.mode)", "fraction", label="QA"),
-    _m("qa_expected", "float", "trials", "expected fact-prompt score", "fraction", TOY),
+    _m("instruction_score", "float", "trials", "toy: (1-w) judge + w coverage, w from "
+       "eval.judge; hf: greedy scorer value"),
+    _m("instruction_judge", "float", "trials", "expected judge verdict of the policy's "
+       "samples, held-out open prompts", "fraction", TOY),
+    _m("instruction_coverage", "float", "trials", "distinct acceptable responses in k samples / "
+       "min(k, #acceptable), held-out", "fraction", TOY),
+    _m("instruction_winrate", "float", "trials", "win rate against pi_ref, ties half (toy: "
+       "judge verdicts, held-out prompts)", "fraction"),
+    _m("instruction_score_seen", "float", "trials", "instruction_score on the training open "
+       "prompts", "", TOY),
+    _m("qa_accuracy", "float", "trials", "knowledge-QA accuracy (toy: greedy exact match, "
+       "held-out; hf: eval.qa.mode)", "fraction", label="QA"),
+    _m("qa_accuracy_known", "float", "trials", "qa_accuracy on held-out facts the SFT teacher "
+       "knew", "fraction", TOY),
+    _m("qa_accuracy_unknown", "float", "trials", "qa_accuracy on held-out facts the SFT "
+       "teacher did not know", "fraction", TOY),
+    _m("qa_expected", "float", "trials", "mean p(answer) over held-out fact prompts",
+       "fraction", TOY),
+    _m("qa_accuracy_seen", "float", "trials", "qa_accuracy on the training fact prompts",
+       "fraction", TOY),
     _m("chosen_displacement", "float", "trials", "mean log pi - log pi_ref of the regime's "
        "chosen responses", "nats"),
     _m("rejected_displacement", "float", "trials", "mean log pi - log pi_ref of the regime's "

@@ -4,9 +4,10 @@ import torch
 
 from didray import metrics
 from didray.analysis import tables
+from didray.config.schema import Judge
 from didray.core.dpo import dpo_loss
 from didray.eval.pairs import pair_metrics
-from didray.eval.toy import evaluate_tables
+from didray.eval.toy import PromptTables, evaluate_tables
 from didray.train.gauges import GAUGES
 from didray.train.worker import EXACT_STEP_METRICS
 
@@ -23,9 +24,12 @@ def test_dpo_loss_metric_names_are_registered_step_metrics():
 
 
 def test_exact_evaluation_names_are_registered():
-    logp = torch.log(torch.tensor([[0.5, 0.5], [0.25, 0.75]], dtype=torch.float64))
-    out = evaluate_tables(logp, logp, torch.ones(2, 2, dtype=torch.float64),
-                          torch.tensor([False, True]))
+    logp = torch.log(torch.tensor([[0.5, 0.5], [0.25, 0.75]] * 2, dtype=torch.float64))
+    flags = torch.tensor([False, True] * 2)
+    tables = PromptTables(torch.ones(4, 2, dtype=torch.float64),
+                          torch.ones(4, 2, dtype=torch.float64), is_fact=flags,
+                          heldout=torch.tensor([False, False, True, True]), known=flags)
+    out = evaluate_tables(logp, logp, tables, Judge())
     pairs = pair_metrics(torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -1.5]), 0.1, "sigmoid")
     assert registered(out) == [] and registered(pairs) == []
     assert registered(EXACT_STEP_METRICS) == []

@@ -83,7 +83,8 @@ class Strict(BaseModel):
 
 # Bump when didray.worlds.toy changes how a world, its teacher or pi_ref's SFT are built, so
 # cached references (named by `ToyWorldSpec.recipe_hash`) are not reused wrongly.
-TOY_RECIPE_VERSION = "toy-v1"
+# toy-v2: held-out prompts, drawn after the training ones, join the SFT corpus.
+TOY_RECIPE_VERSION = "toy-v2"
 
 
 class ToyWorldSpec(Strict):
@@ -97,12 +98,21 @@ class ToyWorldSpec(Strict):
     seed: Seed = Field(
         0, description="seed of the task language and of pi_ref's fit (0 to 2,147,483,647)")
     n_open_prompts: Int = Field(
-        6, ge=1, le=45, description="open-ended (instruction) prompts, 1 to 45: drawn from 3 "
-        "verbs x L counts x the categories with >= 2 alphabet words (build_world names the "
-        "exact count)")
+        6, ge=1, le=44, description="open-ended (instruction) training prompts, 1 to 44: drawn "
+        "from 3 verbs x L counts x the categories with >= 2 alphabet words (at most 45; "
+        "build_world names the exact count), leaving at least one held out")
     n_fact_prompts: Int = Field(
-        6, ge=1, le=48, description="fact (knowledge QA) prompts, 1 to 48: drawn from 16 "
-        "entities x the relations whose category has >= 2 alphabet words")
+        6, ge=1, le=47, description="fact (knowledge QA) training prompts, 1 to 47: drawn from "
+        "16 entities x the relations whose category has >= 2 alphabet words (at most 48), "
+        "leaving at least one held out")
+    n_heldout_open_prompts: Int = Field(
+        8, ge=1, le=44, description="held-out open prompts, 1 to 44: evaluation only, drawn "
+        "after the training prompts from the open candidates left; with n_open_prompts at "
+        "most 45")
+    n_heldout_fact_prompts: Int = Field(
+        8, ge=1, le=47, description="held-out fact prompts, 1 to 47: evaluation only, drawn "
+        "after the training prompts from the fact candidates left; with n_fact_prompts at most "
+        "48. fact_known_rate applies to them too")
     response_alphabet: Int = Field(9, ge=6, le=12, description="A: content words, 6 to 12")
     max_response_tokens: Int = Field(
         3, ge=1, le=5, description="L: content words per response (before </s>), 1 to 5")
@@ -120,6 +130,17 @@ class ToyWorldSpec(Strict):
     sft_batch_size: Int = count(64, 4096, "SFT batch size")
     sft_samples_per_prompt: Int = count(
         64, 10_000, "teacher responses per prompt in the SFT corpus")
+
+    @model_validator(mode="after")
+    def _prompts_exist(self) -> ToyWorldSpec:
+        # The language's largest candidate sets; smaller alphabets have fewer (build_world).
+        for family, most in (("open", 45), ("fact", 48)):
+            train = getattr(self, f"n_{family}_prompts")
+            held = getattr(self, f"n_heldout_{family}_prompts")
+            if train + held > most:
+                raise ValueError(f"n_{family}_prompts + n_heldout_{family}_prompts = "
+                                 f"{train + held}: at most {most} {family} prompts exist")
+        return self
 
     def recipe_hash(self) -> str:
         """sha256 (first 16 hex) of the recipe version and every spec field."""
@@ -328,6 +349,19 @@ class QASet(Strict):
         "multiple_choice", description="choice log-likelihood, or greedy answer exact match")
 
 
+class Judge(Strict):
+    """Toy world: what the held-out instruction score rewards (docs/design.md §6.1).
+
+    instruction_score = (1 - w) E_{y~pi}[judge(y)] + w coverage_k(pi). w decides whether
+    instruction following means answering acceptably (w = 0) or also covering the many
+    acceptable answers of an open prompt; it changes no data and no pi_ref.
+    """
+
+    diversity_weight: Float = Field(
+        0.5, ge=0, le=1, description="w, the weight of coverage in instruction_score, 0 to 1")
+    k: Int = count(32, 1024, "samples per prompt behind coverage_k (the paper draws 32)")
+
+
 class Eval(Strict):
     """What is measured on every trained policy."""
 
@@ -338,6 +372,8 @@ class Eval(Strict):
         None, 100_000, "world: hf: evaluate on the first N data prompts (default: all)")
     scorer: Scorer | None = Field(None, description="world: hf: instruction-following score")
     qa: QASet | None = Field(None, description="world: hf: knowledge-QA set")
+    judge: Judge = Field(default_factory=Judge,
+                         description="world: toy: the held-out instruction score's weights")
 
 
 class Sweep(Strict):
@@ -369,6 +405,9 @@ class Sweep(Strict):
         missing = [k for k in ("model.hf", "data.source", "eval.scorer") if hf_only[k] is None]
         if missing:
             raise ValueError(f"world: hf needs {', '.join(missing)}")
+        if "judge" in self.eval.model_fields_set:
+            raise ValueError("eval.judge only applies to world: toy (the hf world scores with "
+                             "eval.scorer); remove it")
         if self.eval.exact and "exact" in self.eval.model_fields_set:
             raise ValueError("eval.exact: true needs world: toy (hf responses cannot be "
                              "enumerated); remove it")

@@ -1,8 +1,28 @@
 """Exact evaluation in the toy world: every response of every prompt is enumerated.
 
-Inputs are tables over (prompt, response): log-probs of the policy and of pi_ref and the
-world's scores, each (P, R) with responses in `enumerate_responses` order. Nothing is sampled,
-so every number here is the population value the estimators of later stages are graded against.
+Inputs are tables over (prompt, response): log-probs of the policy and of pi_ref, the data
+reward and the judge's verdicts, each (P, R) with rows in `ToyWorld.all_prompts` order
+(training prompts, then held-out ones) and responses in `enumerate_responses` order. Nothing
+is sampled, so every number here is the population value the estimators of later stages are
+graded against.
+
+Why each score stands in for the paper's benchmarks (docs/design.md §6.1):
+
+- The scores are taken on held-out prompts, which no preference pair contains: what DPO
+  learned must transfer, as it must to a benchmark's prompts.
+- Instruction following is judged by `ToyWorld.judge`, not by the data reward `open_score`
+  that built the pairs: like a benchmark's judge, it did not build the data. Open-ended
+  instructions have many acceptable answers, so the score also counts coverage, the expected
+  number of distinct acceptable answers among k samples. `instruction_score` =
+  (1 - w) E[judge] + w coverage_k, with w = `eval.judge.diversity_weight`: w = 0 asks only for
+  acceptable answers, w = 1 only for covering them. The toy world cannot say which is right;
+  w decides what "instruction following" rewards, and the sweep can then find either sign.
+- Knowledge QA is exact-match accuracy of the most likely answer, split into facts the SFT
+  teacher knew (pi_ref already leans to the answer: sharpening helps) and facts it did not
+  (pi_ref leans to a wrong belief: sharpening hurts), as benchmark questions split into what
+  the base model knows and what it does not.
+
+DID entropy stays over the training prompts, where the preference data moved the policy.
 """
 
 from __future__ import annotations
@@ -13,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from didray.config.schema import Judge
 from didray.core.did import did_entropy
 from didray.worlds import toy
 
@@ -28,42 +49,74 @@ def win_rate(p: Tensor, q: Tensor, scores: Tensor) -> Tensor:
     return p @ (greater + 0.5 * ties) @ q  # ()
 
 
+def coverage(p: Tensor, accepted: Tensor, k: int) -> Tensor:
+    """Expected distinct acceptable responses among k draws from p, over min(k, #acceptable):
+    (..., R) -> (...), in [0, 1]. A response is drawn at least once with 1 - (1 - p)^k."""
+    drawn = -torch.expm1(k * torch.log1p(-p))  # (..., R) 1 - (1 - p)^k, exact near p = 0
+    return (accepted * drawn).sum(-1) / accepted.sum(-1).clamp(max=k)
+
+
+@dataclass(frozen=True)
+class PromptTables:
+    """The world's side of exact evaluation, rows in `ToyWorld.all_prompts` order."""
+
+    scores: Tensor  # (P, R) the data reward (open_score / fact_score)
+    accepted: Tensor  # (P, R) the judge's verdict, 1.0 or 0.0 (fact prompts: the answer)
+    is_fact: Tensor  # (P,) bool
+    heldout: Tensor  # (P,) bool: never in a preference pair
+    known: Tensor  # (P,) bool: fact prompts whose answer the SFT teacher knows
+
+
+def prompt_tables(world: toy.ToyWorld) -> PromptTables:
+    responses = toy.enumerate_responses(world)
+    prompts = world.all_prompts
+
+    def table(score) -> Tensor:
+        return torch.tensor([[score(p, r) for r in responses] for p in prompts],
+                            dtype=torch.float64)
+
+    return PromptTables(table(world.reward), table(world.judge),
+                        torch.tensor([p.family == "fact" for p in prompts]),
+                        torch.tensor([i >= len(world.prompts) for i in range(len(prompts))]),
+                        torch.tensor([bool(p.teacher_knows) for p in prompts]))
+
+
 def _mean(values: Tensor, mask: Tensor) -> float:
     return float(values[mask].mean()) if bool(mask.any()) else float("nan")
 
 
-def evaluate_tables(
-    logp: Tensor, logp_ref: Tensor, scores: Tensor, is_fact: Tensor
-) -> dict[str, float]:
-    """Downstream scores and DID entropy of a policy from enumerated tables.
-
-    logp, logp_ref, scores: (P, R); is_fact: (P,) bool (fact prompts = knowledge QA).
-    instruction_score: expected score on open prompts; instruction_winrate: against pi_ref;
-    qa_accuracy: the policy's most likely response is the answer (greedy exact match).
-    """
+def evaluate_tables(logp: Tensor, logp_ref: Tensor, tables: PromptTables,
+                    judge: Judge) -> dict[str, float]:
+    """Downstream scores and DID entropy of a policy from enumerated tables (logp, logp_ref:
+    (P, R)). The columns are defined in docs/design.md §6.1."""
     p, q = logp.exp(), logp_ref.exp()  # (P, R)
-    is_open = ~is_fact  # (P,)
+    train, fact = ~tables.heldout, tables.is_fact
+    held_open, held_fact = tables.heldout & ~fact, tables.heldout & fact
     entropy = did_entropy(logp, logp_ref)  # (P,)
-    expected = (p * scores).sum(-1)  # (P,)
-    greedy = scores.gather(-1, logp.argmax(-1, keepdim=True)).squeeze(-1)  # (P,)
-    wins = torch.stack([win_rate(*row) for row in zip(p, q, scores, strict=True)])  # (P,)
+    acceptable = (p * tables.accepted).sum(-1)  # (P,) E[judge]; fact prompts: p(answer)
+    covered = coverage(p, tables.accepted, judge.k)  # (P,)
+    w = judge.diversity_weight
+    instruction = (1 - w) * acceptable + w * covered  # (P,)
+    correct = tables.accepted.gather(-1, logp.argmax(-1, keepdim=True)).squeeze(-1)  # (P,)
+    rows = held_open.nonzero().flatten().tolist()  # the (R, R) win table only where it is used
+    wins = torch.full_like(acceptable, float("nan"))
+    for i in rows:
+        wins[i] = win_rate(p[i], q[i], tables.accepted[i])
     return {
-        "did_entropy": float(entropy.mean()),
-        "did_entropy_open": _mean(entropy, is_open),
-        "did_entropy_fact": _mean(entropy, is_fact),
-        "instruction_score": _mean(expected, is_open),
-        "instruction_winrate": _mean(wins, is_open),
-        "qa_accuracy": _mean(greedy, is_fact),
-        "qa_expected": _mean(expected, is_fact),
+        "did_entropy": _mean(entropy, train),
+        "did_entropy_open": _mean(entropy, train & ~fact),
+        "did_entropy_fact": _mean(entropy, train & fact),
+        "instruction_score": _mean(instruction, held_open),
+        "instruction_judge": _mean(acceptable, held_open),
+        "instruction_coverage": _mean(covered, held_open),
+        "instruction_winrate": _mean(wins, held_open),
+        "instruction_score_seen": _mean(instruction, train & ~fact),
+        "qa_accuracy": _mean(correct, held_fact),
+        "qa_accuracy_known": _mean(correct, held_fact & tables.known),
+        "qa_accuracy_unknown": _mean(correct, held_fact & ~tables.known),
+        "qa_expected": _mean(acceptable, held_fact),
+        "qa_accuracy_seen": _mean(correct, train & fact),
     }
-
-
-def score_table(world: toy.ToyWorld) -> tuple[Tensor, Tensor]:
-    """The world's score of every (prompt, response): (P, R), and which prompts are facts (P,)."""
-    responses = toy.enumerate_responses(world)
-    scores = torch.tensor([[world.reward(p, r) for r in responses] for p in world.prompts],
-                          dtype=torch.float64)  # (P, R)
-    return scores, torch.tensor([p.family == "fact" for p in world.prompts])
 
 
 @dataclass(frozen=True)
@@ -72,13 +125,13 @@ class ToyTables:
 
     world: toy.ToyWorld
     ref: Tensor  # (P, R) pi_ref's log-probs, enumerated once in prepare
-    scores: Tensor  # (P, R)
-    is_fact: Tensor  # (P,)
+    prompts: PromptTables
+    judge: Judge
 
     @classmethod
-    def load(cls, world_dir: Path, enum_file: Path) -> ToyTables:
+    def load(cls, world_dir: Path, enum_file: Path, judge: Judge) -> ToyTables:
         world = toy.read_world(world_dir)
-        return cls(world, torch.load(enum_file), *score_table(world))
+        return cls(world, torch.load(enum_file), prompt_tables(world), judge)
 
     def policy_table(self, model, tokenizer) -> Tensor:
         """The policy's log-prob of every (prompt, response): (P, R)."""
@@ -87,5 +140,9 @@ class ToyTables:
         model.train(was_training)
         return table
 
+    def training_rows(self, table: Tensor) -> Tensor:
+        """The rows of the training prompts, which come first: (P_train, R)."""
+        return table[: len(self.world.prompts)]
+
     def evaluate(self, table: Tensor) -> dict[str, float]:
-        return evaluate_tables(table, self.ref, self.scores, self.is_fact)
+        return evaluate_tables(table, self.ref, self.prompts, self.judge)

@@ -107,7 +107,7 @@ def model_dtype(sweep: Sweep) -> str:
 def check_prompt_lengths(world: toy.ToyWorld, tokenizer, max_prompt: int) -> None:
     """Truncated prompts would train on text that exact evaluation never scores."""
     longest = max(len(tokenizer.encode(prompt_text(tokenizer, p.text), add_special_tokens=False))
-                  for p in world.prompts)
+                  for p in world.all_prompts)
     if longest > max_prompt:
         raise BadInput(f"train.max_prompt_tokens={max_prompt} would truncate toy prompts of "
                        f"{longest} tokens; set it to at least {longest}")
@@ -128,7 +128,7 @@ def toy_world(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress)
     enum_file = sweep_dir / "data" / f"ref-enumeration-{world_hash}.pt"
     fresh = not enum_file.exists()
     if fresh:
-        progress(f"pi_ref: enumerating {len(world.prompts)} prompts x "
+        progress(f"pi_ref: enumerating {len(world.all_prompts)} prompts x "
                  f"{toy.response_space_size(world)} responses")
         table = toy.enumerate_logps(model, tokenizer, world)  # (P, R)
         atomic_write(enum_file, lambda tmp: torch.save(table, tmp))

@@ -87,14 +87,17 @@ def final_evaluation(model: torch.nn.Module, tokenizer, hook, data: PairTensors,
                      tables: ToyTables | None, table: torch.Tensor | None) -> dict:
     """The trained policy's evaluation that needs no sampler: the dataset's pair metrics (both
     worlds, on exactly the tensors it trained on) and, in the toy world, the exact scores and
-    K-sample DID-entropy estimates from the table the last report enumerated."""
+    K-sample DID-entropy estimates from the table the last report enumerated (the estimates
+    on the training prompts, like the exact DID-entropy columns they are graded against)."""
     model.eval()
     policy = batched_response_logps(model, data.enc, hook, batch_size=64).cpu()
     metrics = pair_metrics(policy, data.ref_logps.cpu(), trial.beta, trial.spec.train.loss_type)
     estimates = []
     if tables is not None:
         metrics |= tables.evaluate(table)
-        estimates = entropy_estimates(table, tables.ref, trial.spec.eval.did_samples,
+        estimates = entropy_estimates(tables.training_rows(table),
+                                      tables.training_rows(tables.ref),
+                                      trial.spec.eval.did_samples,
                                       trial.spec.eval.bootstrap, seed=trial.seed)
     return {"metrics": metrics, "estimates": estimates}
 
@@ -176,7 +179,7 @@ def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = load_pair_tensors(trial.files.ref_file).to(device)
     # Rank 0 evaluates; toy responses can be enumerated, hf ones are sampled after training.
-    tables = (ToyTables.load(spec.world_dir, spec.enum_file)
+    tables = (ToyTables.load(spec.world_dir, spec.enum_file, spec.eval.judge)
               if spec.world == "toy" and rank == 0 else None)
 
     start, optimizer_state, history = restore(model, session.latest_checkpoint())

@@ -128,7 +128,7 @@ def test_every_number_is_bounded_and_every_limit_stated():
                 assert rule["type"] == "number" or "maximum" in rule, (model, field)
                 if "maximum" in rule:
                     assert f"{rule['maximum']:,}" in prop["description"], (model, field)
-    assert seen == 54  # a new numeric field must state its bounds to be counted here
+    assert seen == 58  # a new numeric field must state its bounds to be counted here
 
 
 def test_every_error_is_listed():
@@ -196,6 +196,17 @@ def test_hf_world_refuses_exact_evaluation():
     assert "eval.exact" in " ".join(errors_of(data))
     assert parse_sweep(HF).sampler.backend == "auto"  # and the minimal hf file is valid
 
+
+def test_judge_belongs_to_the_toy_world():
+    assert parse_sweep(with_("eval.judge", {"diversity_weight": 0, "k": 4})).eval.judge.k == 4
+    data = {**HF, "eval": {**HF["eval"], "judge": {"diversity_weight": 1}}}
+    assert "eval.judge only applies to world: toy" in " ".join(errors_of(data))
+
+
+def test_training_and_heldout_prompts_share_the_candidates():
+    errors = errors_of(with_("model.toy", {"n_fact_prompts": 40, "n_heldout_fact_prompts": 9}))
+    assert "n_fact_prompts + n_heldout_fact_prompts = 49: at most 48 fact prompts exist" in (
+        " ".join(errors))
 
 def test_hf_sweep_files_pin_what_they_claim():
     cpu = load_sweep(Path(__file__).parents[2] / "sweeps/smollm2-cpu.yaml")

@@ -38,6 +38,8 @@ SPEC = ToyWorldSpec(
     response_alphabet=6,
     max_response_tokens=2,
     fact_known_rate=0.5,
+    n_heldout_open_prompts=4,  # of the 12 open candidates this alphabet and length allow
+    n_heldout_fact_prompts=4,
     sft_steps=300,
 )
 
@@ -74,6 +76,37 @@ def test_build_world_is_deterministic(world: ToyWorld) -> None:
     assert len(world.open_prompts) == 6 and len(world.fact_prompts) == 6
     assert sum(bool(p.teacher_knows) for p in world.fact_prompts) == 3
     assert build_world(ToyWorldSpec(seed=1)).prompts != build_world(ToyWorldSpec()).prompts
+
+
+def test_heldout_prompts_are_drawn_after_the_training_ones(world: ToyWorld) -> None:
+    fewer = build_world(SPEC.model_copy(update={"n_heldout_open_prompts": 1,
+                                                "n_heldout_fact_prompts": 1}))
+    assert fewer.prompts == world.prompts  # the held-out counts leave training prompts alone
+    held = world.heldout_prompts
+    assert [p.family for p in held] == ["open"] * 4 + ["fact"] * 4
+    assert not {p.text for p in held} & {p.text for p in world.prompts}
+    assert sum(bool(p.teacher_knows) for p in held) == 2  # fact_known_rate 0.5 of 4
+    assert world.all_prompts == world.prompts + held
+    assert world.prompt(held[0].text) == held[0]
+
+
+def test_sft_corpus_covers_heldout_prompts(world: ToyWorld) -> None:
+    from didray.worlds.toy.reference import sft_corpus
+
+    taught = {prompt for prompt, _ in sft_corpus(world)}
+    assert taught == {p.text for p in world.all_prompts}
+
+
+def test_judge_differs_from_the_data_reward(world: ToyWorld) -> None:
+    """The judge checks content and repeats, not the count; open_score grades all three."""
+    p = ToyPrompt("list 2 colours", "open", "colours", target_len=2)
+    verdicts = {r: world.judge(p, r) for r in ("red blue", "red", "blue green red", "red red",
+                                               "red cat", "cat")}
+    assert verdicts == {"red blue": 1.0, "red": 1.0, "blue green red": 1.0, "red red": 0.0,
+                        "red cat": 0.0, "cat": 0.0}
+    assert world.reward(p, "red") == world.reward(p, "red red") == pytest.approx(0.8)
+    fact = ToyPrompt("pet of alba", "fact", "animals", answer="dog")
+    assert (world.judge(fact, "dog"), world.judge(fact, "dog cat")) == (1.0, 0.0)
 
 
 def test_open_reward_hand_values(world: ToyWorld) -> None:
@@ -239,17 +272,23 @@ def test_sample_frequencies_match_logprobs(fitted) -> None:
 def test_spec_maxima_are_the_language_sizes() -> None:
     """The schema states its bounds as numbers (config may not import the world): the largest
     spec it allows draws every candidate prompt, and one more of each is refused."""
-    largest = ToyWorldSpec(n_open_prompts=45, n_fact_prompts=48, response_alphabet=12,
+    largest = ToyWorldSpec(n_open_prompts=44, n_fact_prompts=47, n_heldout_open_prompts=1,
+                           n_heldout_fact_prompts=1, response_alphabet=12,
                            max_response_tokens=5)
     world = build_world(largest)
     assert len(world.alphabet) == len(lang.CONTENT_POOL) == 12
-    assert len({p.text for p in world.prompts}) == 45 + 48
+    assert len({p.text for p in world.all_prompts}) == 45 + 48
     assert len(lang.OPEN_VERBS) * len(lang.COUNT_WORDS) * len(lang.CATEGORIES) == 45
     assert len(lang.FACT_RELATIONS) * len(lang.ENTITIES) == 48
-    for field, value in [("n_open_prompts", 46), ("n_fact_prompts", 49),
+    for field, value in [("n_open_prompts", 45), ("n_fact_prompts", 48),
+                         ("n_heldout_open_prompts", 45), ("n_heldout_fact_prompts", 48),
                          ("response_alphabet", 13), ("max_response_tokens", 6)]:
         with pytest.raises(ValueError, match=field):
             ToyWorldSpec(**{field: value})
+    with pytest.raises(ValueError, match="n_open_prompts \\+ n_heldout_open_prompts = 46"):
+        ToyWorldSpec(n_open_prompts=44, n_heldout_open_prompts=2)
+    with pytest.raises(ValueError, match="n_fact_prompts \\+ n_heldout_fact_prompts > 32"):
+        build_world(ToyWorldSpec(response_alphabet=6, n_fact_prompts=30))  # 2 relations x 16
 
 
 def test_spec_validation() -> None:
@@ -265,13 +304,13 @@ def test_spec_validation() -> None:
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        ({"n_open_prompts": 12, "n_fact_prompts": 12}, "8b82a91cc4789d5a"),
-        ({"n_open_prompts": 6, "n_fact_prompts": 6}, "7497e0b2dccc4320"),
-        ({"n_open_prompts": 4, "n_fact_prompts": 4, "sft_steps": 300}, "beb92325040fbef4"),
+        ({"n_open_prompts": 12, "n_fact_prompts": 12}, "9141c8440cfcfe84"),
+        ({"n_open_prompts": 6, "n_fact_prompts": 6}, "ebf0bbe8f89cb8ba"),
+        ({"n_open_prompts": 4, "n_fact_prompts": 4, "sft_steps": 300}, "67bf4b533d6ef8cb"),
         ({"seed": 7, "n_open_prompts": 3, "n_fact_prompts": 5, "response_alphabet": 12,
           "max_response_tokens": 5, "fact_known_rate": 1.0, "hidden_size": 32, "n_layers": 1,
           "n_heads": 4, "head_dim": 48, "intermediate_size": 96, "sft_steps": 10, "sft_lr": 0.01,
-          "sft_batch_size": 8, "sft_samples_per_prompt": 4}, "accd451f7331c25f"),
+          "sft_batch_size": 8, "sft_samples_per_prompt": 4}, "18a64df644171bdd"),
     ],
 )
 def test_recipe_hash_is_pinned(fields: dict, expected: str) -> None:

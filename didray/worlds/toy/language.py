@@ -9,6 +9,18 @@ Task families:
   + 0.2 * [exactly k words]; in [0, 1].
 - fact ("knowledge QA"): "<relation> of <entity>", e.g. "colour of alba", with one right
   content word. Reward `fact_score` = 1 if the response is exactly that word, else 0.
+
+`open_score` is the data reward: the regimes build preference pairs from it. Open prompts are
+evaluated by a different function, `judge_accepts` (docs/design.md §6.1): a response is
+acceptable when every word is in the requested category and no word repeats, whatever its
+length. The judge grades content only and ignores the requested count, so its acceptable set
+is larger than open_score's argmax (for k = 2 of a 3-word category: 3 + 6 + 6 = 15 responses
+against 6). A policy that concentrates on the data reward's argmax is fully acceptable but
+covers few acceptable responses; one that spreads over near-misses covers more.
+
+Prompts are drawn in two sets from one seed: the training prompts (`ToyWorld.prompts`, the
+only ones preference pairs are built on), then held-out prompts from the remaining candidates
+(`ToyWorld.heldout_prompts`, evaluation only). pi_ref's SFT covers both.
 """
 
 from __future__ import annotations
@@ -58,7 +70,8 @@ class ToyWorld:
     """Prompts, response alphabet and rewards of one spec (see `build_world`)."""
 
     spec: ToyWorldSpec
-    prompts: tuple[ToyPrompt, ...]
+    prompts: tuple[ToyPrompt, ...]  # training prompts: the regimes build pairs on these only
+    heldout_prompts: tuple[ToyPrompt, ...]  # evaluation only; pi_ref's SFT saw them
     alphabet: tuple[str, ...]
     categories: dict[str, tuple[str, ...]]  # category -> its words inside the alphabet
     _by_text: dict[str, ToyPrompt] = field(repr=False, compare=False)
@@ -66,6 +79,11 @@ class ToyWorld:
     @property
     def max_response_tokens(self) -> int:
         return self.spec.max_response_tokens
+
+    @property
+    def all_prompts(self) -> tuple[ToyPrompt, ...]:
+        """Training prompts, then held-out ones: the rows of every enumerated table."""
+        return self.prompts + self.heldout_prompts
 
     @property
     def open_prompts(self) -> tuple[ToyPrompt, ...]:
@@ -85,6 +103,20 @@ class ToyWorld:
             return fact_score(p, response)
         return open_score(p, response, self.categories)
 
+    def judge(self, prompt: ToyPrompt, response: str) -> float:
+        """The evaluation's verdict on `response`: 1.0 acceptable, else 0.0. Open prompts:
+        `judge_accepts`; fact prompts: exact match, as in training."""
+        if prompt.family == "fact":
+            return fact_score(prompt, response)
+        return float(judge_accepts(prompt, response, self.categories))
+
+
+def judge_accepts(prompt: ToyPrompt, response: str,
+                  categories: dict[str, tuple[str, ...]]) -> bool:
+    """Every word in the requested category and no word repeated; the count is not checked."""
+    words = response.split()
+    return all(w in categories[prompt.category] for w in words) and len(set(words)) == len(words)
+
 
 def open_score(prompt: ToyPrompt, response: str, categories: dict[str, tuple[str, ...]]) -> float:
     """0.6 * on-category fraction + 0.2 * [no repeats] + 0.2 * [exactly target_len words]."""
@@ -103,7 +135,11 @@ def fact_score(prompt: ToyPrompt, response: str) -> float:
 
 
 def build_world(spec: ToyWorldSpec) -> ToyWorld:
-    """Deterministically draw the prompts (and fact answers) of `spec` from `spec.seed`."""
+    """Deterministically draw the prompts (and fact answers) of `spec` from `spec.seed`.
+
+    The held-out prompts are drawn after every training draw, from the candidates left, so a
+    seed's training prompts do not depend on the held-out counts.
+    """
     alphabet = CONTENT_POOL[: spec.response_alphabet]
     # Only categories with >= 2 alphabet words make prompts: a 1-word category is degenerate.
     categories = {
@@ -112,22 +148,40 @@ def build_world(spec: ToyWorldSpec) -> ToyWorld:
         if sum(w in alphabet for w in ws) >= 2
     }
     rng = random.Random(spec.seed)
-    prompts = _open_prompts(spec, categories, rng) + _fact_prompts(spec, categories, rng)
-    return ToyWorld(spec, prompts, alphabet, categories, {p.text: p for p in prompts})
+    opens = _open_candidates(spec, categories)
+    relations = [r for r, c in FACT_RELATIONS.items() if c in categories]
+    facts = [(r, e) for r in relations for e in ENTITIES]
+    open_train = _draw(opens, spec.n_open_prompts, [], "n_open_prompts", rng)
+    fact_train = _draw(facts, spec.n_fact_prompts, [], "n_fact_prompts", rng)
+    prompts = _open_prompts(open_train) + _fact_prompts(spec, fact_train, categories, rng)
+    open_held = _draw(opens, spec.n_heldout_open_prompts, open_train,
+                      "n_open_prompts + n_heldout_open_prompts", rng)
+    fact_held = _draw(facts, spec.n_heldout_fact_prompts, fact_train,
+                      "n_fact_prompts + n_heldout_fact_prompts", rng)
+    heldout = _open_prompts(open_held) + _fact_prompts(spec, fact_held, categories, rng)
+    by_text = {p.text: p for p in prompts + heldout}
+    return ToyWorld(spec, prompts, heldout, alphabet, categories, by_text)
 
 
-def _open_prompts(
-    spec: ToyWorldSpec, categories: dict[str, tuple[str, ...]], rng: random.Random
-) -> tuple[ToyPrompt, ...]:
-    candidates = [
+def _draw(candidates: list, n: int, taken: list, what: str, rng: random.Random) -> list:
+    left = [c for c in candidates if c not in taken]
+    if n > len(left):
+        raise ValueError(f"{what} > {len(candidates)} candidates")
+    return rng.sample(left, n)
+
+
+def _open_candidates(
+    spec: ToyWorldSpec, categories: dict[str, tuple[str, ...]]
+) -> list[tuple[str, int, str]]:
+    return [
         (verb, k, cat)
         for verb in OPEN_VERBS
         for k in range(1, spec.max_response_tokens + 1)
         for cat in categories
     ]
-    if spec.n_open_prompts > len(candidates):
-        raise ValueError(f"n_open_prompts > {len(candidates)} candidates")
-    chosen = rng.sample(candidates, spec.n_open_prompts)
+
+
+def _open_prompts(chosen: list[tuple[str, int, str]]) -> tuple[ToyPrompt, ...]:
     return tuple(
         ToyPrompt(f"{verb} {COUNT_WORDS[k - 1]} {cat}", "open", cat, target_len=k)
         for verb, k, cat in chosen
@@ -135,16 +189,12 @@ def _open_prompts(
 
 
 def _fact_prompts(
-    spec: ToyWorldSpec, categories: dict[str, tuple[str, ...]], rng: random.Random
+    spec: ToyWorldSpec, chosen: list[tuple[str, str]], categories: dict[str, tuple[str, ...]],
+    rng: random.Random,
 ) -> tuple[ToyPrompt, ...]:
-    relations = [r for r, c in FACT_RELATIONS.items() if c in categories]
-    candidates = [(r, e) for r in relations for e in ENTITIES]
-    if spec.n_fact_prompts > len(candidates):
-        raise ValueError(f"n_fact_prompts > {len(candidates)} candidates")
-    chosen = rng.sample(candidates, spec.n_fact_prompts)
     # Exactly round(rate * n) known facts, so pi_ref's accuracy is deterministic by design.
-    n_known = round(spec.fact_known_rate * spec.n_fact_prompts)
-    known = set(rng.sample(range(spec.n_fact_prompts), n_known))
+    n_known = round(spec.fact_known_rate * len(chosen))
+    known = set(rng.sample(range(len(chosen)), n_known))
     prompts = []
     for i, (rel, ent) in enumerate(chosen):
         words = categories[FACT_RELATIONS[rel]]

@@ -2,7 +2,9 @@
 
 The teacher knows only some facts (`ToyWorldSpec.fact_known_rate`) and answers open prompts
 with a mix of good and mediocre responses, so pi_ref's QA accuracy and open reward are both far
-from their maxima. Every log-prob here is the masked policy's (`didray.worlds.toy.mask`).
+from their maxima. The SFT corpus covers the training and the held-out prompts alike: pi_ref
+has seen every prompt, and only the preference data leave the held-out ones out. Every
+log-prob here is the masked policy's (`didray.worlds.toy.mask`).
 """
 
 from __future__ import annotations
@@ -66,10 +68,11 @@ def response_logprobs(
 def enumerate_logps(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: ToyWorld
 ) -> Tensor:
-    """log pi(y | x) of every enumerated response of every prompt: (P, R)."""
+    """log pi(y | x) of every enumerated response of every prompt: (P, R), rows in
+    `world.all_prompts` order (training, then held-out)."""
     responses = enumerate_responses(world)
     return torch.stack([response_logprobs(model, tokenizer, p.text, responses)
-                        for p in world.prompts])
+                        for p in world.all_prompts])
 
 
 # ----------------------------------------------------------------------------- teacher, SFT
@@ -120,10 +123,12 @@ def _teacher_open(world: ToyWorld, prompt: ToyPrompt, rng: random.Random) -> str
 
 
 def sft_corpus(world: ToyWorld) -> list[tuple[str, str]]:
-    """(prompt, response) pairs: spec.sft_samples_per_prompt teacher draws per prompt."""
+    """(prompt, response) pairs: spec.sft_samples_per_prompt teacher draws per prompt,
+    held-out prompts included."""
     rng = random.Random(f"sft-{world.spec.seed}")
     n = world.spec.sft_samples_per_prompt
-    return [(p.text, teacher_sample(world, p, rng)) for p in world.prompts for _ in range(n)]
+    return [(p.text, teacher_sample(world, p, rng)) for p in world.all_prompts
+            for _ in range(n)]
 
 
 def train_sft(
@@ -195,6 +200,7 @@ def _fit_into(spec: ToyWorldSpec, out: Path) -> None:
         "recipe_hash": spec.recipe_hash(),
         "spec": spec.model_dump(),
         "prompts": [asdict(p) for p in world.prompts],
+        "heldout_prompts": [asdict(p) for p in world.heldout_prompts],
         "sft": {"seconds": seconds, "first_loss": losses[0], "final_loss": losses[-1]},
     }
     # world.json last: _complete() requires it, so it marks a finished write.
@@ -205,7 +211,8 @@ def read_world(path: str | Path) -> ToyWorld:
     """The world of a `fit_reference` directory, from its world.json only (no model loaded)."""
     meta = json.loads((Path(path) / "world.json").read_text())
     world = build_world(ToyWorldSpec(**meta["spec"]))
-    if [asdict(p) for p in world.prompts] != meta["prompts"]:
+    drawn = {"prompts": world.prompts, "heldout_prompts": world.heldout_prompts}
+    if any([asdict(p) for p in drawn[key]] != meta[key] for key in drawn):
         raise ValueError(f"{path}: world.json prompts differ from build_world(spec)")
     return world
 
