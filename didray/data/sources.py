@@ -65,26 +65,25 @@ def toy_sources(world: toy.ToyWorld, sweep: Sweep, pool: PoolFactory) -> Sources
                    log_n=math.log(len(responses)), top_entropy=float(top.double().log().mean()))
 
 
-def snis_tilt_entropy(prompts: list[str], score, sweep: Sweep, pool: PoolFactory):
-    """tau -> mean over prompts of an SNIS estimate of a tilt's DID entropy from K pi_ref
-    draws per prompt at temperature 1 (docs/design.md §1.8, §5.4), the draws made once."""
-    k = sweep.eval.did_samples
+def snis_tilt_entropy(prompts: list[str], score, draw: Callable[[], list]):
+    """tau -> mean over prompts of an SNIS estimate of a tilt's DID entropy (docs/design.md
+    §1.8, §5.4) from `draw()`: K pi_ref completions per prompt at temperature 1, drawn and
+    scored once, on first use."""
 
     @functools.cache
     def draws() -> tuple[Tensor, Tensor]:
-        rows = pool().generate(prompts, k, temperature=1.0, max_tokens=sweep.sampler.max_tokens,
-                               seed=sweep.data.seed)
+        rows = draw()
         logp = torch.tensor([[sum(c.token_logprobs) for c in row] for row in rows],
                             dtype=torch.float64)  # (P, K)
         flat = score([p for p, row in zip(prompts, rows, strict=True) for _ in row],
                      [c.text for row in rows for c in row])
-        return torch.tensor(flat, dtype=torch.float64).view(len(prompts), k), logp
+        return torch.tensor(flat, dtype=torch.float64).view(logp.shape), logp
 
     def entropy(tau: float) -> float:
         scores, logp = draws()
         return float(snis_entropy(scores / tau, logp, "ref").value.mean())
 
-    return entropy, f"snis_ref_k{k}"
+    return entropy
 
 
 def hf_sources(rows: list[dict], score, sweep: Sweep, pool: PoolFactory) -> Sources:
@@ -108,7 +107,9 @@ def hf_sources(rows: list[dict], score, sweep: Sweep, pool: PoolFactory) -> Sour
                            "neither `chosen` nor `reference`")
         return [[r.get("chosen") or r["reference"]] * per_prompt for r in rows]
 
-    prompts = [r["prompt"] for r in rows]
+    prompts, k = [r["prompt"] for r in rows], sweep.eval.did_samples
+    entropy = snis_tilt_entropy(prompts, score, lambda: pool().generate(
+        prompts, k, temperature=1.0, max_tokens=sweep.sampler.max_tokens, seed=sweep.data.seed))
     return Sources(prompts, ["open"] * len(rows), score,
                    pool_draws(pool, sweep, sweep.sampler.max_tokens), given_pairs,
-                   given_chosen, *snis_tilt_entropy(prompts, score, sweep, pool))
+                   given_chosen, entropy, f"snis_ref_k{k}")
