@@ -367,7 +367,7 @@ class Eval(Strict):
 
     exact: bool = Field(True, description="toy world: exact DID entropy at every report")
     did_samples: Int = count(32, 1024, "K samples per prompt for DID estimates")
-    bootstrap: Int = count(200, 100_000, "bootstrap resamples for estimate CIs")
+    bootstrap: Int = count(200, 100_000, "bootstrap resamples for the estimates' spreads")
     prompts: IntOrNone = count(
         None, 100_000, "world: hf: evaluate on the first N data prompts (default: all)")
     scorer: Scorer | None = Field(None, description="world: hf: instruction-following score")
