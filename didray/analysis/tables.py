@@ -96,29 +96,43 @@ def regimes(results: Results) -> pl.DataFrame:
     return table.collect()
 
 
-def correlations(results: Results, by: Sequence[str] = ("sweep",), resamples: int = 1000,
-                 level: float = 0.95, seed: int = 0) -> pl.DataFrame:
+def correlations(results: Results, by: Sequence[str] = ("sweep",),
+                 within: Sequence[str] = ("beta",), resamples: int = 1000, level: float = 0.95,
+                 seed: int = 0) -> pl.DataFrame:
     """Pearson and Spearman of DID entropy against each score over finished trials, per `by`
     group and DID-entropy estimator (an exact toy value and an hf estimate are not one
     variable), with percentile-bootstrap intervals (trials resampled with replacement).
 
+    The correlations are taken *within* strata of `within` (default: the training beta): both
+    variables (for Spearman, their ranks in the stratum) are centred on their stratum's mean
+    before pooling. The training beta sets how far a policy moves from pi_ref, and so both its
+    DID entropy and its scores; pooled across betas, a correlation can be the beta axis alone,
+    even with the opposite sign to every within-beta one (docs/design.md §7.2). With one
+    stratum these are the ordinary Pearson and Spearman coefficients.
+
     n counts the trials with both values. Correlations are null where a score is constant
     (undefined), intervals null below three trials. Draws come from a seeded hash of
-    (resample, draw), so a table is reproducible.
+    (resample, draw), so a table is reproducible; resamples reuse the centred values.
     """
     group = [*by, ESTIMATOR, "score"]
-    pairs = (results.trials.filter(FINISHED)
-             .unpivot(on=list(CORRELATED), index=[*by, ESTIMATOR, "did_entropy"],
-                      variable_name="score",
-                      value_name="value")
-             .drop_nulls(["did_entropy", "value"])
+    strata = [*group, *within]
+    ranked = (results.trials.filter(FINISHED)
+              .unpivot(on=list(CORRELATED), index=[*by, *within, ESTIMATOR, "did_entropy"],
+                       variable_name="score", value_name="value")
+              .drop_nulls(["did_entropy", "value"])
+              .with_columns(rank_x=pl.col("did_entropy").rank().over(strata),
+                            rank_y=pl.col("value").rank().over(strata)))
+    pairs = (ranked
+             .with_columns((pl.col(a) - pl.col(a).mean().over(strata)).alias(b) for a, b in
+                           (("did_entropy", "x"), ("value", "y"), ("rank_x", "rx"),
+                            ("rank_y", "ry")))
              .with_columns(i=pl.int_range(pl.len(), dtype=pl.UInt64).over(group),
                            n=pl.len().over(group).cast(pl.UInt64)))
     point = pairs.group_by(group).agg(pl.len().alias("n"), *_correlation_exprs())
     draws = (pairs.select(*group, "n", j="i")
              .join(pl.LazyFrame({"b": range(resamples)}), how="cross")
              .with_columns(i=pl.struct("b", "j").hash(seed) % pl.col("n"))
-             .join(pairs.select(*group, "i", "did_entropy", "value"), on=[*group, "i"]))
+             .join(pairs.select(*group, "i", "x", "y", "rx", "ry"), on=[*group, "i"]))
     tail = (1 - level) / 2
     spread = (draws.group_by([*group, "b"]).agg(*_correlation_exprs())
               .group_by(group)
@@ -135,9 +149,10 @@ def correlations(results: Results, by: Sequence[str] = ("sweep",), resamples: in
 
 
 def _correlation_exprs() -> list[pl.Expr]:
-    """Pearson and Spearman of (did_entropy, value); NaN (a constant column) becomes null."""
-    return [pl.corr("did_entropy", "value").fill_nan(None).alias("pearson"),
-            pl.corr("did_entropy", "value", method="spearman").fill_nan(None).alias("spearman")]
+    """Pearson of the centred values and of the centred ranks (`correlations`); NaN (a
+    constant column) becomes null."""
+    return [pl.corr(x, y).fill_nan(None).clip(-1.0, 1.0).alias(name)  # rounding past ±1
+            for x, y, name in (("x", "y", "pearson"), ("rx", "ry", "spearman"))]
 
 
 def dynamics(results: Results) -> pl.DataFrame:

@@ -181,3 +181,20 @@ def test_did_entropy_of_two_estimators_is_never_pooled():
 
 def test_compare_of_one_estimator_has_no_estimator_rows(results):
     assert compare(results, "did_entropy").columns == ["regime", "beta=0.1", "beta=0.5"]
+
+
+def test_correlations_are_taken_within_beta():
+    """Simpson's case: at each beta a higher DID entropy goes with a lower score, while the
+    beta with the higher entropies has the higher scores. Pooled, Spearman is +0.543; within
+    beta it is -1 (each stratum's centred ranks are -1, 0, 1 against 1, 0, -1)."""
+    frame = pl.DataFrame(
+        {"trial_id": [f"t{i}" for i in range(6)], "status": ["TERMINATED"] * 6,
+         "beta": [0.5] * 3 + [2.0] * 3, "did_entropy": [1.0, 2.0, 3.0, 5.0, 6.0, 7.0],
+         "instruction_score": [0.3, 0.2, 0.1, 0.9, 0.8, 0.7]})
+    results = Results.of(frame, sweep="s")
+    score = pl.col("score") == "instruction_score"
+    within = correlations(results).filter(score).row(0, named=True)
+    assert (within["n"], within["spearman"], within["pearson"]) == (6, -1.0, -1.0)
+    pooled = correlations(results, within=()).filter(score).row(0, named=True)
+    # ranks 1..6 against 3,2,1,6,5,4: sum d^2 = 16, rho = 1 - 6*16 / (6*35) = 0.542857
+    assert pooled["spearman"] == pytest.approx(1 - 96 / 210)
