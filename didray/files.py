@@ -70,56 +70,133 @@ def read_manifest(path: Path) -> dict:
 INDEX = "integrity.json"  # written last into a checkpoint or cache directory
 
 
-def sha256_file(path: Path) -> str:
+def size_and_sha256(path: Path) -> list:
+    """[size, sha256] of one open file: both describe the same version even if `path` is
+    replaced meanwhile."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+        return [os.fstat(f.fileno()).st_size, digest.hexdigest()]
 
 
 def write_index(directory: Path) -> None:
     """Size and sha256 of every file in `directory`, written last: what `damage` checks."""
     files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != INDEX)
-    index = {str(p.relative_to(directory)): [p.stat().st_size, sha256_file(p)] for p in files}
+    index = {str(p.relative_to(directory)): size_and_sha256(p) for p in files}
     (directory / INDEX).write_text(json.dumps(index))
 
 
-def damage(directory: Path) -> str | None:
-    """Why `directory` does not match its index (missing, truncated, altered), or None."""
+def _mismatch(name: str, path: Path, size: int, digest: str | None) -> str | None:
+    """Why `path` is not the file of this size and sha256 (size only when digest is None)."""
+    if not path.is_file():
+        return f"{name} is missing"
+    if path.stat().st_size != size:
+        return f"{name} has {path.stat().st_size} bytes, {size} were written"
+    if digest is not None and size_and_sha256(path)[1] != digest:
+        return f"{name} differs from what was written (sha256)"
+    return None
+
+
+def damage(directory: Path, hashed: bool = True) -> str | None:
+    """Why `directory` does not match its index (missing, truncated, altered), or None.
+    `hashed=False` checks sizes only: enough for truncation, cheap for gigabytes of weights."""
     try:
         index = json.loads((directory / INDEX).read_text())
     except (OSError, ValueError):
         return f"no readable {INDEX} (written last, so the directory is incomplete)"
     for name, (size, digest) in index.items():
-        path = directory / name
-        if not path.is_file():
-            return f"{name} is missing"
-        if path.stat().st_size != size:
-            return f"{name} has {path.stat().st_size} bytes, {size} were written"
-        if sha256_file(path) != digest:
-            return f"{name} differs from what was written (sha256)"
+        if problem := _mismatch(name, directory / name, size, digest if hashed else None):
+            return problem
     return None
 
 
+def unusable(final: Path, complete: Callable[[Path], bool], hashed: bool = True) -> str | None:
+    """Why the built directory `final` cannot be reused (absent, incomplete, damaged), or None."""
+    if not final.exists():
+        return "absent"
+    if not complete(final):
+        return "incomplete"
+    return damage(final, hashed)
+
+
 def build_once(final: Path, complete: Callable[[Path], bool],
-               write: Callable[[Path], None]) -> bool:
-    """Make the directory `final` by `write(tmp)` unless `complete(final)`; returns whether it
-    was written. A crash never leaves a half-written entry that would later be mistaken for a
-    finished one."""
-    if complete(final):
+               write: Callable[[Path], None], say: Callable[[str], None] | None = None,
+               hashed: bool = True) -> bool:
+    """Make the directory `final` by `write(tmp)` unless it is complete and matches its
+    integrity index; returns whether it was written. The index is written last, so a crash
+    never leaves a half-written entry that would later be mistaken for a finished one, and a
+    truncated or altered entry is rebuilt (`say` tells why) instead of used."""
+    problem = unusable(final, complete, hashed)
+    if problem is None:
         return False
+    if say is not None and final.exists():
+        say(f"cache: {final} cannot be reused ({problem}); rebuilding it")
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".tmp-{final.name}-"))
     try:
         write(tmp)
-        if final.exists() and not complete(final):
-            shutil.rmtree(final)  # a stale partial entry from an older, non-atomic writer
+        write_index(tmp)
+        if final.exists() and unusable(final, complete, hashed):
+            shutil.rmtree(final)  # damaged, or a partial entry from an older writer
         try:
             os.replace(tmp, final)
         except OSError:
-            if not complete(final):  # someone else finished first: use theirs
+            if unusable(final, complete, hashed):  # someone else finished first: use theirs
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return True
+
+
+def seal_path(path: Path) -> Path:
+    """A single file's integrity index: `<name>.integrity.json` beside it."""
+    return path.with_name(f"{path.name}.{INDEX}")
+
+
+def _read_seal(path: Path) -> list | None:
+    try:
+        return json.loads(seal_path(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def sealed_write(path: Path, write: Callable[[str], object]) -> None:
+    """`atomic_write`, then the file's size and sha256 beside it. The old seal goes first:
+    a crash in between leaves the file unsealed, never sealed with another file's hash."""
+    seal_path(path).unlink(missing_ok=True)
+    atomic_write(path, write)
+    seal = size_and_sha256(path)
+    atomic_write(seal_path(path), lambda tmp: Path(tmp).write_text(json.dumps(seal)))
+
+
+def file_damage(path: Path, unsealed_ok: bool = False) -> str | None:
+    """Why the file `path` differs from what `sealed_write` wrote, or None. A file without a
+    seal is damage unless `unsealed_ok` (results written before files were sealed).
+
+    A writer may replace the file while this reads it (a running sweep rewrites its tables):
+    the seal is read before and after hashing, and the file counts as intact if it matches
+    either; only a mismatch against a seal that stayed the same is damage."""
+    for _ in range(5):
+        before = _read_seal(path)
+        if before is None:
+            return None if unsealed_ok else f"{path.name} has no readable {seal_path(path).name}"
+        if not path.is_file():
+            return f"{path.name} is missing"
+        actual = size_and_sha256(path)
+        after = _read_seal(path)
+        if actual in (before, after):
+            return None
+        if before == after:
+            return (f"{path.name} has {actual[0]} bytes, {before[0]} were written"
+                    if actual[0] != before[0] else
+                    f"{path.name} differs from what was written (sha256)")
+    return f"{path.name} kept changing while it was checked"
+
+
+def check_sealed(path: Path) -> None:
+    """BadInput naming `path` when it differs from what didray wrote (a flipped byte can
+    decode to a plausible, wrong number); an unsealed file, from an older didray, passes."""
+    if problem := file_damage(path, unsealed_ok=True):
+        raise BadInput(f"{path}: changed after didray wrote it ({problem}); the file is "
+                       "corrupt: restore it from a copy or rerun the sweep with --resume")

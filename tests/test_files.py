@@ -1,12 +1,23 @@
-"""The bottom layer's files: integrity indexes, JSON that is corrupt, a damaged checkpoint."""
+"""The bottom layer's files: integrity indexes and seals, JSON that is corrupt, a damaged
+checkpoint, a damaged cache entry rebuilt."""
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
 
 from didray.errors import BadInput
-from didray.files import damage, read_json, read_manifest, write_index
+from didray.files import (
+    build_once,
+    damage,
+    file_damage,
+    read_json,
+    read_manifest,
+    seal_path,
+    sealed_write,
+    write_index,
+)
 from didray.train.worker import intact_checkpoint
 
 
@@ -56,3 +67,57 @@ def test_corrupt_json_and_manifests_are_named_errors(tmp_path):
     with pytest.raises(BadInput, match="manifest.json: a sweep manifest is a JSON object, "
                                        "this holds a list"):
         read_manifest(path)
+
+
+def test_a_seal_catches_truncation_and_alteration(tmp_path):
+    path = tmp_path / "t.bin"
+    sealed_write(path, lambda tmp: Path(tmp).write_bytes(b"x" * 100))
+    assert json.loads(seal_path(path).read_text())[0] == 100
+    assert file_damage(path) is None
+    path.write_bytes(b"x" * 60)
+    assert file_damage(path) == "t.bin has 60 bytes, 100 were written"
+    path.write_bytes(b"x" * 99 + b"y")
+    assert file_damage(path) == "t.bin differs from what was written (sha256)"
+    seal_path(path).unlink()
+    assert file_damage(path) == "t.bin has no readable t.bin.integrity.json"
+    assert file_damage(path, unsealed_ok=True) is None  # an older didray's file
+
+
+def test_a_file_rewritten_while_it_is_checked_is_never_called_damaged(tmp_path):
+    """A running sweep rewrites its tables while a notebook reads them: every check must see
+    a file and a seal that belong together, or no seal (then the file passes unchecked)."""
+    path = tmp_path / "trials.parquet"
+    sealed_write(path, lambda tmp: Path(tmp).write_bytes(b"0"))
+    done = threading.Event()
+
+    def rewrite():
+        for i in range(300):
+            sealed_write(path, lambda tmp, i=i: Path(tmp).write_bytes(str(i).encode() * 5000))
+        done.set()
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    seen = set()
+    while not done.is_set():
+        seen.add(file_damage(path, unsealed_ok=True))
+    writer.join()
+    assert seen == {None}
+    assert file_damage(path) is None
+
+
+def test_a_damaged_cache_entry_is_rebuilt_and_said(tmp_path):
+    final, said, builds = tmp_path / "entry", [], []
+
+    def write(out: Path) -> None:
+        builds.append(out)
+        (out / "table.pt").write_bytes(b"t" * 4096)
+
+    assert build_once(final, Path.exists, write, said.append)
+    assert not build_once(final, Path.exists, write, said.append)  # intact: reused
+    assert len(builds) == 1 and said == []
+    with (final / "table.pt").open("r+b") as f:
+        f.truncate(1000)  # disk full while a copy was made
+    assert build_once(final, Path.exists, write, said.append)
+    assert said == [f"cache: {final} cannot be reused (table.pt has 1000 bytes, 4096 were "
+                    "written); rebuilding it"]
+    assert (final / "table.pt").read_bytes() == b"t" * 4096 and damage(final) is None

@@ -17,7 +17,7 @@ import polars as pl
 
 from didray import metrics
 from didray.errors import BadInput
-from didray.files import read_manifest
+from didray.files import check_sealed, read_manifest
 
 DTYPES = {"float": pl.Float64(), "int": pl.Int64(), "str": pl.String()}
 
@@ -115,7 +115,9 @@ def _evals(trials: pl.LazyFrame, estimates: pl.LazyFrame | None) -> pl.LazyFrame
 
 
 def _check_parquet(path: Path) -> None:
-    """Read the footer now so a truncated or foreign file fails here, named, not mid-query."""
+    """Check the file against its seal (a flipped byte can read as a plausible wrong value),
+    and read the footer now so a truncated or foreign file fails here, named, not mid-query."""
+    check_sealed(path)
     try:
         pl.read_parquet_schema(path)
     except (pl.exceptions.PolarsError, OSError) as err:

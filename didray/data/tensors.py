@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from didray.files import atomic_write
+from didray.files import sealed_write
 from didray.worlds.text import Encoded
 
 
@@ -35,7 +35,7 @@ class PairTensors:
 def save_pair_tensors(data: PairTensors, path: Path) -> None:
     tensors = {"input_ids": data.enc.input_ids, "attention_mask": data.enc.attention_mask,
                "response_mask": data.enc.response_mask, "ref_logps": data.ref_logps}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp))
+    sealed_write(path, lambda tmp: save_file(tensors, tmp))
 
 
 def load_pair_tensors(path: Path) -> PairTensors:

@@ -3,6 +3,10 @@
 Prompts are split over the actors in contiguous shards and the answers put back in order.
 Each prompt's random stream is seeded from (seed, prompt text) inside the sampler, so the
 draws do not depend on how many actors there are.
+
+Ray restarts an actor whose process dies and reruns the calls it was serving: each call is
+idempotent (the draws are seeded per prompt, scores are deterministic), and each names the
+weights it expects, since a restarted actor starts on the weights it was made with.
 """
 
 from __future__ import annotations
@@ -33,6 +37,28 @@ def shards(n_items: int, n_parts: int) -> list[slice]:
     return [slice(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
 
 
+# Ray: a dead sampler actor is replaced, and its calls rerun, this many times.
+RESTARTS = 3
+
+
+class PooledSampler(Sampler):
+    """A sampler actor that serves the weights each call names, loading them first where a
+    restart left it on the weights it was made with (pi_ref, not the trial's checkpoint)."""
+
+    def __init__(self, model_dir: str, backend: str, dtype: str, threads: int) -> None:
+        super().__init__(model_dir, backend, dtype, threads)
+        self.weights = model_dir
+
+    def use(self, weights: str) -> None:
+        if weights != self.weights:
+            self.reload_weights(weights)
+            self.weights = weights
+
+    def serve(self, weights: str, method: str, *args, **kwargs) -> list:
+        self.use(weights)
+        return getattr(self, method)(*args, **kwargs)
+
+
 class SamplerPool:
     """`settings.actors` sampler actors serving one model; use as a context manager so the
     actors (and the CPUs or GPUs they hold) are released when the work is done."""
@@ -41,14 +67,16 @@ class SamplerPool:
                  dtype: str = "float32") -> None:
         self.backend = resolve_backend(settings.backend)
         threads = threads_for(settings.cpus_per_actor)
-        remote = ray.remote(Sampler).options(  # Ray: one process per actor
+        remote = ray.remote(PooledSampler).options(  # Ray: one process per actor
             num_cpus=settings.cpus_per_actor, num_gpus=settings.gpus_per_actor,
             max_concurrency=1,  # an engine is not thread-safe: calls queue up
+            max_restarts=RESTARTS, max_task_retries=RESTARTS,
             runtime_env=actor_env(self.backend),
             # Not inside the caller's placement group (a Tune trial's holds no CPU): the
             # actors take the cluster's free resources like any other.
             scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
-        self.actors = [remote.remote(str(model_dir), self.backend, dtype, threads)
+        self.weights = str(model_dir)
+        self.actors = [remote.remote(self.weights, self.backend, dtype, threads)
                        for _ in range(settings.actors)]
 
     def __enter__(self) -> SamplerPool:
@@ -59,14 +87,14 @@ class SamplerPool:
 
     def close(self) -> None:
         for actor in self.actors:
-            ray.kill(actor)  # Ray: frees the actor's resources at once
+            ray.kill(actor)  # Ray: frees the actor's resources at once, no restart
         self.actors = []
 
     def _map(self, method: str, columns: list[list], **kwargs) -> list:
         if not columns[0]:
             return []
         parts = shards(len(columns[0]), len(self.actors))
-        refs = [getattr(actor, method).remote(*(c[s] for c in columns), **kwargs)
+        refs = [actor.serve.remote(self.weights, method, *(c[s] for c in columns), **kwargs)
                 for actor, s in zip(self.actors, parts, strict=False)]
         return [row for part in ray.get(refs) for row in part]  # Ray: wait for every shard
 
@@ -83,4 +111,6 @@ class SamplerPool:
         return self._map("score_ids", [prompts, responses])
 
     def reload_weights(self, model_dir: str | Path) -> None:
-        ray.get([a.reload_weights.remote(str(model_dir)) for a in self.actors])
+        """Serve `model_dir`'s weights from now on (a restarted actor reloads them too)."""
+        self.weights = str(model_dir)
+        ray.get([a.use.remote(self.weights) for a in self.actors])

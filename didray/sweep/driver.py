@@ -16,8 +16,6 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-import polars as pl
-
 from didray.config.schema import Sweep
 from didray.config.trial import RegimeFiles, TrialSpec
 from didray.errors import BadInput
@@ -27,6 +25,7 @@ from didray.sampling.sampler import resolve_backend
 from didray.sweep import RAY_ENV
 from didray.sweep.prepare import Caches, PreparedSweep, model_dtype, prepare
 from didray.sweep.progress import AXES, ResultsWriter
+from didray.sweep.results import read_parquet
 
 # 2: trials get a typed TrialSpec through tune.with_parameters; Tune state written by version 1
 # (the whole sweep config in param_space) cannot be restored by this code.
@@ -289,7 +288,7 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool) -> Path:
     tuner = build_tuner(sweep, trial_spec(sweep, prepared, sweep_dir), writer, resume)
     say(f"ray: running trials; results in {sweep_dir}")
     grid = fit(tuner, sweep)
-    trials = pl.read_parquet(sweep_dir / "trials.parquet")
+    trials = read_parquet(sweep_dir / "trials.parquet")
     statuses = trials["status"].to_list()
     spent = {m.name: float(trials[m.name].sum()) for m in TIMES if m.name in trials.columns}
     if spent:

@@ -1,11 +1,13 @@
 """The prepare stage: pi_ref, each regime's dataset, the reference log-prob caches and, in the
 hf world, pi_ref's evaluation samples.
 
-Everything here is keyed by a content hash and written atomically, so a second run (or a
-resumed one) reuses it; `Caches` counts what was actually computed, for the manifest. pi_ref's
-draws come from the sampler actors, started on first use (a fully cached prepare starts none).
-Reference log-probs run as a Ray task with a training worker's resources, through the code
-training uses, so step 0 of every trial sits exactly at pi_ref.
+Everything here is keyed by a content hash, written atomically and sealed with the size and
+sha256 of its files (written last), so a second run (or a resumed one) reuses it if it is
+intact and rebuilds it, saying why, if it was truncated or altered; `Caches` counts what was
+actually computed, for the manifest. pi_ref's draws come from the sampler actors, started on
+first use (a fully cached prepare starts none). Reference log-probs run as a Ray task with a
+training worker's resources, through the code training uses, so step 0 of every trial sits
+exactly at pi_ref.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from didray.data.tensors import PairTensors, save_pair_tensors
 from didray.errors import BadInput
 from didray.eval import hf as hf_eval
 from didray.eval.scorers import make_scorer
-from didray.files import atomic_write, build_once, content_hash, write_json
+from didray.files import build_once, content_hash, file_damage, sealed_write, unusable
 from didray.sampling.pool import SamplerPool
 from didray.sampling.sampler import resolve_backend
 from didray.worlds import hf, hf_data, toy
@@ -104,6 +106,14 @@ def model_dtype(sweep: Sweep) -> str:
     return sweep.model.hf.dtype if sweep.world == "hf" else "float32"
 
 
+def reusable(path: Path, problem: str | None, progress: Progress) -> bool:
+    """Whether the cache entry `path` can be reused (`problem` is why not); a damaged one is
+    rebuilt, and the user told so."""
+    if problem is not None and path.exists():
+        progress(f"cache: {path.name} cannot be reused ({problem}); rebuilding it")
+    return problem is None
+
+
 def check_prompt_lengths(world: toy.ToyWorld, tokenizer, max_prompt: int) -> None:
     """Truncated prompts would train on text that exact evaluation never scores."""
     longest = max(len(tokenizer.encode(prompt_text(tokenizer, p.text), add_special_tokens=False))
@@ -118,20 +128,20 @@ def toy_world(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress)
     spec = sweep.model.toy
     world_hash = spec.recipe_hash()
     cache_root = sweep.storage / "cache"
-    cached = (cache_root / "toy" / world_hash).is_dir()
+    cached = toy.reference_problem(spec, cache_root / "toy") is None
     progress(f"pi_ref: toy world {world_hash} ({'cached' if cached else 'fitting by SFT'})")
-    world_dir = toy.fit_reference(spec, cache_root / "toy")
+    world_dir = toy.fit_reference(spec, cache_root / "toy", say=progress)
     caches.note(f"pi_ref/{world_hash}", not cached)
     world, model, tokenizer = toy.load_world(world_dir)
     check_prompt_lengths(world, tokenizer, sweep.train.max_prompt_tokens)
 
     enum_file = sweep_dir / "data" / f"ref-enumeration-{world_hash}.pt"
-    fresh = not enum_file.exists()
+    fresh = not reusable(enum_file, file_damage(enum_file), progress)
     if fresh:
         progress(f"pi_ref: enumerating {len(world.all_prompts)} prompts x "
                  f"{toy.response_space_size(world)} responses")
         table = toy.enumerate_logps(model, tokenizer, world)  # (P, R)
-        atomic_write(enum_file, lambda tmp: torch.save(table, tmp))
+        sealed_write(enum_file, lambda tmp: torch.save(table, tmp))
     caches.note(f"enumeration/{enum_file.stem}", fresh)
     return World(world_dir, world_hash, lambda pool: toy_sources(world, sweep, pool),
                  enum_file=enum_file)
@@ -157,10 +167,12 @@ def hf_world(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) 
         key = content_hash(world_hash, prompts, sweep.eval.model_dump(), sampling_key(sweep),
                            "ids-v1")
         path = sweep_dir / "data" / f"ref-eval-{key}.json"
-        fresh = not path.exists()
+        fresh = not reusable(path, file_damage(path), progress)
         if fresh:
             progress(f"eval: pi_ref's samples and greedy responses on {len(prompts)} prompts")
-            write_json(hf_eval.reference_eval(pool(), prompts, sweep, scorer(), references), path)
+            text = json.dumps(hf_eval.reference_eval(pool(), prompts, sweep, scorer(), references),
+                              indent=2, default=str)
+            sealed_write(path, lambda tmp: Path(tmp).write_text(text))
         caches.note(f"ref-eval/{key}", fresh)
         return path
 
@@ -222,7 +234,7 @@ def build_regime(sweep: Sweep, name: str, world: World, sources: Sources, sweep_
     data_hash = content_hash(world.hash, regime.model_dump(), data_cfg.model_dump(),
                              world.score_key, sampled, "stats-v1")
     data_dir = sweep_dir / "data" / f"{name}-{data_hash}"
-    built = not data_dir.exists()
+    built = not reusable(data_dir, unusable(data_dir, Path.exists), progress)
     if built:
         progress(f"data: building regime {name!r} ({regime.kind})")
         pairs = build_pairs(regime, sources, data_cfg.pairs_per_prompt, data_cfg.seed)
@@ -265,8 +277,9 @@ def references(sweep: Sweep, world: World, data: dict[str, tuple[Path, str, dict
         ref_file = data_dir.parent / f"{name}-{data_hash}.ref-{ref_hash}.safetensors"
         regimes[name] = PreparedRegime(name, data_dir, data_hash, ref_file, ref_hash,
                                        len(dataset), stats)
-        caches.note(f"ref/{ref_hash}", not ref_file.exists())
-        if not ref_file.exists():
+        fresh = not reusable(ref_file, file_damage(ref_file), progress)
+        caches.note(f"ref/{ref_hash}", fresh)
+        if fresh:
             progress(f"data: reference log-probs for {name!r} ({len(dataset)} pairs)")
             missing[name] = (list(dataset["prompt"]) * 2,
                              list(dataset["chosen"]) + list(dataset["rejected"]))

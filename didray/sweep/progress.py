@@ -14,7 +14,7 @@ import polars as pl
 from ray import tune
 
 from didray.metrics import FINAL, lookup, step_values
-from didray.sweep.results import rows_frame, write_parquet
+from didray.sweep.results import read_parquet, rows_frame, write_parquet
 
 AXES = ("beta", "regime", "seed")
 SHOWN = ("loss", "rewards/accuracies", "rewards/margins", "did/entropy")
@@ -35,7 +35,7 @@ def last_report(metrics: dict) -> dict:
 
 
 def _read_rows(path: Path) -> list[dict]:
-    return pl.read_parquet(path).to_dicts() if path.exists() else []
+    return read_parquet(path).to_dicts() if path.exists() else []
 
 
 class ResultsWriter(tune.Callback):
@@ -103,7 +103,7 @@ class ResultsWriter(tune.Callback):
         """evals.parquet gathers the per-trial estimate files the trials write themselves."""
         parts = sorted((self.sweep_dir / "evals").glob("*.parquet"))
         if parts:
-            write_parquet(pl.concat([pl.read_parquet(p) for p in parts], how="diagonal"),
+            write_parquet(pl.concat([read_parquet(p) for p in parts], how="diagonal"),
                           self.sweep_dir / "evals.parquet")
 
     def take_history(self, trial) -> None:

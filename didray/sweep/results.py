@@ -1,4 +1,5 @@
-"""Results tables on disk: Parquet files, each replaced atomically (`didray.files`)."""
+"""Results tables on disk: Parquet files, each replaced atomically and sealed with its size and
+sha256 (`didray.files.sealed_write`), so a reader can tell a damaged file from a good one."""
 
 from __future__ import annotations
 
@@ -6,11 +7,17 @@ from pathlib import Path
 
 import polars as pl
 
-from didray.files import atomic_write
+from didray.files import check_sealed, sealed_write
 
 
 def write_parquet(frame: pl.DataFrame, path: Path) -> None:
-    atomic_write(path, frame.write_parquet)
+    sealed_write(path, frame.write_parquet)
+
+
+def read_parquet(path: Path) -> pl.DataFrame:
+    """A results table, refused (BadInput) if it no longer matches its seal."""
+    check_sealed(path)
+    return pl.read_parquet(path)
 
 
 def rows_frame(rows: list[dict]) -> pl.DataFrame:

@@ -60,7 +60,9 @@ def materialize_model(path: str, gguf_file: str | None, cache_dir: str | Path) -
     if not source.is_file():
         raise BadInput(f"{path}: no GGUF file {gguf_file!r} in {resolved}")
     final = Path(cache_dir) / _gguf_key(resolved, gguf_file, source)
-    build_once(final, _complete, lambda tmp: _dequantise_into(resolved, gguf_file, tmp))
+    # Sizes only: hashing gigabytes of weights on every run would cost more than it guards.
+    build_once(final, _complete, lambda tmp: _dequantise_into(resolved, gguf_file, tmp),
+               hashed=False)
     return str(final)
 
 

@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from didray.analysis.load import Results
+from didray.sweep.results import write_parquet
 
 # (trial_id, regime, beta, seed, status, did_entropy, instruction_score, qa_accuracy)
 TRIALS = [
@@ -61,4 +62,13 @@ def sweep_dir(tmp_path: Path) -> Path:
     path.mkdir()
     trials_frame().write_parquet(path / "trials.parquet")
     steps_frame().write_parquet(path / "steps.parquet")
+    return path
+
+
+@pytest.fixture
+def sealed_sweep_dir(tmp_path: Path) -> Path:
+    """The same tables written as a sweep writes them: each sealed with its size and sha256."""
+    path = tmp_path / "sealed"
+    write_parquet(trials_frame(), path / "trials.parquet")
+    write_parquet(steps_frame(), path / "steps.parquet")
     return path

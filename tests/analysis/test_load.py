@@ -1,10 +1,12 @@
 """Loading results directories: declared schemas, several sweeps, and bad input named."""
 
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 
 from didray.analysis.load import EVALS_SCHEMA, STEPS_SCHEMA, TRIALS_SCHEMA, load
 from didray.errors import BadInput
+from didray.files import seal_path
 
 
 def test_every_frame_has_its_declared_schema(sweep_dir):
@@ -116,3 +118,29 @@ def test_a_corrupt_manifest_is_named(sweep_dir):
     (sweep_dir / "manifest.json").write_text('{"version": 2, "sweep": {"na')
     with pytest.raises(BadInput, match="partial/manifest.json: not readable JSON"):
         load(sweep_dir)
+
+
+def middle_of_column(path, column: str) -> int:
+    """The byte offset of the middle of `column`'s data in a Parquet file."""
+    meta = pq.ParquetFile(path).metadata.row_group(0)
+    chunk = next(meta.column(j) for j in range(meta.num_columns)
+                 if meta.column(j).path_in_schema == column)
+    return chunk.data_page_offset + chunk.total_compressed_size // 2
+
+
+def test_a_flipped_byte_in_a_written_table_is_refused_naming_the_file(sealed_sweep_dir):
+    sweep = sealed_sweep_dir
+    assert load(sweep).trials.collect()["did_entropy"].sum() == 22.0  # untouched: loads
+    path = sweep / "trials.parquet"
+    good = path.read_bytes()
+    flipped = bytearray(good)
+    flipped[middle_of_column(path, "did_entropy")] ^= 0x01
+    path.write_bytes(bytes(flipped))
+    # Checked before any byte is decoded: a flipped byte can read as a plausible wrong value,
+    # or make the Parquet reader abort the process.
+    with pytest.raises(BadInput, match=f"{path}: changed after didray wrote it "
+                                       r"\(trials.parquet differs from what was written"):
+        load(sweep)
+    path.write_bytes(good)
+    seal_path(path).unlink()  # written by a didray that sealed nothing: loads unchecked
+    assert load(sweep).trials.collect()["did_entropy"].sum() == 22.0

@@ -24,7 +24,7 @@ _EXPORTS = {
     ".mask": ("ResponseLogitsProcessor", "ResponseSpace", "masked_response_logits",
               "response_hook", "response_space"),
     ".reference": ("enumerate_logps", "fit_reference", "load_world", "read_world",
-                   "response_logprobs"),
+                   "reference_problem", "response_logprobs"),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_HOME)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -26,7 +26,7 @@ from transformers import (
 )
 
 from didray.config.schema import TOY_RECIPE_VERSION, ToyWorldSpec
-from didray.files import build_once
+from didray.files import build_once, unusable
 from didray.worlds.text import batched_response_logps, encode, response_logps
 from didray.worlds.toy.language import (
     ToyPrompt,
@@ -172,10 +172,17 @@ def _complete(path: Path) -> bool:
     return path.is_dir() and all((path / f).is_file() for f in _REQUIRED_FILES)
 
 
-def fit_reference(spec: ToyWorldSpec, cache_dir: str | Path) -> Path:
-    """Build the world, SFT pi_ref, save it under cache_dir/<recipe hash>; reuse if complete."""
+def reference_problem(spec: ToyWorldSpec, cache_dir: str | Path) -> str | None:
+    """Why the cached pi_ref of `spec` cannot be reused (absent, incomplete, damaged), or None."""
+    return unusable(Path(cache_dir) / spec.recipe_hash(), _complete)
+
+
+def fit_reference(spec: ToyWorldSpec, cache_dir: str | Path,
+                  say: Callable[[str], None] | None = None) -> Path:
+    """Build the world, SFT pi_ref, save it under cache_dir/<recipe hash>; reuse it if complete
+    and intact (a damaged one is refitted, `say` tells why)."""
     final = Path(cache_dir) / spec.recipe_hash()
-    build_once(final, _complete, lambda tmp: _fit_into(spec, tmp))
+    build_once(final, _complete, lambda tmp: _fit_into(spec, tmp), say)
     return final
 
 

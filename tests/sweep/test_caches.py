@@ -1,0 +1,54 @@
+"""prepare's caches are reused only when they match their seal; a truncated one is rebuilt, and
+the user told so (no Ray needed: the toy pi_ref and its enumeration)."""
+
+from pathlib import Path
+
+import torch
+import yaml
+
+from didray.config.load import parse_sweep
+from didray.files import damage
+from didray.sweep.prepare import Caches, toy_world
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def truncate(path: Path) -> int:
+    """Cut `path` to half its bytes, as a full disk or an interrupted copy would; its size."""
+    size = path.stat().st_size
+    with path.open("r+b") as f:
+        f.truncate(size // 2)
+    return size
+
+
+def test_a_truncated_cache_is_rebuilt_and_said(tmp_path):
+    spec = yaml.safe_load((ROOT / "sweeps/ci.yaml").read_text())
+    spec["model"]["toy"]["sft_steps"] = 20  # the cache's content does not matter here
+    sweep = parse_sweep({**spec, "storage": str(tmp_path / "results")})
+    sweep_dir, said = tmp_path / "results" / "ci", []
+
+    def computed() -> dict[str, int]:
+        """What one prepare of the toy world computed (1) or reused (0)."""
+        caches = Caches()
+        toy_world(sweep, sweep_dir, caches, said.append)
+        return {key.split("/")[0]: n for key, n in caches.computed.items()}
+
+    assert computed() == {"pi_ref": 1, "enumeration": 1}
+    world_dir = tmp_path / "results" / "cache" / "toy" / sweep.model.toy.recipe_hash()
+    enum_file = next((sweep_dir / "data").glob("ref-enumeration-*.pt"))
+    table = torch.load(enum_file)
+    assert computed() == {"pi_ref": 0, "enumeration": 0}
+    assert not [line for line in said if line.startswith("cache:")]
+
+    size = truncate(enum_file)
+    assert computed() == {"pi_ref": 0, "enumeration": 1}
+    assert f"cache: {enum_file.name} cannot be reused ({enum_file.name} has {size // 2} " \
+           f"bytes, {size} were written); rebuilding it" in said
+    assert torch.equal(torch.load(enum_file), table)
+
+    weights = world_dir / "model.safetensors"
+    size = truncate(weights)
+    assert computed() == {"pi_ref": 1, "enumeration": 0}
+    assert f"cache: {world_dir} cannot be reused (model.safetensors has {size // 2} bytes, " \
+           f"{size} were written); rebuilding it" in said
+    assert damage(world_dir) is None and weights.stat().st_size == size
