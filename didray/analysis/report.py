@@ -3,7 +3,8 @@
 The paper's headline comparison (arXiv:2505.23761): high-entropy DID helps open-ended
 instruction following, low-entropy DID helps knowledge-intensive QA. Here that reads as the
 sign of the rank correlation between a trained policy's DID entropy and each score, across the
-finished trials of a sweep (pooled over beta and regime), with its bootstrap interval.
+finished trials of a sweep within each training beta (pooled over regimes and seeds), with its
+bootstrap interval.
 """
 
 from __future__ import annotations
@@ -54,8 +55,8 @@ def print_tables(results: Results, fmt: str = "table") -> pl.DataFrame:
     print_frame(readable(regimes(results), fmt), fmt, PRECISION)
     print()
     corr = correlations(results)
-    print(_title("Correlation of DID entropy with each score across finished trials "
-                 "(95% bootstrap intervals)", fmt))
+    print(_title("Correlation of DID entropy with each score across finished trials, within "
+                 "training beta (95% bootstrap intervals)", fmt))
     print_frame(readable(corr, fmt), fmt, PRECISION)
     print()
     print(_title("The paper's claims against those correlations (supported / contradicted: "
@@ -104,8 +105,9 @@ def capability_report(results: Results, out: Path, title: str) -> Path:
         f"# DID entropy vs capability: {title}",
         "Claim under test (arXiv:2505.23761): high-entropy DID helps open-ended instruction "
         "following, low-entropy DID helps knowledge-intensive QA. Each finished trial is one "
-        "point (DID entropy of the trained policy, score); the verdict reads the Spearman "
-        "correlation's 95% bootstrap interval.",
+        "point (DID entropy of the trained policy, score); the verdict reads the 95% bootstrap "
+        "interval of the Spearman correlation within training beta (ranks centred per beta, "
+        "since beta alone moves both the entropy and the scores).",
         f"Trials: {counts['trials']} ({counts['finished']} finished, {counts['failed']} failed, "
         f"{counts['running']} running); only finished trials are evaluated.",
         "## Verdicts", markdown(verdicts(correlations(results))),
