@@ -365,7 +365,8 @@ class Judge(Strict):
 class Eval(Strict):
     """What is measured on every trained policy."""
 
-    exact: bool = Field(True, description="toy world: exact DID entropy at every report")
+    exact: bool = Field(True, description="toy world: exact DID entropy and scores at the "
+                        "reports `every` picks; false: at the last step only")
     every: Int = count(
         1, 100_000, "toy world: the exact evaluation runs at every N-th report and always at "
         "the last step (its results are the trial's); 1: at every report. Reports in between "
