@@ -365,7 +365,13 @@ class Judge(Strict):
 class Eval(Strict):
     """What is measured on every trained policy."""
 
-    exact: bool = Field(True, description="toy world: exact DID entropy at every report")
+    exact: bool = Field(True, description="toy world: exact DID entropy and scores at the "
+                        "reports `every` picks; false: at the last step only")
+    every: Int = count(
+        1, 100_000, "toy world: the exact evaluation runs at every N-th report and always at "
+        "the last step (its results are the trial's); 1: at every report. Reports in between "
+        "carry no exact metrics. Above 1 it needs eval.exact: true and is at most the reports "
+        "before the last step, (train.steps - 1) // train.report_every")
     did_samples: Int = count(32, 1024, "K samples per prompt for DID estimates")
     bootstrap: Int = count(200, 100_000, "bootstrap resamples for the estimates' spreads")
     prompts: IntOrNone = count(
@@ -411,6 +417,24 @@ class Sweep(Strict):
         if self.eval.exact and "exact" in self.eval.model_fields_set:
             raise ValueError("eval.exact: true needs world: toy (hf responses cannot be "
                              "enumerated); remove it")
+        return self
+
+    @model_validator(mode="after")
+    def _evaluations_at_reports(self) -> Sweep:
+        every = self.eval.every
+        if every == 1:
+            return self
+        if self.world != "toy" or not self.eval.exact:
+            raise ValueError(f"eval.every ({every}) schedules the exact toy evaluation: it "
+                             "needs world: toy and eval.exact: true; remove it")
+        steps, report_every = self.train.steps, self.train.report_every
+        reports = (steps - 1) // report_every
+        if every > reports:
+            raise ValueError(
+                f"eval.every ({every}) must be <= the reports before the last step, "
+                f"(train.steps - 1) // train.report_every = ({steps} - 1) // {report_every} "
+                f"= {reports}: otherwise only the last step is evaluated (eval.exact: false "
+                "says that)")
         return self
 
     @model_validator(mode="after")

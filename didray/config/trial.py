@@ -45,6 +45,14 @@ class TrialSpec:
     def threads(self) -> int:
         return threads_for(self.scaling.cpus_per_worker)
 
+    def evaluates_at(self, step: int) -> bool:
+        """Whether the exact toy evaluation runs at this report step: at every eval.every-th
+        report (only with eval.exact) and always at the last step, whose table the final
+        evaluation reuses."""
+        if step == self.train.steps:
+            return True
+        return self.eval.exact and step % (self.train.report_every * self.eval.every) == 0
+
 
 @dataclass(frozen=True)
 class Trial:

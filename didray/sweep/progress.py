@@ -71,6 +71,14 @@ class ResultsWriter(tune.Callback):
         row = {**self._trials.get(trial.trial_id, {}), **self._axes(trial), "status": status}
         self._trials[trial.trial_id] = {**row, **extra}
 
+    def _report_row(self, trial, metrics: dict) -> None:
+        """The trial row's `final/` columns become this report's, the previous report's
+        dropped: a report without the exact evaluation (eval.every) leaves final/did/entropy
+        empty rather than an older step's value."""
+        row = self._trials.get(trial.trial_id, {})
+        self._trials[trial.trial_id] = {k: v for k, v in row.items() if not k.startswith(FINAL)}
+        self._trial_row(trial, "RUNNING", **last_report(metrics))
+
     def flush(self, force: bool = False) -> None:
         if not force and time.monotonic() - self._flushed < self.flush_every_s:
             return
@@ -93,7 +101,7 @@ class ResultsWriter(tune.Callback):
         metrics = registered(result, "steps")
         step = int(metrics["step"])
         self._steps[trial.trial_id, step] = {**self._axes(trial), **metrics}
-        self._trial_row(trial, "RUNNING", **last_report(metrics))
+        self._report_row(trial, metrics)
         shown = " ".join(f"{k}={metrics[k]:.3f}" for k in SHOWN if k in metrics)
         print(f"[didray]   {trial.trial_id} step {step}/{self.steps} {shown}",
               file=sys.stderr, flush=True)
@@ -112,7 +120,7 @@ class ResultsWriter(tune.Callback):
         rows = _read_rows(self.sweep_dir / "steps" / f"{trial.trial_id}.parquet")
         self._steps = {key: row for key, row in self._steps.items() if key[0] != trial.trial_id}
         self._steps |= {(trial.trial_id, r["step"]): {**self._axes(trial), **r} for r in rows}
-        self._trial_row(trial, "RUNNING", **last_report(rows[-1]))
+        self._report_row(trial, rows[-1])
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         self._load(trial)

@@ -198,7 +198,7 @@ def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
         metrics = {"step": step, "node_id": ray.get_runtime_context().get_node_id(),
                    "workers": world_size, **as_floats(metrics)}
         table = None
-        if tables is not None and (last or spec.eval.exact):
+        if tables is not None and spec.evaluates_at(step):
             with clock("eval"):
                 table = tables.policy_table(plain, tokenizer)  # (P, R)
                 exact = tables.evaluate(table)

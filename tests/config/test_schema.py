@@ -78,6 +78,10 @@ def test_toy_default_has_three_betas_and_two_regimes():
         ("train.checkpoint_every", 8, "train: checkpoint_every (8) must be <= steps (6)"),
         ("train.checkpoint_every", 3,
          "train: checkpoint_every (3) must be a multiple of report_every (2)"),
+        # CI: 6 steps, reports at 2, 4 and the last step, 6: an every-3rd report is the last
+        ("eval.every", 3, "(top level): eval.every (3) must be <= the reports before the last "
+                          "step, (train.steps - 1) // train.report_every = (6 - 1) // 2 = 2"),
+        ("eval.every", 0, "eval.every: must be >= 1 (got 0)"),
         ("train.grad_accum", 3, "(top level): train.batch_size (8) must be a multiple of "
                                 "scaling.workers_per_trial x train.grad_accum (1 x 3 = 3)"),
         ("scaling.workers_per_trial", 3, "train.batch_size (8) must be a multiple of "
@@ -91,6 +95,18 @@ def test_bad_values_name_their_field(path, value, expected):
     assert any(e.startswith(expected) or expected in e for e in errors), errors
 
 
+@pytest.mark.parametrize("section", [{"exact": False, "every": 2}, {"every": 2}])
+def test_eval_every_needs_the_exact_toy_evaluation(section):
+    data = with_("eval", section)
+    if "exact" not in section:  # the hf world cannot enumerate responses
+        data = {**data, "world": "hf", "model": {"hf": {"path": "m"}},
+                "data": {"source": "d"}, "eval": {**section, "scorer": {
+                    "kind": "embedding", "path": "e"}}}
+    errors = errors_of(data)
+    assert any("eval.every (2) schedules the exact toy evaluation: it needs world: toy and "
+               "eval.exact: true" in e for e in errors), errors
+
+
 @pytest.mark.parametrize(
     ("changes", "read"),
     [
@@ -98,6 +114,8 @@ def test_bad_values_name_their_field(path, value, expected):
         ({"train.lr": "1e-3"}, ("train", "lr", 0.001)),  # YAML 1.1 reads 1e-3 as text
         ({"train.grad_accum": 2, "scaling.workers_per_trial": 4}, ("train", "batch_size", 8)),
         ({"train.checkpoint_every": 6, "train.report_every": 3}, ("train", "checkpoint_every", 6)),
+        ({}, ("eval", "every", 1)),  # by default every report is evaluated
+        ({"eval.every": 2}, ("eval", "every", 2)),
         ({"search.seed": [2**31 - 1, 0]}, ("search", "seed", [2**31 - 1, 0])),
     ],
 )
@@ -128,7 +146,7 @@ def test_every_number_is_bounded_and_every_limit_stated():
                 assert rule["type"] == "number" or "maximum" in rule, (model, field)
                 if "maximum" in rule:
                     assert f"{rule['maximum']:,}" in prop["description"], (model, field)
-    assert seen == 58  # a new numeric field must state its bounds to be counted here
+    assert seen == 59  # a new numeric field must state its bounds to be counted here
 
 
 def test_every_error_is_listed():

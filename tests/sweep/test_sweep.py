@@ -178,9 +178,11 @@ def comparable(path: Path, name: str) -> pl.DataFrame:
     return frame.drop(drop).sort(KEYS[name])
 
 
-def assert_same_results(out: Path, clean: Path) -> None:
+def assert_same_results(out: Path, clean: Path, tables: tuple[str, ...] = tuple(KEYS)
+                        ) -> None:
     """Row for row equal to the uninterrupted CI sweep's trials with the same axes."""
-    for name, keys in KEYS.items():
+    for name in tables:
+        keys = KEYS[name]
         got = comparable(out, name)
         want = comparable(clean, name).join(got.select("beta", "regime").unique(),
                                             on=["beta", "regime"]).sort(keys)
@@ -252,6 +254,37 @@ def test_moved_sweep_resumes_in_its_new_place(ci_sweep, tmp_path):
     assert code == 0, log
     assert not old.exists()
     assert_same_results(new / "ci", clean)
+
+
+EXACT_STEP_METRICS = ("did/entropy", "eval/instruction_score", "eval/qa_accuracy")
+
+
+def test_eval_every_evaluates_every_second_report_and_the_last_step(ci_sweep, tmp_path):
+    """eval.every: 2 with reports at steps 2, 4 and 6: the exact evaluation runs at 4 and at
+    the last step only, step 2 carries none. Skipping it changes no training, so every other
+    value, the final evaluation and the trial's results equal the every-report run's."""
+    _, clean = ci_sweep
+    sweep = {**CI, "search": {"beta": [0.1], "regime": ["pg"]}, "eval": {"every": 2}}
+    path = tmp_path / "ci.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    try:
+        assert main(["run", str(path), "--storage", str(tmp_path)]) == 0
+    finally:
+        ray.shutdown()
+    out = tmp_path / "ci"
+    steps = comparable(out, "steps")
+    assert steps["step"].to_list() == [2, 4, 6]
+    for name in EXACT_STEP_METRICS:
+        assert steps[name].is_null().to_list() == [True, False, False], name
+    want = comparable(clean, "steps").filter(pl.col("beta") == 0.1, pl.col("regime") == "pg")
+    evaluated = pl.col("step") != 2
+    want = want.with_columns(pl.when(evaluated).then(pl.col(c)).alias(c)
+                             for c in EXACT_STEP_METRICS)
+    assert steps.equals(want.select(steps.columns))
+    assert_same_results(out, clean, tables=("trials", "evals"))
+    trial = pl.read_parquet(out / "trials.parquet")
+    assert trial["did_entropy"].to_list() == want.filter(pl.col("step") == 6)[
+        "did/entropy"].to_list()
 
 
 # The process that trains a trial: Tune's trial process for one-worker toy trials (they train
