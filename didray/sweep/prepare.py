@@ -164,8 +164,9 @@ def hf_world(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) 
 
     def evaluate_ref(pool: PoolFactory) -> Path:
         # "ids-v1": the file stores sampled token ids; older files without them regenerate.
-        key = content_hash(world_hash, prompts, sweep.eval.model_dump(), sampling_key(sweep),
-                           "ids-v1")
+        # The report schedule (`every`) does not change pi_ref's evaluation.
+        key = content_hash(world_hash, prompts, sweep.eval.model_dump(exclude={"every"}),
+                           sampling_key(sweep), "ids-v1")
         path = sweep_dir / "data" / f"ref-eval-{key}.json"
         fresh = not reusable(path, file_damage(path), progress)
         if fresh:

@@ -105,6 +105,8 @@ def final_evaluation(model: torch.nn.Module, tokenizer, hook, data: PairTensors,
 class TrainSession:
     """A rank of a Ray Train run (DDP over several workers)."""
 
+    checkpoint_type = ray.train.Checkpoint
+
     def __init__(self) -> None:
         context = ray.train.get_context()  # Ray
         self.rank, self.world_size = context.get_world_rank(), context.get_world_size()
@@ -124,6 +126,7 @@ class TuneSession:
     Reports and checkpoints go straight to Tune, which restores them the same way."""
 
     rank, world_size = 0, 1
+    checkpoint_type = ray.tune.Checkpoint  # what ray.tune.report takes without a warning
 
     def latest_checkpoint(self) -> ray.train.Checkpoint | None:
         return ray.tune.get_checkpoint()  # Ray: this trial's latest (reported) checkpoint
@@ -219,7 +222,7 @@ def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
                 with clock("checkpoint"):
                     save_checkpoint(plain, tokenizer, optimizer, step, history, Path(tmp),
                                     extra)
-                checkpoint = ray.train.Checkpoint.from_directory(tmp)  # Ray
+                checkpoint = session.checkpoint_type.from_directory(tmp)  # Ray
             session.report(metrics, checkpoint)
 
     clock.setup_done()
