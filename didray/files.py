@@ -29,13 +29,27 @@ def content_hash(*parts: object) -> str:
     return json_hash(parts)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp create 0600/0700 entries; swapped in as they are, results and caches on a
+# shared cluster disk would be unreadable by everyone but their writer. Read once at import:
+# os.umask can only be read by setting it.
+FILE_MODE, DIR_MODE = 0o666 & ~_umask(), 0o777 & ~_umask()
+
+
 def atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    """`write(tmp)` to a temporary file beside `path`, then swap it in."""
+    """`write(tmp)` to a temporary file beside `path`, then swap it in (mode 0666 less the
+    umask, as a plain `open` would have made it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -137,6 +151,7 @@ def build_once(final: Path, complete: Callable[[Path], bool],
     try:
         write(tmp)
         write_index(tmp)
+        os.chmod(tmp, DIR_MODE)
         if final.exists() and unusable(final, complete, hashed):
             shutil.rmtree(final)  # damaged, or a partial entry from an older writer
         try:

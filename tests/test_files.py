@@ -2,6 +2,8 @@
 checkpoint, a damaged cache entry rebuilt."""
 
 import json
+import os
+import stat
 import threading
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from didray.files import (
     seal_path,
     sealed_write,
     write_index,
+    write_json,
 )
 from didray.train.worker import intact_checkpoint
 
@@ -121,3 +124,15 @@ def test_a_damaged_cache_entry_is_rebuilt_and_said(tmp_path):
     assert said == [f"cache: {final} cannot be reused (table.pt has 1000 bytes, 4096 were "
                     "written); rebuilding it"]
     assert (final / "table.pt").read_bytes() == b"t" * 4096 and damage(final) is None
+
+
+def test_written_files_and_built_dirs_get_the_umask_modes_not_tempfiles_private_ones(tmp_path):
+    """mkstemp makes 0600 and mkdtemp 0700; results must be as readable as `open` makes them."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    if mask != 0o022:
+        pytest.skip(f"the modes below assume umask 022 (this process has {mask:03o})")
+    write_json({"a": 1}, tmp_path / "x.json")
+    build_once(tmp_path / "entry", Path.exists, lambda d: (Path(d) / "f").write_text("x"))
+    assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "entry").stat().st_mode) == 0o755
