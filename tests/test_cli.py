@@ -19,3 +19,23 @@ def test_bad_arguments_exit_2_with_one_line(argv, needle, capsys):
     err = capsys.readouterr().err
     assert needle in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("how", ["env", "flag"])
+def test_an_http_ray_address_is_explained_and_nothing_is_written(how, tmp_path, monkeypatch,
+                                                                  capsys):
+    """The cluster README exports the Jobs API's http address; `didray run` must say what to
+    use instead (exit 2), before starting Ray or writing anything."""
+    import ray
+
+    address = "http://127.0.0.1:8265"
+    argv = ["run", "sweeps/ci.yaml", "--storage", str(tmp_path / "out")]
+    if how == "env":
+        monkeypatch.setenv("RAY_ADDRESS", address)
+    else:
+        argv += ["--address", address]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Jobs API address" in err and "--address auto" in err and address in err
+    assert not (tmp_path / "out").exists()
+    assert not ray.is_initialized()

@@ -9,6 +9,7 @@ checkpoints, named by trial id).
 from __future__ import annotations
 
 import importlib.metadata
+import os
 import signal
 import sys
 import threading
@@ -90,6 +91,17 @@ def check_state(sweep: Sweep, sweep_dir: Path, resume: bool) -> None:
             " --resume continues the original sweep only. Use a new `name` for the new one")
 
 
+def check_address(address: str | None) -> None:
+    """An http(s) address is the Jobs API's (`didray submit`), which ray.init cannot join: say
+    so in one paragraph instead of Ray's traceback (the cluster README exports it)."""
+    if address and address.startswith(("http://", "https://")):
+        raise BadInput(
+            f"Ray address {address!r} (from --address or RAY_ADDRESS) is a dashboard / Jobs "
+            "API address: `didray submit` takes it, but `didray run` joins a cluster through "
+            "its GCS: use `--address auto` on a cluster node or `--address ray://HEAD:10001`, "
+            "or unset RAY_ADDRESS to run on an embedded local Ray")
+
+
 def start_ray(address: str | None) -> bool:
     """Connect to `address` or start an embedded Ray; returns whether this call started an
     embedded one (which the sweep then shuts down; a cluster's connection stays open)."""
@@ -97,6 +109,7 @@ def start_ray(address: str | None) -> bool:
 
     if ray.is_initialized():
         return False
+    check_address(address or os.environ.get("RAY_ADDRESS"))
     env = {"env_vars": RAY_ENV}
     if address:
         # Ray's own helper processes (Train's placement-group cleaner) call ray.init() with no
