@@ -202,14 +202,30 @@ def runtime_env(working_dir: Path, pip: list[str] | None = None) -> dict:
     return env
 
 
+# What `didray run` imports before it can say anything; a cluster image without one of them
+# would otherwise fail with a ModuleNotFoundError deep in the job log.
+JOB_MODULES = ("didray", "ray", "torch", "transformers", "datasets", "pydantic", "polars")
+
+
+def env_check(modules: tuple[str, ...] = JOB_MODULES) -> str:
+    """A shell command that exits 2 with one line naming the modules the job's Python lacks."""
+    code = ("import importlib.util, sys; "
+            f"missing = [m for m in {list(modules)!r} if importlib.util.find_spec(m) is None]; "
+            "missing and (print('didray job: the cluster Python lacks ' + ', '.join(missing) "
+            "+ '; install didray with its dependencies in the image, or pass --pip', "
+            "file=sys.stderr), sys.exit(2))")
+    return shlex.join(["python", "-c", code])
+
+
 def entrypoint(sweep_rel: str, storage: str | Path | None, resume: bool) -> str:
-    """The shell command the job runs in the uploaded working directory."""
+    """The shell command the job runs in the uploaded working directory: the environment
+    check, then the sweep."""
     args = ["python", "-m", "didray.cli", "run", sweep_rel]
     if storage is not None:
         args += ["--storage", str(storage)]
     if resume:
         args.append("--resume")
-    return shlex.join(args)
+    return f"{env_check()} && {shlex.join(args)}"
 
 
 @dataclass(frozen=True)

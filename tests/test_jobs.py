@@ -90,12 +90,26 @@ def test_token_lookup(monkeypatch, tmp_path):
 
 def test_entrypoint_and_runtime_env():
     cmd = jobs.entrypoint("sweeps/my sweep.yaml", "/shared/results", resume=True)
-    assert cmd == "python -m didray.cli run 'sweeps/my sweep.yaml' --storage /shared/results " \
-                  "--resume"
+    assert cmd == jobs.env_check() + " && python -m didray.cli run 'sweeps/my sweep.yaml' " \
+                  "--storage /shared/results --resume"
     env = jobs.runtime_env(ROOT)
     assert env["working_dir"] == str(ROOT) and "pip" not in env and "env_vars" not in env
     assert {".venv/", "results/", ".git/", "__pycache__/"} <= set(env["excludes"])
     assert jobs.runtime_env(ROOT, ["vllm==0.9"])["pip"] == ["vllm==0.9"]
+
+
+def test_env_check_names_what_the_job_python_lacks():
+    """Run as the job's shell would: exit 2 and one line naming only the missing modules."""
+    python = os.path.dirname(sys.executable)  # the check calls `python` from PATH
+    env = {**os.environ, "PATH": f"{python}:{os.environ['PATH']}"}
+    bad = subprocess.run(jobs.env_check(("json", "no_such_mod_a", "no_such_mod_b")), shell=True,
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [
+        "didray job: the cluster Python lacks no_such_mod_a, no_such_mod_b; install didray "
+        "with its dependencies in the image, or pass --pip"]
+    good = subprocess.run(jobs.env_check(), shell=True, capture_output=True, text=True, env=env)
+    assert (good.returncode, good.stderr) == (0, "")
 
 
 # ---------------------------------------------------------------- slow: a real head node
