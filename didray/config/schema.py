@@ -250,6 +250,10 @@ class Data(Strict):
         "`prompt` column; `chosen`/`rejected` for offpolicy and pg, `reference` for the "
         "embedding scorer")
     split: str = Field("train", description="world: hf: split of `source`")
+    config: str | None = Field(
+        None, description="world: hf: the config of a multi-config `source`")
+    revision: str | None = Field(
+        None, description="world: hf: hub revision (tag or commit) of `source`, in cache keys")
     max_prompts: IntOrNone = count(None, 1_000_000, "world: hf: first N prompts only")
 
 
@@ -344,6 +348,10 @@ class QASet(Strict):
 
     source: str = Field(description="dataset with question, answer (str or aliases), choices")
     split: str = Field("train", description="split of `source`")
+    config: str | None = Field(
+        None, description="the config of a multi-config `source` (e.g. `all` for cais/mmlu)")
+    revision: str | None = Field(
+        None, description="hub revision (tag or commit) of `source`, in cache keys")
     limit: IntOrNone = count(None, 1_000_000, "first N questions only")
     mode: Literal["multiple_choice", "exact_match"] = Field(
         "multiple_choice", description="choice log-likelihood, or greedy answer exact match")

@@ -44,7 +44,8 @@ def reference_eval(pool: SamplerPool, prompts: list[str], sweep: Sweep, scorer,
     samples = pool.generate(prompts, k, temperature=1.0, max_tokens=max_tokens, seed=EVAL_SEED)
     greedy = greedy_texts(pool, prompts, max_tokens)
     qa = sweep.eval.qa
-    items = hf_data.load_qa(qa.source, qa.split, qa.limit) if qa else []
+    items = (hf_data.load_qa(qa.source, qa.split, qa.limit, hf_data.Pin(qa.config, qa.revision))
+             if qa else [])
     return {"prompts": prompts, "references": references,
             "scorer": {"kind": sweep.eval.scorer.kind,
                        "path": hf.resolve_path(sweep.eval.scorer.path)},

