@@ -18,6 +18,7 @@ import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
 
 from didray.analysis.load import Results
 from didray.analysis.tables import (
@@ -162,10 +163,11 @@ def plot_headline(results: Results, width: str = "column") -> Figure:
 
 
 def _grid(figure: Figure, count: int, row_height: float) -> list[Axes]:
-    """`count` panels in rows of four, page width; the slots past `count` hidden."""
-    rows = -(-count // 4)
+    """`count` panels in rows of (at most) four, page width; the slots past `count` hidden."""
+    columns = min(count, 4)
+    rows = -(-count // columns)
     figure.set_size_inches(WIDTHS["page"], row_height * rows + 0.5)
-    axes = list(figure.subplots(rows, 4, squeeze=False).flat)
+    axes = list(figure.subplots(rows, columns, squeeze=False).flat)
     for unused in axes[count:]:
         unused.axis("off")
     return axes
@@ -207,6 +209,7 @@ def plot_dynamics(results: Results) -> Figure:
         for axis, metric in zip(axes, metrics, strict=False):
             _curves(axis, curves, metric, style)
             axis.set(xlabel=axis_label("step"), ylabel=axis_label(metric))
+            axis.xaxis.set_major_locator(MaxNLocator(nbins=4, integer=True))  # whole steps
             axis.grid(alpha=0.3, linewidth=0.5)
         figure.legend(handles=style.handles(lines=True), loc="outside lower center",
                       ncols=min(len(style.handles()), 6), frameon=False)
@@ -221,7 +224,8 @@ def _curves(axis: Axes, curves: pl.DataFrame, metric: str, style: Style) -> None
         mean, sd = group[f"{metric}_mean"], group[f"{metric}_std"].fill_null(0.0)
         colour = style.colours[label]
         axis.plot(group["step"], mean, color=colour, linestyle=style.linestyle(beta),
-                  linewidth=1.0)
+                  linewidth=1.0, marker="o" if group.height == 1 else None,  # a lone report
+                  markersize=3)
         axis.fill_between(group["step"], mean - sd, mean + sd, color=colour, alpha=0.12,
                           linewidth=0)
 
