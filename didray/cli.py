@@ -10,6 +10,7 @@ from pathlib import Path
 import polars as pl
 
 from didray.analysis.cli import add_analyze_command
+from didray.analysis.policy import add_sample_command
 from didray.display import print_frame
 from didray.errors import BadInput
 from didray.jobs_cli import add_job_commands
@@ -136,6 +137,7 @@ def build_parser() -> Parser:
     run.set_defaults(func=cmd_run)
 
     add_analyze_command(sub)
+    add_sample_command(sub)
     add_job_commands(sub)
     return parser
 

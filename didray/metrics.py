@@ -29,6 +29,7 @@ class Metric:
     unit: str = ""
     worlds: tuple[str, ...] = BOTH
     label: str = ""  # a short header for progress tables; empty: not shown there
+    axis: str = ""  # how a figure names it (its unit is added); empty: the column name
 
     @property
     def patterned(self) -> bool:
@@ -37,14 +38,14 @@ class Metric:
 
 
 def _m(name: str, dtype: str, tables: str, meaning: str, unit: str = "",
-       worlds: tuple[str, ...] = BOTH, label: str = "") -> Metric:
-    return Metric(name, dtype, meaning, tuple(tables.split()), unit, worlds, label)
+       worlds: tuple[str, ...] = BOTH, label: str = "", axis: str = "") -> Metric:
+    return Metric(name, dtype, meaning, tuple(tables.split()), unit, worlds, label, axis)
 
 
 AXES = (
     _m("sweep", "str", "trials steps evals", "sweep name (the results directory's name)"),
     _m("trial_id", "str", "trials steps evals", "Tune trial id; also names its Train run"),
-    _m("beta", "float", "trials steps evals", "training beta of DPO", label="beta"),
+    _m("beta", "float", "trials steps evals", "training beta of DPO", label="beta", axis="β"),
     _m("regime", "str", "trials steps evals", "regime name from the sweep file",
        label="regime"),
     _m("seed", "int", "trials steps evals", "training seed (batch order, estimator draws)",
@@ -76,24 +77,25 @@ STEP = (
     _m("node_id", "str", "steps trials", "Ray node the trial's rank 0 trained on"),
     _m("workers", "int", "steps", "Train workers (DDP ranks) of the trial"),
     _m("loss", "float", "steps", "DPO loss, mean over the reported step's batch", "nats",
-       label="loss"),
+       label="loss", axis="DPO loss"),
     _m("rewards/chosen", "float", "steps", "implicit reward beta*log(pi/pi_ref) of chosen",
        "nats"),
     _m("rewards/rejected", "float", "steps", "implicit reward of rejected", "nats"),
     _m("rewards/margins", "float", "steps", "mean reward margin chosen - rejected", "nats",
-       label="margin"),
+       label="margin", axis="reward margin"),
     _m("rewards/accuracies", "float", "steps", "fraction of pairs with chosen reward > "
-       "rejected", "fraction", label="acc"),
-    _m("logps/chosen", "float", "steps", "mean log-prob of the batch's chosen under pi", "nats"),
+       "rejected", "fraction", label="acc", axis="reward accuracy"),
+    _m("logps/chosen", "float", "steps", "mean log-prob of the batch's chosen under pi", "nats",
+       axis="log π(chosen)"),
     _m("logps/rejected", "float", "steps", "mean log-prob of the batch's rejected under pi",
-       "nats"),
+       "nats", axis="log π(rejected)"),
     _m("tokens_per_s", "float", "steps", "training throughput of rank 0", "tokens/s"),
     _m("did/entropy", "float", "steps", "exact DID entropy H(q_{pi/pi_ref}), mean over "
-       "prompts", "nats", TOY, label="DID H"),
+       "prompts", "nats", TOY, label="DID H", axis="DID entropy"),
     _m("eval/instruction_score", "float", "steps", "exact instruction_score (held-out open "
-       "prompts)", "", TOY),
+       "prompts)", "", TOY, axis="instruction score"),
     _m("eval/qa_accuracy", "float", "steps", "exact qa_accuracy (held-out fact prompts)",
-       "fraction", TOY),
+       "fraction", TOY, axis="QA accuracy"),
 )
 
 # Means over prompts of the K-sample estimates in evals.parquet (not exact values). Their names
@@ -113,7 +115,7 @@ TRIAL = (
     _m("checkpoint_path", "str", "trials", "the trial's final checkpoint (weights, tokenizer)"),
     _m("did_entropy", "float", "trials", "DID entropy of the final policy for tables and "
        "plots: did_entropy_exact where the world has it, else did_entropy_snis_ref_k{K}",
-       "nats", label="final DID H"),
+       "nats", label="final DID H", axis="DID entropy"),
     _m("did_entropy_estimator", "str", "trials", "what did_entropy holds: exact, or the "
        "estimate's name (e.g. snis_ref_k32)"),
     _m("did_entropy_exact", "float", "trials", "exact DID entropy of the final policy, mean "
@@ -124,33 +126,33 @@ TRIAL = (
        "estimate)", "nats", TOY),
     *TRIAL_ESTIMATES,
     _m("instruction_score", "float", "trials", "toy: (1-w) judge + w coverage, w from "
-       "eval.judge; hf: greedy scorer value"),
+       "eval.judge; hf: greedy scorer value", axis="instruction score"),
     _m("instruction_judge", "float", "trials", "expected judge verdict of the policy's "
        "samples, held-out open prompts", "fraction", TOY),
     _m("instruction_coverage", "float", "trials", "distinct acceptable responses in k samples / "
        "min(k, #acceptable), held-out", "fraction", TOY),
     _m("instruction_winrate", "float", "trials", "win rate against pi_ref, ties half (toy: "
-       "judge verdicts, held-out prompts)", "fraction"),
+       "judge verdicts, held-out prompts)", "fraction", axis="win rate vs π_ref"),
     _m("instruction_score_seen", "float", "trials", "instruction_score on the training open "
        "prompts", "", TOY),
     _m("qa_accuracy", "float", "trials", "knowledge-QA accuracy (toy: greedy exact match, "
-       "held-out; hf: eval.qa.mode)", "fraction", label="QA"),
+       "held-out; hf: eval.qa.mode)", "fraction", label="QA", axis="QA accuracy"),
     _m("qa_accuracy_known", "float", "trials", "qa_accuracy on held-out facts the SFT teacher "
        "knew", "fraction", TOY),
     _m("qa_accuracy_unknown", "float", "trials", "qa_accuracy on held-out facts the SFT "
        "teacher did not know", "fraction", TOY),
     _m("qa_expected", "float", "trials", "mean p(answer) over held-out fact prompts",
-       "fraction", TOY),
+       "fraction", TOY, axis="expected QA p(answer)"),
     _m("qa_accuracy_seen", "float", "trials", "qa_accuracy on the training fact prompts",
        "fraction", TOY),
     _m("chosen_displacement", "float", "trials", "mean log pi - log pi_ref of the regime's "
-       "chosen responses", "nats"),
+       "chosen responses", "nats", axis="chosen log π/π_ref"),
     _m("rejected_displacement", "float", "trials", "mean log pi - log pi_ref of the regime's "
-       "rejected responses", "nats"),
+       "rejected responses", "nats", axis="rejected log π/π_ref"),
     _m("dpo_loss", "float", "trials", "the trained loss over the whole regime dataset",
        "nats"),
     _m("reward_accuracy", "float", "trials", "fraction of the dataset's pairs with chosen "
-       "reward > rejected", "fraction"),
+       "reward > rejected", "fraction", axis="reward accuracy"),
 )
 
 # The trial's cost breakdown (seconds of its last attempt): the worker's phases, and the whole
@@ -209,3 +211,12 @@ def step_values() -> list[str]:
 def labels() -> dict[str, str]:
     """name -> short header, for the metrics a progress table shows."""
     return {m.name: m.label for m in (*STEP, *TRIAL) if m.label}
+
+
+def axis_label(column: str) -> str:
+    """A figure's name for a column: its registered axis name and unit ("DID entropy (nats)";
+    fractions go without a unit), else the column name itself."""
+    metric = lookup(column)
+    if metric is None or not metric.axis:
+        return column
+    return f"{metric.axis} ({metric.unit})" if metric.unit not in ("", "fraction") else metric.axis

@@ -76,3 +76,10 @@ def test_columns_command_and_readme_list_every_registered_column(capsys):
     assert printed.filter(pl.col("column") == "did/entropy")["worlds"].to_list() == ["toy"]
     readme = (Path(__file__).parents[1] / "README.md").read_text()
     assert [n for n in metrics.REGISTRY if f"| {n} " not in readme] == []
+
+
+def test_figures_name_columns_with_their_axis_name_and_unit():
+    assert [metrics.axis_label(c) for c in ("did_entropy", "qa_accuracy", "beta", "final/loss",
+                                            "did_entropy_plugin_k32", "not_registered")] == [
+        "DID entropy (nats)", "QA accuracy", "β", "DPO loss (nats)", "did_entropy_plugin_k32",
+        "not_registered"]

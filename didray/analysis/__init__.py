@@ -2,8 +2,9 @@
 directories, then build tables (one lazy query, one collect each) and figures from them."""
 
 from didray.analysis.load import Results, load
+from didray.analysis.policy import load_policy
 from didray.analysis.report import capability_report, print_summary, print_tables
 from didray.analysis.tables import compare, correlations, dynamics, entropy_vs_scores
 
 __all__ = ["Results", "capability_report", "compare", "correlations", "dynamics",
-           "entropy_vs_scores", "load", "print_summary", "print_tables"]
+           "entropy_vs_scores", "load", "load_policy", "print_summary", "print_tables"]

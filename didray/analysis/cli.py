@@ -36,7 +36,8 @@ def add_analyze_command(subparsers: argparse._SubParsersAction) -> None:
     analyze.add_argument("--columns", action="store_true",
                          help="print the dictionary of every results column and exit")
     analyze.add_argument("--plot", action="store_true",
-                         help="write entropy_vs_scores.png and dynamics.png to --out")
+                         help="write the figures (headline, entropy_vs_scores, dynamics; PNG "
+                              "and PDF) to --out")
     analyze.set_defaults(func=cmd_analyze)
 
 

@@ -95,8 +95,8 @@ def verdicts(table: pl.DataFrame) -> pl.DataFrame:
 
 
 def capability_report(results: Results, out: Path, title: str) -> Path:
-    """Write `out/report.md` (tables, verdicts, the two figures) and the PNGs; return the
-    report's path."""
+    """Write `out/report.md` (tables, verdicts, the figures as PNG) and the figures (PNG and
+    PDF); return the report's path."""
     out.mkdir(parents=True, exist_ok=True)
     figures = write_plots(results, out)
     table = entropy_vs_scores(results)
@@ -117,7 +117,8 @@ def capability_report(results: Results, out: Path, title: str) -> Path:
         markdown(compare(results, "instruction_score")),
         "## QA accuracy by regime and beta", markdown(compare(results, "qa_accuracy")),
         "## Per regime x beta (means over finished seeds)", markdown(table),
-        "## Figures", *[f"![{path.stem}]({path.name})" for path in figures],
+        "## Figures", *[f"![{path.stem}]({path.name})" for path in figures
+                        if path.suffix == ".png"],
     ]
     report = out / "report.md"
     report.write_text("\n\n".join(sections) + "\n")

@@ -28,8 +28,10 @@ def test_parquet_and_plots_go_to_out(sweep_dir, tmp_path, capsys):
     out = tmp_path / "out"
     assert analyze([str(sweep_dir), "--format", "parquet", "--out", str(out), "--plot"]) == 0
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["correlations.parquet", "dynamics.parquet", "dynamics.png",
-                     "entropy_vs_scores.parquet", "entropy_vs_scores.png"]
+    assert names == ["correlations.parquet", "dynamics.parquet", "dynamics.pdf", "dynamics.png",
+                     "entropy_vs_scores.parquet", "entropy_vs_scores.pdf",
+                     "entropy_vs_scores.png", "headline-page.pdf", "headline-page.png",
+                     "headline.pdf", "headline.png"]
     assert pl.read_parquet(out / "entropy_vs_scores.parquet")["trials"].sum() == 8
     assert all((out / name).stat().st_size > 0 for name in names)
 

@@ -1,33 +1,108 @@
-"""Figures and the markdown capability report: every file written and non-empty."""
+"""Figures and the markdown capability report: what each figure shows, and every file written
+as a valid PNG or PDF."""
 
 import polars as pl
 import pytest
+from matplotlib.container import ErrorbarContainer
 from polars.testing import assert_frame_equal
 
+from didray.analysis import correlations
 from didray.analysis.load import Results
-from didray.analysis.plots import write_plots
+from didray.analysis.plots import (
+    number,
+    plot_dynamics,
+    plot_entropy_vs_scores,
+    plot_headline,
+    save,
+    write_plots,
+)
 from didray.analysis.report import capability_report, readable, verdicts
 
-PNG = b"\x89PNG\r\n\x1a\n"
+MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF-"}
 
 
-def assert_png(path):
+def assert_image(path):
     assert path.is_file() and path.stat().st_size > 1000
-    assert path.read_bytes()[:8] == PNG
+    assert path.read_bytes().startswith(MAGIC[path.suffix])
 
 
-def test_every_figure_is_written(results, tmp_path):
+def shown(figure):
+    """The panels that are drawn (a hidden slot or the legend's slot is off)."""
+    return [axis for axis in figure.axes if axis.axison]
+
+
+def test_every_figure_is_written_as_png_and_pdf(results, tmp_path):
     paths = write_plots(results, tmp_path / "figures")
-    assert [p.name for p in paths] == ["entropy_vs_scores.png", "dynamics.png"]
+    assert [p.name for p in paths] == [
+        f"{stem}.{fmt}" for stem in ("headline", "headline-page", "entropy_vs_scores", "dynamics")
+        for fmt in ("png", "pdf")]
     for path in paths:
-        assert_png(path)
+        assert_image(path)
+
+
+@pytest.mark.parametrize(("width", "inches"), [("column", 3.25), ("page", 6.75)])
+def test_headline_panels_labels_and_size(results, width, inches):
+    figure = plot_headline(results, width)
+    assert figure.get_size_inches()[0] == inches
+    axes = shown(figure)
+    assert [a.get_ylabel() for a in axes] == ["instruction score", "QA accuracy"]
+    assert axes[-1].get_xlabel() == "DID entropy (nats)"
+
+
+def test_headline_annotates_spearman_within_beta(results):
+    """Within beta 0.1 the five finished trials rank the same on DID entropy and instruction
+    score (rho 1); on QA accuracy (1, 0, 1, 0, 0 at increasing entropy) rho is
+    -5 / sqrt(10 * 7.5) = -0.58; beta 0.5 has one trial, which adds nothing."""
+    titles = [a.get_title() for a in shown(plot_headline(results))]
+    table = correlations(results).filter(pl.col("score").is_in(["instruction_score",
+                                                                 "qa_accuracy"]))
+    for title, row in zip(titles, table.sort("score").iter_rows(named=True), strict=True):
+        assert f"ρ within β = {number(row['spearman'])}, n = 6" in title
+        assert f"95% CI [{number(row['spearman_ci_low'])}, " in title
+    assert titles[0].startswith("ρ within β = 1.00") and "−0.58" in titles[1]
+
+
+def test_one_legend_names_regimes_by_colour_and_betas_by_marker(results):
+    figure = plot_headline(results, "page")
+    assert len(figure.legends) == 1 and not any(a.get_legend() for a in figure.axes)
+    legend = figure.legends[0]
+    assert [t.get_text() for t in legend.get_texts()] == ["pg", "pl", "β = 0.1", "β = 0.5"]
+
+
+def test_points_are_seed_means_with_sd_error_bars(results):
+    """pg at beta 0.1: DID entropy 1, 2, 3 over seeds: a point at 2 with an x bar 1 to 3."""
+    axis = shown(plot_headline(results))[0]
+    bars = [c for c in axis.containers if isinstance(c, ErrorbarContainer)]
+    (point,) = [c for c in bars if c.lines[0].get_xdata()[0] == 2.0]
+    xbar = point.lines[2][0].get_segments()[0]
+    assert [xbar[0][0], xbar[1][0]] == [1.0, 3.0]
+    assert len(bars) == 3  # pg and pl at beta 0.1, pg at 0.5 (its one finished seed)
+
+
+def test_panels_only_for_reported_values(results):
+    """The hand-built sweep reports three of the correlated scores and two curves: no empty
+    panels; the legend takes the slot after the last score."""
+    scores = plot_entropy_vs_scores(results)
+    assert [a.get_ylabel() for a in shown(scores)] == [
+        "instruction score", "QA accuracy", "chosen log π/π_ref (nats)"]
+    assert sum(a.get_legend() is not None for a in scores.axes) == 1
+    curves = plot_dynamics(results)
+    assert [a.get_ylabel() for a in shown(curves)] == ["DPO loss (nats)", "DID entropy (nats)"]
 
 
 def test_figures_of_a_sweep_with_nothing_finished(tmp_path):
     results = Results.of(pl.DataFrame({"trial_id": ["a"], "regime": ["pg"], "beta": [0.1],
                                        "status": ["RUNNING"]}))
+    figure = plot_headline(results)
+    assert all("no finished trial yet" in [t.get_text() for t in a.texts] for a in shown(figure))
     for path in write_plots(results, tmp_path):
-        assert_png(path)
+        assert_image(path)
+
+
+def test_save_writes_the_formats_asked(results, tmp_path):
+    paths = save(plot_headline(results), tmp_path / "sub" / "fig", formats=("pdf",))
+    assert paths == [tmp_path / "sub" / "fig.pdf"]
+    assert_image(paths[0])
 
 
 def test_verdicts_read_the_interval_against_the_predicted_sign():
@@ -47,9 +122,10 @@ def test_capability_report_embeds_its_figures(results, tmp_path):
     text = report.read_text()
     assert text.startswith("# DID entropy vs capability: partial")
     assert "8 (6 finished, 1 failed, 1 running)" in text
-    for name in ("entropy_vs_scores.png", "dynamics.png"):
+    for name in ("headline.png", "headline-page.png", "entropy_vs_scores.png", "dynamics.png"):
         assert f"]({name})" in text
-        assert_png(report.parent / name)
+        assert_image(report.parent / name)
+    assert ".pdf)" not in text
 
 
 @pytest.mark.parametrize("fmt", ["table", "md", "csv"])
