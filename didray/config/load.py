@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
@@ -166,18 +168,63 @@ def reason(error: dict) -> str:
     return f"{text} (got {shown(error['input'])})" if error["type"] in SHOWS_INPUT else text
 
 
-def parse_sweep(data: object, source: str = "<sweep>") -> Sweep:
+def override_path(key: str) -> str:
+    """An override's key as field_path writes it: `regimes.0.tau` -> `regimes[0].tau`."""
+    return re.sub(r"\.(\d+)(?=\.|\[|$)", r"[\1]", key)
+
+
+def blame(line_path: str, overrides: Sequence[str]) -> str:
+    """The error's field path, or the override that set it (the last one wins, as in the merge):
+    a bad value typed on the command line is named as typed."""
+    for text in reversed(overrides):
+        key = override_path(text.partition("=")[0])
+        if line_path == key or line_path.startswith((f"{key}.", f"{key}[")):
+            return text
+    return line_path
+
+
+def parse_sweep(data: object, source: str = "<sweep>", overrides: Sequence[str] = ()) -> Sweep:
     try:
         return Sweep.model_validate(data)
     except ValidationError as err:
-        lines = [f"{field_path(e['loc'])}: {reason(e)}" for e in err.errors()]
+        lines = [f"{blame(field_path(e['loc']), overrides)}: {reason(e)}" for e in err.errors()]
         raise SweepFileError(source, lines) from None
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """Load and validate; every failure is a SweepFileError naming the file and field or line."""
+def apply_overrides(data: dict, overrides: Sequence[str], source: str) -> dict:
+    """`data` with each `key.path=value` set, in order. OmegaConf's dotlist does the merge:
+    dotted keys, list items as `regimes[0].tau` or `regimes.0.tau`, values read as YAML
+    (`[0,1]` is a list, `1e-4` a float); a list value replaces the whole list."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    for text in overrides:
+        key, equals, _ = text.partition("=")
+        if not equals or not key.strip():
+            raise SweepFileError(source, [f"{text}: an override is key.path=value"])
+    try:
+        config = OmegaConf.create(data)
+    except (OmegaConfBaseException, ValueError) as err:
+        raise SweepFileError(source, [f"cannot apply overrides to this file: {err}"]) from None
+    for text in overrides:
+        try:
+            config.merge_with_dotlist([text])
+        except yaml.MarkedYAMLError as err:
+            raise SweepFileError(source, [f"{text}: not a YAML value ({err.problem})"]) from None
+        except OmegaConfBaseException as err:
+            problem = str(err).splitlines()[0]  # the rest is OmegaConf's key/type dump
+            raise SweepFileError(source, [f"{text}: {problem}"]) from None
+    # resolve=False: `${...}` in a value is text here, never an OmegaConf interpolation.
+    return OmegaConf.to_container(config, resolve=False)
+
+
+def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
+    """Load, apply command-line overrides (`train.lr=1e-4`) and validate; every failure is a
+    SweepFileError naming the file and the field, line or override."""
     path = Path(path)
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise SweepFileError(str(path), ["top level must be a mapping of sections"])
-    return parse_sweep(data, str(path))
+    if overrides:
+        data = apply_overrides(data, overrides, str(path))
+    return parse_sweep(data, str(path), overrides)
