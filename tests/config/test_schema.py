@@ -46,6 +46,22 @@ def test_toy_default_has_three_betas_and_two_regimes():
     [
         ("search.beta", [0.1, 0.2, -1], "search.beta[2]: must be > 0 (got -1)"),
         ("train.lrr", 0.1, "train.lrr: unknown field (not in the schema)"),
+        # unknown fields: the nearest valid name of their section, or TRL's name pointed to ours
+        ("train.step", 6, "train.step: unknown field (not in the schema); did you mean `steps`?"),
+        ("regimes.1.taus", 1, "regimes[1].taus: unknown field (not in the schema); did you mean "
+                              "`tau`?"),
+        ("eval.judge.kk", 3, "eval.judge.kk: unknown field (not in the schema); did you mean "
+                             "`k`?"),
+        ("train.learning_rate", 1e-4, "train.learning_rate: unknown field (not in the schema); "
+                                      "TRL's `learning_rate` is `train.lr` here"),
+        ("train.per_device_train_batch_size", 4, "TRL's `per_device_train_batch_size` is "
+                                                 "`train.batch_size` here"),
+        ("gradient_accumulation_steps", 2, "gradient_accumulation_steps: unknown field (not in "
+                                           "the schema); TRL's `gradient_accumulation_steps` is "
+                                           "`train.grad_accum` here"),
+        ("train.max_steps", 10, "TRL's `max_steps` is `train.steps` here"),
+        ("train.beta", 0.1, "train.beta: unknown field (not in the schema); TRL's `beta` is "
+                            "`search.beta` here"),
         ("regimes.1.tau", 0, "regimes[1].tau: must be > 0 (got 0)"),
         ("regimes.0.kind", "nope", "regimes[0]: Input tag 'nope'"),
         ("train.optimizer", "lion", "train.optimizer: Input should be 'adamw' or 'sgd'"),
@@ -147,6 +163,10 @@ def test_every_number_is_bounded_and_every_limit_stated():
                 if "maximum" in rule:
                     assert f"{rule['maximum']:,}" in prop["description"], (model, field)
     assert seen == 59  # a new numeric field must state its bounds to be counted here
+
+
+def test_an_unknown_field_far_from_every_name_gets_no_guess():
+    assert errors_of(with_("train.zzz", 1)) == ["train.zzz: unknown field (not in the schema)"]
 
 
 def test_every_error_is_listed():
