@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -108,6 +110,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def build_parser() -> Parser:
     parser = Parser(prog="didray", description=__doc__)
+    parser.add_argument("--version", action="version",
+                        version=f"didray {importlib.metadata.version('didray')}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     theory = sub.add_parser("theory", help="check the paper's claims in the exact tabular world")
@@ -165,6 +169,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadInput as err:
         print(err.report(), file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`didray analyze X | head -1`): stop quietly, as a shell tool
+        # does. Python's recipe: point stdout at devnull, or flushing it at exit raises again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the pipe
 
 
 if __name__ == "__main__":
