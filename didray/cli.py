@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import os
+import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +16,7 @@ from didray.analysis.cli import add_analyze_command
 from didray.analysis.policy import add_sample_command
 from didray.display import print_frame
 from didray.errors import BadInput
-from didray.jobs_cli import add_job_commands
+from didray.jobs_cli import add_job_commands, add_overrides
 
 
 class UsageError(BadInput):
@@ -73,8 +76,9 @@ def cmd_theory(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from didray.config.load import load_sweep
 
-    sweep = load_sweep(args.file)
-    print(f"{args.file}: valid sweep {sweep.name!r}: {sweep.trial_count()} trial(s) "
+    sweep = load_sweep(args.file, args.overrides)
+    given = f" with {' '.join(args.overrides)}" if args.overrides else ""
+    print(f"{args.file}{given}: valid sweep {sweep.name!r}: {sweep.trial_count()} trial(s) "
           f"({sweep.search.mode}: beta x regime x seed)")
     return 0
 
@@ -84,27 +88,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     from didray.config.load import load_sweep
     from didray.sweep.driver import run_sweep
 
-    sweep = load_sweep(args.file)
+    sweep = load_sweep(args.file, args.overrides)
     if args.storage:
         sweep = sweep.model_copy(update={"storage": args.storage})
+    again = shlex.join(["didray", "run", args.file, *args.overrides, "--resume"])
     try:
-        sweep_dir = run_sweep(sweep, Path(args.file).read_text(), args.address, args.resume)
+        sweep_dir = run_sweep(sweep, Path(args.file).read_text(), args.address, args.resume,
+                              args.overrides)
     except KeyboardInterrupt:
-        print(f"didray: interrupted; what was written is kept, continue with "
-              f"`didray run {args.file} --resume`", file=sys.stderr)
+        print(f"didray: interrupted; what was written is kept, continue with `{again}`",
+              file=sys.stderr)
         return 130
     print(f"\nResults: {sweep_dir}")
     table = print_summary(sweep_dir, args.format)
     unfinished = sweep.trial_count() - int(table["finished"].sum() + table["failed"].sum())
     if unfinished:
-        print(f"didray: {unfinished} trial(s) did not finish; continue with "
-              f"`didray run {args.file} --resume`", file=sys.stderr)
+        print(f"didray: {unfinished} trial(s) did not finish; continue with `{again}`",
+              file=sys.stderr)
         return 130
     return 0 if table["failed"].sum() == 0 else 1
 
 
 def build_parser() -> Parser:
     parser = Parser(prog="didray", description=__doc__)
+    parser.add_argument("--version", action="version",
+                        version=f"didray {importlib.metadata.version('didray')}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     theory = sub.add_parser("theory", help="check the paper's claims in the exact tabular world")
@@ -126,10 +134,12 @@ def build_parser() -> Parser:
 
     validate = sub.add_parser("validate", help="check a sweep file; exit 2 listing every error")
     validate.add_argument("file")
+    add_overrides(validate)
     validate.set_defaults(func=cmd_validate)
 
     run = sub.add_parser("run", help="run a sweep on Ray (embedded local Ray by default)")
     run.add_argument("file")
+    add_overrides(run)
     run.add_argument("--address", help="Ray cluster to join, e.g. ray://HEAD:10001 or auto")
     run.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
     run.add_argument("--storage", type=Path, help="override the sweep file's storage path")
@@ -142,13 +152,30 @@ def build_parser() -> Parser:
     return parser
 
 
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """argparse takes one run of positionals: overrides after an option
+    (`didray run FILE --resume train.lr=1e-4`) come back unrecognised and are added here."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and not any(a.startswith("-") for a in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = parse(argv)
         return args.func(args)
     except BadInput as err:
         print(err.report(), file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`didray analyze X | head -1`): stop quietly, as a shell tool
+        # does. Python's recipe: point stdout at devnull, or flushing it at exit raises again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by the pipe
 
 
 if __name__ == "__main__":

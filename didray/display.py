@@ -2,14 +2,41 @@
 
 from __future__ import annotations
 
+import shutil
+
 import polars as pl
+
+
+def column_width(frame: pl.DataFrame, name: str) -> int:
+    """An upper bound of a column's printed width: its longest header or value, plus borders."""
+    values = frame[name].cast(pl.String).str.len_chars().max() if frame.height else 0
+    return max(len(name), values or 4) + 3  # 4: "null"
+
+
+def column_blocks(frame: pl.DataFrame, width: int) -> list[list[str]]:
+    """The columns in consecutive runs that each fit `width` (a column wider alone gets its
+    own run): a wide table prints as several narrower ones instead of wrapping every cell."""
+    blocks: list[list[str]] = [[]]
+    used = 1
+    for name in frame.columns:
+        need = column_width(frame, name)
+        if blocks[-1] and used + need > width:
+            blocks.append([])
+            used = 1
+        blocks[-1].append(name)
+        used += need
+    return blocks
 
 
 def print_frame(frame: pl.DataFrame, fmt: str, precision: int | None = None) -> None:
     if fmt == "csv":
         print(frame.write_csv(), end="")
         return
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=250,
+    # Terminal tables fit the terminal (80 columns when not a terminal); markdown is for
+    # files and stays one table.
+    width = shutil.get_terminal_size().columns
+    blocks = column_blocks(frame, width) if fmt == "table" else [frame.columns]
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=10_000,
                    float_precision=precision, tbl_formatting="MARKDOWN" if fmt == "md" else None,
                    tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
-        print(frame)
+        print("\n".join(str(frame.select(block)) for block in blocks))

@@ -26,7 +26,7 @@ import os
 import shlex
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -217,10 +217,11 @@ def env_check(modules: tuple[str, ...] = JOB_MODULES) -> str:
     return shlex.join(["python", "-c", code])
 
 
-def entrypoint(sweep_rel: str, storage: str | Path | None, resume: bool) -> str:
+def entrypoint(sweep_rel: str, storage: str | Path | None, resume: bool,
+               overrides: Sequence[str] = ()) -> str:
     """The shell command the job runs in the uploaded working directory: the environment
     check, then the sweep."""
-    args = ["python", "-m", "didray.cli", "run", sweep_rel]
+    args = ["python", "-m", "didray.cli", "run", sweep_rel, *overrides]
     if storage is not None:
         args += ["--storage", str(storage)]
     if resume:
@@ -235,14 +236,16 @@ class Upload:
     sweep: Sweep
     root: Path  # the working directory, resolved
     sweep_rel: str  # the sweep file's path inside it, as the job will find it
+    overrides: tuple[str, ...] = ()  # `key.path=value` arguments, validated with the file
 
 
-def prepare(sweep_file: str | Path, working_dir: str | Path = ".") -> Upload:
+def prepare(sweep_file: str | Path, working_dir: str | Path = ".",
+            overrides: Sequence[str] = ()) -> Upload:
     """Validate `sweep_file` and check that `working_dir` holds it. Call it before `connect`:
     bad input is then reported as such, even for a cluster that cannot be reached."""
     from didray.config.load import load_sweep
 
-    sweep = load_sweep(sweep_file)  # raises BadInput subclasses listing every error
+    sweep = load_sweep(sweep_file, overrides)  # raises BadInput subclasses listing every error
     root = Path(working_dir).resolve()
     path = Path(sweep_file).resolve()
     if not root.is_dir():
@@ -250,7 +253,7 @@ def prepare(sweep_file: str | Path, working_dir: str | Path = ".") -> Upload:
     if not path.is_relative_to(root):
         raise ClusterError(f"{sweep_file} is outside the working directory {root}, so the job "
                            "would not find it: move it there or pass --working-dir")
-    return Upload(sweep, root, path.relative_to(root).as_posix())
+    return Upload(sweep, root, path.relative_to(root).as_posix(), tuple(overrides))
 
 
 def submit(cluster: Cluster, upload: Upload, *, storage: str | Path | None = None,
@@ -262,7 +265,7 @@ def submit(cluster: Cluster, upload: Upload, *, storage: str | Path | None = Non
     name = upload.sweep.name
     with cluster_errors(cluster.url):
         return cluster.client.submit_job(
-            entrypoint=entrypoint(upload.sweep_rel, storage, resume),
+            entrypoint=entrypoint(upload.sweep_rel, storage, resume, upload.overrides),
             submission_id=f"didray-{name}-{uuid.uuid4().hex[:8]}",
             runtime_env=runtime_env(upload.root, pip),
             metadata={METADATA_KEY: name, "sweep_file": upload.sweep_rel})

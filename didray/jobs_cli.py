@@ -11,7 +11,8 @@ from didray.jobs import Cluster, connect, format_status, logs, prepare, status, 
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    upload = prepare(args.file, args.working_dir)  # before connecting: bad input is reported
+    # Before connecting: bad input is reported as such.
+    upload = prepare(args.file, args.working_dir, args.overrides)
     cluster = connect(args.address)
     job_id = submit(cluster, upload, storage=args.storage, resume=args.resume, pip=args.pip)
     url = cluster.url
@@ -64,6 +65,13 @@ def cmd_stop(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_overrides(parser: argparse.ArgumentParser) -> None:
+    """The `key.path=value ...` arguments of validate, run and submit."""
+    parser.add_argument("overrides", nargs="*", metavar="key.path=value",
+                        help="set a field of the sweep file, e.g. train.lr=1e-4 "
+                             "search.seed=[0,1] (values are YAML)")
+
+
 def add_job_commands(subparsers) -> None:
     """Register submit/status/logs/stop on the `didray` parser's subparsers object."""
     def address(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +81,7 @@ def add_job_commands(subparsers) -> None:
 
     p = subparsers.add_parser("submit", help="run a sweep on a Ray cluster as a Ray job")
     p.add_argument("file", help="sweep file, inside the working directory")
+    add_overrides(p)
     address(p)
     p.add_argument("--storage", help="results path on the cluster (default: the sweep file's)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted sweep")

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from didray.analysis.load import Results
 
 FORMATS = ("table", "md", "csv", "parquet")
+TABLES = ("entropy_vs_scores", "regimes", "correlations", "dynamics")  # didray.analysis.tables
 
 
 def add_analyze_command(subparsers: argparse._SubParsersAction) -> None:
@@ -31,8 +32,12 @@ def add_analyze_command(subparsers: argparse._SubParsersAction) -> None:
                          help="results directories (<storage>/<sweep name>/); several are "
                               "analysed together, told apart by directory name")
     analyze.add_argument("--format", choices=FORMATS, default="table",
-                         help="print as table, md or csv; parquet writes files to --out")
-    analyze.add_argument("--out", type=Path, help="directory for parquet tables and figures")
+                         help="print as table, md or csv; with --out, csv and parquet write "
+                              "one file per table")
+    analyze.add_argument("--out", type=Path, help="directory for csv or parquet tables and "
+                                                  "figures")
+    analyze.add_argument("--table", choices=TABLES,
+                         help="print this table alone (with --format csv: one readable CSV)")
     analyze.add_argument("--columns", action="store_true",
                          help="print the dictionary of every results column and exit")
     analyze.add_argument("--plot", action="store_true",
@@ -41,16 +46,21 @@ def add_analyze_command(subparsers: argparse._SubParsersAction) -> None:
     analyze.set_defaults(func=cmd_analyze)
 
 
-def write_tables(results: Results, out: Path) -> list[Path]:
-    """entropy_vs_scores, correlations and dynamics as Parquet files under `out`."""
-    from didray.analysis.tables import correlations, dynamics, entropy_vs_scores
+def build_table(results: Results, name: str) -> pl.DataFrame:
+    from didray.analysis import tables
 
+    return getattr(tables, name)(results)
+
+
+def write_tables(results: Results, out: Path, fmt: str = "parquet") -> list[Path]:
+    """Every table of TABLES as its own file under `out`: `<name>.parquet` or `<name>.csv`
+    (one table per CSV file, so each reads back with pl.read_csv)."""
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    for name, build in (("entropy_vs_scores", entropy_vs_scores),
-                        ("correlations", correlations), ("dynamics", dynamics)):
-        path = out / f"{name}.parquet"
-        build(results).write_parquet(path)
+    for name in TABLES:
+        path = out / f"{name}.{fmt}"
+        table = build_table(results, name)
+        table.write_parquet(path) if fmt == "parquet" else table.write_csv(path)
         paths.append(path)
     return paths
 
@@ -64,7 +74,7 @@ def column_dictionary() -> pl.DataFrame:
 
 def cmd_analyze(args: argparse.Namespace) -> int:
     from didray.analysis.load import load
-    from didray.analysis.report import print_tables
+    from didray.analysis.report import PRECISION, print_tables, readable
 
     if args.columns:
         print_frame(column_dictionary(), "md" if args.format == "md" else args.format)
@@ -79,8 +89,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         raise BadInput("analyze: --format parquet and --plot write files: give --out DIR")
     results = load(args.paths)
     written: list[Path] = []
-    if args.format == "parquet":
-        written += write_tables(results, args.out)
+    if args.format == "parquet" or (args.format == "csv" and args.out is not None):
+        written += write_tables(results, args.out, args.format)
+    elif args.table:
+        print_frame(readable(build_table(results, args.table), args.format), args.format,
+                    PRECISION)
     else:
         print_tables(results, args.format)
     if args.plot:

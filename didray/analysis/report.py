@@ -9,6 +9,8 @@ bootstrap interval.
 
 from __future__ import annotations
 
+import shutil
+import textwrap
 from pathlib import Path
 
 import polars as pl
@@ -27,7 +29,8 @@ CLAIMS = (("instruction_score", 1, "high-entropy DID helps instruction following
 
 
 def _title(text: str, fmt: str) -> str:
-    return {"md": f"### {text}", "csv": f"# {text}"}.get(fmt, text)
+    wrapped = textwrap.fill(text, shutil.get_terminal_size().columns)  # as tables: display.py
+    return {"md": f"### {text}", "csv": f"# {text}"}.get(fmt, wrapped)
 
 
 def readable(frame: pl.DataFrame, fmt: str) -> pl.DataFrame:

@@ -114,6 +114,8 @@ def correlations(results: Results, by: Sequence[str] = ("sweep",),
     (undefined), intervals null below three trials. Draws come from a seeded hash of
     (resample, draw), so a table is reproducible; resamples reuse the centred values.
     """
+    for axis in (*by, *within):
+        _require(axis, list(TRIALS_SCHEMA), "correlations")
     group = [*by, ESTIMATOR, "score"]
     strata = [*group, *within]
     ranked = (results.trials.filter(FINISHED)
@@ -184,9 +186,9 @@ def compare(results: Results, metric: str, rows: str | Sequence[str] = "regime",
     rows = [rows] if isinstance(rows, str) else list(rows)
     if metric == "did_entropy" and ESTIMATOR not in rows and _estimators(results) > 1:
         rows = [ESTIMATOR, *rows]
-    _require(metric, [c for c, dtype in TRIALS_SCHEMA.items() if dtype.is_numeric()])
+    _require(metric, [c for c, dtype in TRIALS_SCHEMA.items() if dtype.is_numeric()], "compare")
     for axis in (*rows, columns):
-        _require(axis, list(TRIALS_SCHEMA))
+        _require(axis, list(TRIALS_SCHEMA), "compare")
     means = (results.trials.group_by(*rows, columns).agg(pl.col(metric).mean())
              .sort(*rows, columns).collect())
     wide = means.pivot(on=columns, index=rows, values=metric, sort_columns=True)
@@ -197,6 +199,6 @@ def _estimators(results: Results) -> int:
     return results.trials.select(pl.col(ESTIMATOR).drop_nulls().n_unique()).collect().item()
 
 
-def _require(name: str, allowed: list[str]) -> None:
+def _require(name: str, allowed: list[str], caller: str) -> None:
     if name not in allowed:
-        raise BadInput(f"compare: unknown column {name!r}; choose from {', '.join(allowed)}")
+        raise BadInput(f"{caller}: unknown column {name!r}; choose from {', '.join(allowed)}")

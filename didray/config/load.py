@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
+import types
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated, Union, get_args, get_origin
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from yaml.composer import ComposerError
 from yaml.constructor import ConstructorError
 from yaml.reader import ReaderError
@@ -145,6 +150,55 @@ SHOWS_INPUT = ("greater_than", "greater_than_equal", "less_than_equal", "finite_
                "invalid_key")
 
 
+# TRL's DPOConfig names for what didray calls otherwise: a TRL user's first guesses.
+TRL_NAMES = {
+    "learning_rate": "train.lr",
+    "per_device_train_batch_size": "train.batch_size",
+    "gradient_accumulation_steps": "train.grad_accum",
+    "max_steps": "train.steps",
+    "beta": "search.beta",
+}
+
+
+def models_in(annotation: object) -> list[type[BaseModel]]:
+    """The models a field's annotation holds: through Annotated, `X | None`, unions, lists."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = get_origin(annotation)
+    if origin in (Annotated, Union, types.UnionType, list):
+        args = get_args(annotation)[:1] if origin is Annotated else get_args(annotation)
+        return [m for arg in args for m in models_in(arg)]
+    return []
+
+
+def model_at(loc: tuple) -> type[BaseModel] | None:
+    """The model an error location points into: ('regimes', 1, 'powerlaw') -> PowerLaw."""
+    models: list[type[BaseModel]] = [Sweep]
+    for part in loc:
+        if isinstance(part, int):
+            continue  # a list item: models_in already looked inside the list
+        tagged = [m for m in models if part in REGIME_KINDS and m.model_fields.get("kind")
+                  and get_args(m.model_fields["kind"].annotation) == (part,)]
+        if tagged:
+            models = tagged
+            continue
+        fields = [m.model_fields[part] for m in models if part in m.model_fields]
+        models = [m for f in fields for m in models_in(f.annotation)]
+    return models[0] if len(models) == 1 else None
+
+
+def hint(loc: tuple) -> str:
+    """For an unknown field: TRL's name pointed to didray's, or the nearest valid name."""
+    name = loc[-1] if loc else None
+    if not isinstance(name, str):
+        return ""
+    if name in TRL_NAMES:
+        return f"; TRL's `{name}` is `{TRL_NAMES[name]}` here"
+    model = model_at(loc[:-1])
+    near = difflib.get_close_matches(name, list(model.model_fields), n=1) if model else []
+    return f"; did you mean `{near[0]}`?" if near else ""
+
+
 def reason(error: dict) -> str:
     """Pydantic's message, phrased as a rule where it has a plain one."""
     # Limits as the field descriptions state them: 100,000 and 16, not 100000 and 16.0.
@@ -163,21 +217,68 @@ def reason(error: dict) -> str:
     }
     rule = rules.get(error["type"])
     text = rule.format(**ctx) if rule else error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        text += hint(error["loc"])
     return f"{text} (got {shown(error['input'])})" if error["type"] in SHOWS_INPUT else text
 
 
-def parse_sweep(data: object, source: str = "<sweep>") -> Sweep:
+def override_path(key: str) -> str:
+    """An override's key as field_path writes it: `regimes.0.tau` -> `regimes[0].tau`."""
+    return re.sub(r"\.(\d+)(?=\.|\[|$)", r"[\1]", key)
+
+
+def blame(line_path: str, overrides: Sequence[str]) -> str:
+    """The error's field path, or the override that set it (the last one wins, as in the merge):
+    a bad value typed on the command line is named as typed."""
+    for text in reversed(overrides):
+        key = override_path(text.partition("=")[0])
+        if line_path == key or line_path.startswith((f"{key}.", f"{key}[")):
+            return text
+    return line_path
+
+
+def parse_sweep(data: object, source: str = "<sweep>", overrides: Sequence[str] = ()) -> Sweep:
     try:
         return Sweep.model_validate(data)
     except ValidationError as err:
-        lines = [f"{field_path(e['loc'])}: {reason(e)}" for e in err.errors()]
+        lines = [f"{blame(field_path(e['loc']), overrides)}: {reason(e)}" for e in err.errors()]
         raise SweepFileError(source, lines) from None
 
 
-def load_sweep(path: str | Path) -> Sweep:
-    """Load and validate; every failure is a SweepFileError naming the file and field or line."""
+def apply_overrides(data: dict, overrides: Sequence[str], source: str) -> dict:
+    """`data` with each `key.path=value` set, in order. OmegaConf's dotlist does the merge:
+    dotted keys, list items as `regimes[0].tau` or `regimes.0.tau`, values read as YAML
+    (`[0,1]` is a list, `1e-4` a float); a list value replaces the whole list."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    for text in overrides:
+        key, equals, _ = text.partition("=")
+        if not equals or not key.strip():
+            raise SweepFileError(source, [f"{text}: an override is key.path=value"])
+    try:
+        config = OmegaConf.create(data)
+    except (OmegaConfBaseException, ValueError) as err:
+        raise SweepFileError(source, [f"cannot apply overrides to this file: {err}"]) from None
+    for text in overrides:
+        try:
+            config.merge_with_dotlist([text])
+        except yaml.MarkedYAMLError as err:
+            raise SweepFileError(source, [f"{text}: not a YAML value ({err.problem})"]) from None
+        except OmegaConfBaseException as err:
+            problem = str(err).splitlines()[0]  # the rest is OmegaConf's key/type dump
+            raise SweepFileError(source, [f"{text}: {problem}"]) from None
+    # resolve=False: `${...}` in a value is text here, never an OmegaConf interpolation.
+    return OmegaConf.to_container(config, resolve=False)
+
+
+def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
+    """Load, apply command-line overrides (`train.lr=1e-4`) and validate; every failure is a
+    SweepFileError naming the file and the field, line or override."""
     path = Path(path)
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise SweepFileError(str(path), ["top level must be a mapping of sections"])
-    return parse_sweep(data, str(path))
+    if overrides:
+        data = apply_overrides(data, overrides, str(path))
+    return parse_sweep(data, str(path), overrides)

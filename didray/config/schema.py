@@ -281,7 +281,22 @@ class Train(Strict):
     grad_accum: Int = count(1, 1024, "micro-batches accumulated per step")
     optimizer: Literal["adamw", "sgd"] = Field("adamw", description="torch optimizer")
     weight_decay: Float = Field(0.0, ge=0, description="decoupled weight decay")
-    loss_type: Literal["sigmoid", "ipo"] = Field("sigmoid", description="DPO loss")
+    lr_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="learning rate after warmup: constant, linear decay to 0 at "
+        "the last step, or half a cosine to 0 (docs/design.md §3.2)")
+    warmup_steps: Int = Field(
+        0, ge=0, le=100_000, description="steps of linear warmup from 0 to lr, 0 to 100,000 "
+        "(less than steps)")
+    max_grad_norm: Positive | None = Field(
+        None, description="clip each step's gradient to this global L2 norm (default: off)")
+    loss_type: Literal["sigmoid", "ipo", "simpo"] = Field(
+        "sigmoid", description="sigmoid: DPO; ipo: IPO's squared loss; simpo: SimPO, "
+        "reference-free and length-normalised (didray/core/dpo.py)")
+    label_smoothing: Float = Field(
+        0.0, ge=0, le=0.5, description="sigmoid and simpo: the probability a label is flipped "
+        "(conservative DPO), 0 to 0.5")
+    simpo_gamma: Float = Field(
+        0.5, ge=0, le=10, description="simpo: the target reward margin gamma, 0 to 10")
     max_prompt_tokens: Int = count(16, 32_768, "prompts are left-truncated to this")
     max_response_tokens: Int = count(8, 32_768, "responses are truncated to this")
     checkpoint_every: IntOrNone = count(
@@ -305,6 +320,15 @@ class Train(Strict):
         if self.checkpoint_every % self.report_every:
             raise ValueError(f"{every} must be a multiple of report_every "
                              f"({self.report_every}): checkpoints are saved at report steps only")
+        return self
+
+    @model_validator(mode="after")
+    def _schedule_fits(self) -> Train:
+        if self.warmup_steps >= self.steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must be < steps "
+                             f"({self.steps}): training would end before the warmup does")
+        if self.loss_type == "ipo" and self.label_smoothing:
+            raise ValueError("label_smoothing applies to loss_type sigmoid and simpo, not ipo")
         return self
 
     @property

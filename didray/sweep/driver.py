@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -63,9 +64,11 @@ def trial_spec(sweep: Sweep, prepared: PreparedSweep, sweep_dir: Path) -> TrialS
         enum_file=prepared.enum_file, eval_file=prepared.eval_file)
 
 
-def check_state(sweep: Sweep, sweep_dir: Path, resume: bool) -> None:
+def check_state(sweep: Sweep, sweep_dir: Path, resume: bool,
+                overrides: Sequence[str] = ()) -> None:
     """Refuse what would mix or overwrite results: a rerun without --resume, or a resume
-    with a sweep file that differs from the one the results came from."""
+    whose sweep (file and overrides, compared once resolved) differs from the one the results
+    came from."""
     from ray import tune
 
     exists = (sweep_dir / "tune").exists()
@@ -82,13 +85,24 @@ def check_state(sweep: Sweep, sweep_dir: Path, resume: bool) -> None:
             f"{manifest.get('version', 1)}, this one writes {MANIFEST_VERSION}); its trial "
             "state cannot be resumed. Its results stay readable by `didray analyze`; run the "
             "sweep anew under another `name` or `storage`")
-    before = manifest.get("sweep")
-    now = sweep.model_dump(mode="json", exclude={"storage"})
-    if resume and before is not None and {**before, "storage": None} != {**now, "storage": None}:
-        changed = sorted(k for k in now if before.get(k) != now[k])
+    if resume and (change := sweep_change(manifest, sweep, overrides)):
         raise SweepStateError(
-            f"{sweep_dir} was written by a different sweep file (changed: {', '.join(changed)});"
-            " --resume continues the original sweep only. Use a new `name` for the new one")
+            f"{sweep_dir} was written by a different sweep file or overrides ({change}); "
+            "--resume continues the original sweep only. Use a new `name` for the new one")
+
+
+def sweep_change(manifest: dict, sweep: Sweep, overrides: Sequence[str]) -> str | None:
+    """What differs between the resolved sweep in `manifest` and `sweep` (file and overrides
+    both resolved, so `train.lr=2e-3` resumes a sweep run with `train.lr=0.002`); None if
+    nothing does. The storage path may differ: a moved sweep resumes in its new place."""
+    before = manifest.get("sweep")
+    now = sweep.model_dump(mode="json")
+    if before is None or {**before, "storage": None} == {**now, "storage": None}:
+        return None
+    changed = sorted(k for k in now if k != "storage" and before.get(k) != now[k])
+    then = " ".join(manifest.get("overrides", [])) or "none"
+    return (f"changed: {', '.join(changed)}; overrides then: {then}, now: "
+            f"{' '.join(overrides) or 'none'}")
 
 
 def check_address(address: str | None) -> None:
@@ -190,12 +204,14 @@ def versions() -> dict[str, str]:
 
 
 def write_manifest(sweep: Sweep, source: str, prepared: PreparedSweep, counts: dict[str, int],
-                   runs: list[dict], sweep_dir: Path) -> None:
-    """Everything needed to trust or redo the sweep: file, hashes, cache counts, versions."""
+                   runs: list[dict], sweep_dir: Path, overrides: Sequence[str] = ()) -> None:
+    """Everything needed to trust or redo the sweep: file and command-line overrides (`sweep`
+    is the result of both), hashes, cache counts, versions."""
     write_json({
         "version": MANIFEST_VERSION,
         "sweep": sweep.model_dump(mode="json"),
         "sweep_file": source,
+        "overrides": list(overrides),
         "world_hash": prepared.world_hash,
         "sampler_backend": resolve_backend(sweep.sampler.backend),
         "eval_file": prepared.eval_file and str(prepared.eval_file),
@@ -220,16 +236,17 @@ def regime_columns(sweep: Sweep, prepared: PreparedSweep) -> dict[str, dict]:
 
 
 def run_sweep(sweep: Sweep, source: str, address: str | None = None,
-              resume: bool = False) -> Path:
-    """Run (or resume) a whole sweep; returns its results directory. Ray, if this call
-    started it, is shut down when it returns, however it ends."""
+              resume: bool = False, overrides: Sequence[str] = ()) -> Path:
+    """Run (or resume) a whole sweep; returns its results directory. `sweep` is `source` (the
+    file's text) with `overrides` applied. Ray, if this call started it, is shut down when it
+    returns, however it ends."""
     import ray
 
     started = start_ray(address)  # prepare samples pi_ref's responses on sampler actors
     try:
         with sigterm_as_interrupt():
             check_resources(sweep, fixed=address is None)
-            return run_on_ray(sweep, source, resume)
+            return run_on_ray(sweep, source, resume, overrides)
     finally:
         if started:
             ray.shutdown()
@@ -278,11 +295,11 @@ def check_resources(sweep: Sweep, fixed: bool) -> None:
         say(f"warning: {message}; waiting for the autoscaler to add one")
 
 
-def run_on_ray(sweep: Sweep, source: str, resume: bool) -> Path:
+def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str]) -> Path:
     # Every path handed to Ray is absolute: workers do not run in the driver's directory.
     sweep = sweep.model_copy(update={"storage": sweep.storage.resolve()})
     sweep_dir = sweep.storage / sweep.name
-    check_state(sweep, sweep_dir, resume)
+    check_state(sweep, sweep_dir, resume, overrides)
     resume = resume and (sweep_dir / "tune").exists()  # --resume on nothing starts afresh
     old = read_manifest(sweep_dir / "manifest.json")
     started = time.time()
@@ -295,7 +312,7 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool) -> Path:
     run = {"started": started, "resumed": resume, "prepare_s": time.time() - started,
            "status": "running"}
     runs = [*old.get("runs", []), run]
-    write_manifest(sweep, source, prepared, counts, runs, sweep_dir)
+    write_manifest(sweep, source, prepared, counts, runs, sweep_dir, overrides)
 
     writer = ResultsWriter(sweep_dir, sweep.train.steps, regime_columns(sweep, prepared))
     tuner = build_tuner(sweep, trial_spec(sweep, prepared, sweep_dir), writer, resume)
@@ -312,5 +329,5 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool) -> Path:
     run.update(trials_s=time.time() - started - run["prepare_s"],
                total_s=time.time() - started, errors=grid.num_errors, trial_seconds=spent,
                status="finished" if ended == sweep.trial_count() else "interrupted")
-    write_manifest(sweep, source, prepared, counts, runs, sweep_dir)
+    write_manifest(sweep, source, prepared, counts, runs, sweep_dir, overrides)
     return sweep_dir

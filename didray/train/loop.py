@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 
@@ -37,6 +38,31 @@ def make_optimizer(params, name: str, lr: float, weight_decay: float) -> torch.o
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True)
 
 
+def lr_factor(step: int, steps: int, schedule: str, warmup_steps: int) -> float:
+    """The multiplier of the base learning rate for optimizer step `step` (0-based), as
+    transformers' get_{constant,linear,cosine}_schedule_with_warmup: linear warmup from 0
+    over `warmup_steps`, then constant, linear decay to 0 at `steps`, or half a cosine to 0
+    (docs/design.md §3.2). A pure function of the step, like `batch_indices`: a resumed run
+    needs no scheduler state."""
+    if step < warmup_steps:
+        return step / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def lr_schedule(lr: float, steps: int, schedule: str,
+                warmup_steps: int) -> Callable[[int], float] | None:
+    """Each step's learning rate; None when it is `lr` throughout, so that the default leaves
+    the optimizer's rate untouched (results from before schedules existed stay bit-equal)."""
+    if schedule == "constant" and warmup_steps == 0:
+        return None
+    return lambda step: lr * lr_factor(step, steps, schedule, warmup_steps)
+
+
 def row_lengths(enc: Encoded) -> Tensor:
     """Each row's token count (N,), on the host: read from the device once per run, so that
     cutting a batch to its longest row never waits for the device."""
@@ -67,22 +93,33 @@ def dpo_step(
     loss_type: str,
     micro_batches: int = 1,
     hook: LogitsHook | None = None,
+    *,
+    label_smoothing: float = 0.0,
+    simpo_gamma: float = 0.0,
+    max_grad_norm: float | None = None,
 ) -> dict[str, Tensor | int]:
     """One optimizer step on pairs `idx` (host), accumulated over `micro_batches`, each cut to
-    its longest row (`lengths` from `row_lengths`). Returns the batch means as 0-d tensors, so
-    the step never waits for the device (`as_floats` reads them), and the token count."""
+    its longest row (`lengths` from `row_lengths`), its gradient clipped to `max_grad_norm`
+    (None: not clipped). Returns the batch means as 0-d tensors, so the step never waits for
+    the device (`as_floats` reads them), and the token count."""
     optimizer.zero_grad(set_to_none=True)
     totals: dict[str, Tensor] = {}
     chunks = [c for c in idx.chunk(micro_batches) if len(c)]
     for chunk in chunks:
         rows = torch.cat([chunk, chunk + data.n])  # (2b,) chosen rows, then rejected
         # Chosen and rejected go through one forward pass: DDP expects one forward per backward.
-        logps = response_logps(model, batch_rows(data.enc, rows, lengths), hook)  # (2b,)
+        batch = batch_rows(data.enc, rows, lengths)
+        logps = response_logps(model, batch, hook)  # (2b,)
         ref = data.ref_logps[rows.to(logps.device, non_blocking=True)]  # (2b,)
-        losses, metrics = dpo_loss(*logps.chunk(2), *ref.chunk(2), beta, loss_type)
+        sizes = batch.response_mask.sum(dim=-1).chunk(2)  # response tokens: simpo's lengths
+        losses, metrics = dpo_loss(*logps.chunk(2), *ref.chunk(2), beta, loss_type,
+                                   chosen_lengths=sizes[0], rejected_lengths=sizes[1],
+                                   gamma=simpo_gamma, label_smoothing=label_smoothing)
         (losses.mean() / len(chunks)).backward()
         for key, value in {"loss": losses.detach().mean(), **metrics}.items():
             totals[key] = totals.get(key, 0.0) + value / len(chunks)
+    if max_grad_norm is not None:  # after backward: DDP has averaged the gradients by then
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
     optimizer.step()
     return {**totals, "tokens": int(lengths[torch.cat([idx, idx + data.n])].sum())}
 
@@ -103,8 +140,14 @@ def train_dpo(
     world_size: int = 1,
     hook: LogitsHook | None = None,
     on_step: Callable[[int, dict[str, Tensor | float]], None] | None = None,
+    lr_at: Callable[[int], float] | None = None,
+    label_smoothing: float = 0.0,
+    simpo_gamma: float = 0.0,
+    max_grad_norm: float | None = None,
 ) -> None:
     """Run steps [start_step, steps); `on_step(step_done, metrics)` after each (for reporting).
+    `lr_at(step)` sets the learning rate of each step (None: the optimizer's stays); the
+    settings after it are dpo_step's.
 
     `metrics` are 0-d device tensors (convert with `as_floats` on the steps that report) and
     `tokens_per_s`, a float: the host's pace, which is the device's once its queue is full.
@@ -113,9 +156,13 @@ def train_dpo(
     lengths = row_lengths(data.enc)
     for step in range(start_step, steps):
         idx = batch_indices(data.n, batch_size, step, seed, rank, world_size)
+        if lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
         started = time.perf_counter()
         metrics = dpo_step(model, optimizer, data, lengths, idx, beta, loss_type, grad_accum,
-                           hook)
+                           hook, label_smoothing=label_smoothing, simpo_gamma=simpo_gamma,
+                           max_grad_norm=max_grad_norm)
         metrics["tokens_per_s"] = metrics.pop("tokens") / (time.perf_counter() - started)
         if on_step is not None:
             on_step(step + 1, metrics)

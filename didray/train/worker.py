@@ -27,7 +27,7 @@ from didray.eval.pairs import pair_metrics
 from didray.eval.toy import ToyTables
 from didray.files import damage, write_index
 from didray.train.gauges import export_step_metrics
-from didray.train.loop import as_floats, make_optimizer, train_dpo
+from didray.train.loop import as_floats, lr_schedule, make_optimizer, train_dpo
 from didray.worlds.policy import load_policy
 from didray.worlds.text import batched_response_logps
 
@@ -91,7 +91,10 @@ def final_evaluation(model: torch.nn.Module, tokenizer, hook, data: PairTensors,
     on the training prompts, like the exact DID-entropy columns they are graded against)."""
     model.eval()
     policy = batched_response_logps(model, data.enc, hook, batch_size=64).cpu()
-    metrics = pair_metrics(policy, data.ref_logps.cpu(), trial.beta, trial.spec.train.loss_type)
+    train = trial.spec.train
+    metrics = pair_metrics(policy, data.ref_logps.cpu(), trial.beta, train.loss_type,
+                           data.enc.response_mask.sum(dim=-1).cpu(), train.label_smoothing,
+                           train.simpo_gamma)
     estimates = []
     if tables is not None:
         metrics |= tables.evaluate(table)
@@ -229,4 +232,7 @@ def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
     train_dpo(model, optimizer, data, beta=trial.beta, loss_type=train.loss_type,
               steps=train.steps, batch_size=train.batch_size, grad_accum=train.grad_accum,
               seed=trial.seed, start_step=start, rank=rank, world_size=world_size, hook=hook,
-              on_step=on_step)
+              on_step=on_step,
+              lr_at=lr_schedule(train.lr, train.steps, train.lr_schedule, train.warmup_steps),
+              label_smoothing=train.label_smoothing, simpo_gamma=train.simpo_gamma,
+              max_grad_norm=train.max_grad_norm)

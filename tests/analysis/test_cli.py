@@ -1,5 +1,8 @@
 """`didray analyze` on a hand-built results directory: formats, files, one-line errors."""
 
+import importlib.metadata
+import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +27,44 @@ def test_prints_the_tables_as_csv(sweep_dir, capsys):
     assert "partial,pg,pg,,,0.5,3,1,1,1,exact,4.0" in out  # the failed and running trial, counted
 
 
+def test_csv_to_out_is_one_file_per_table(sweep_dir, tmp_path):
+    out = tmp_path / "out"
+    assert analyze([str(sweep_dir), "--format", "csv", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "correlations.csv", "dynamics.csv", "entropy_vs_scores.csv", "regimes.csv"]
+    table = pl.read_csv(out / "entropy_vs_scores.csv")
+    assert table["trials"].sum() == 8  # as the parquet table: every trial counted once
+
+
+def test_one_table_is_one_readable_csv(sweep_dir, capsys):
+    assert analyze([str(sweep_dir), "--format", "csv", "--table", "entropy_vs_scores"]) == 0
+    table = pl.read_csv(io.StringIO(capsys.readouterr().out))
+    assert table["trials"].sum() == 8
+    assert table.columns[:3] == ["sweep", "regime", "regime_kind"]
+
+
+def test_a_reader_closing_the_pipe_ends_it_quietly(sweep_dir):
+    # A real pipe whose reader is gone before didray writes (as `| head -1` is gone before
+    # the rest of a long output): `head -c 0` exits without reading, so it is deterministic.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    didray = subprocess.Popen([sys.executable, "-m", "didray", "analyze", str(sweep_dir),
+                               "--format", "csv"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, env=env)
+    head = subprocess.Popen(["head", "-c", "0"], stdin=didray.stdout)
+    didray.stdout.close()  # head held the only other read end: its exit closes the pipe
+    head.wait(timeout=30)
+    err = didray.stderr.read().decode()
+    assert didray.wait(timeout=120) == 141
+    assert err == "", err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"didray {importlib.metadata.version('didray')}"
+
+
 def test_parquet_and_plots_go_to_out(sweep_dir, tmp_path, capsys):
     out = tmp_path / "out"
     assert analyze([str(sweep_dir), "--format", "parquet", "--out", str(out), "--plot"]) == 0
@@ -31,7 +72,7 @@ def test_parquet_and_plots_go_to_out(sweep_dir, tmp_path, capsys):
     assert names == ["correlations.parquet", "dynamics.parquet", "dynamics.pdf", "dynamics.png",
                      "entropy_vs_scores.parquet", "entropy_vs_scores.pdf",
                      "entropy_vs_scores.png", "headline-page.pdf", "headline-page.png",
-                     "headline.pdf", "headline.png"]
+                     "headline.pdf", "headline.png", "regimes.parquet"]
     assert pl.read_parquet(out / "entropy_vs_scores.parquet")["trials"].sum() == 8
     assert all((out / name).stat().st_size > 0 for name in names)
 
@@ -88,3 +129,11 @@ def test_analyze_a_real_ci_sweep(ci_sweep, tmp_path, capsys):
     steps = pl.read_parquet(files / "dynamics.parquet")
     assert steps["loss_mean"].null_count() == 0 and steps["step"].max() > 0
     assert (files / "dynamics.png").stat().st_size > 0
+
+
+def test_tables_fit_the_terminal(sweep_dir, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "100")  # shutil.get_terminal_size reads it first
+    assert analyze([str(sweep_dir)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert any(len(line) > 90 for line in lines)  # the width is used, not a fixed narrow one

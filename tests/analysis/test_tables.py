@@ -198,3 +198,10 @@ def test_correlations_are_taken_within_beta():
     pooled = correlations(results, within=()).filter(score).row(0, named=True)
     # ranks 1..6 against 3,2,1,6,5,4: sum d^2 = 16, rho = 1 - 6*16 / (6*35) = 0.542857
     assert pooled["spearman"] == pytest.approx(1 - 96 / 210)
+
+
+def test_correlations_name_an_unknown_column(results):
+    with pytest.raises(BadInput, match="correlations: unknown column 'nope'"):
+        correlations(results, by=("nope",))
+    with pytest.raises(BadInput, match="correlations: unknown column 'lr'"):
+        correlations(results, within=("lr",))

@@ -46,6 +46,22 @@ def test_toy_default_has_three_betas_and_two_regimes():
     [
         ("search.beta", [0.1, 0.2, -1], "search.beta[2]: must be > 0 (got -1)"),
         ("train.lrr", 0.1, "train.lrr: unknown field (not in the schema)"),
+        # unknown fields: the nearest valid name of their section, or TRL's name pointed to ours
+        ("train.step", 6, "train.step: unknown field (not in the schema); did you mean `steps`?"),
+        ("regimes.1.taus", 1, "regimes[1].taus: unknown field (not in the schema); did you mean "
+                              "`tau`?"),
+        ("eval.judge.kk", 3, "eval.judge.kk: unknown field (not in the schema); did you mean "
+                             "`k`?"),
+        ("train.learning_rate", 1e-4, "train.learning_rate: unknown field (not in the schema); "
+                                      "TRL's `learning_rate` is `train.lr` here"),
+        ("train.per_device_train_batch_size", 4, "TRL's `per_device_train_batch_size` is "
+                                                 "`train.batch_size` here"),
+        ("gradient_accumulation_steps", 2, "gradient_accumulation_steps: unknown field (not in "
+                                           "the schema); TRL's `gradient_accumulation_steps` is "
+                                           "`train.grad_accum` here"),
+        ("train.max_steps", 10, "TRL's `max_steps` is `train.steps` here"),
+        ("train.beta", 0.1, "train.beta: unknown field (not in the schema); TRL's `beta` is "
+                            "`search.beta` here"),
         ("regimes.1.tau", 0, "regimes[1].tau: must be > 0 (got 0)"),
         ("regimes.0.kind", "nope", "regimes[0]: Input tag 'nope'"),
         ("train.optimizer", "lion", "train.optimizer: Input should be 'adamw' or 'sgd'"),
@@ -76,6 +92,11 @@ def test_toy_default_has_three_betas_and_two_regimes():
         ("search.seed", [3, 0, 3], "search.seed: values must be distinct; repeated: 3"),
         ("search.regime", ["pg", "pg"], "search.regime: values must be distinct; repeated: pg"),
         ("train.checkpoint_every", 8, "train: checkpoint_every (8) must be <= steps (6)"),
+        ("train.warmup_steps", 6, "train: warmup_steps (6) must be < steps (6)"),
+        ("train.label_smoothing", 0.6, "train.label_smoothing: must be <= 0.5 (got 0.6)"),
+        ("train.lr_schedule", "step", "train.lr_schedule: Input should be 'constant', 'linear' "
+                                      "or 'cosine'"),
+        ("train.max_grad_norm", 0, "train.max_grad_norm: must be > 0 (got 0)"),
         ("train.checkpoint_every", 3,
          "train: checkpoint_every (3) must be a multiple of report_every (2)"),
         # CI: 6 steps, reports at 2, 4 and the last step, 6: an every-3rd report is the last
@@ -146,7 +167,23 @@ def test_every_number_is_bounded_and_every_limit_stated():
                 assert rule["type"] == "number" or "maximum" in rule, (model, field)
                 if "maximum" in rule:
                     assert f"{rule['maximum']:,}" in prop["description"], (model, field)
-    assert seen == 59  # a new numeric field must state its bounds to be counted here
+    assert seen == 63  # a new numeric field must state its bounds to be counted here
+
+
+def test_label_smoothing_is_not_defined_for_ipo():
+    data = with_("train", {**CI["train"], "loss_type": "ipo", "label_smoothing": 0.1})
+    assert errors_of(data) == ["train: label_smoothing applies to loss_type sigmoid and simpo, "
+                               "not ipo"]
+
+
+def test_trainer_defaults_are_todays_behaviour():
+    train = parse_sweep(CI).train
+    assert (train.lr_schedule, train.warmup_steps, train.max_grad_norm, train.label_smoothing,
+            train.loss_type) == ("constant", 0, None, 0.0, "sigmoid")
+
+
+def test_an_unknown_field_far_from_every_name_gets_no_guess():
+    assert errors_of(with_("train.zzz", 1)) == ["train.zzz: unknown field (not in the schema)"]
 
 
 def test_every_error_is_listed():
