@@ -13,18 +13,26 @@ def column_width(frame: pl.DataFrame, name: str) -> int:
     return max(len(name), values or 4) + 3  # 4: "null"
 
 
+# Columns that say which row is which: repeated at the head of every continuation block.
+ROW_KEYS = ("sweep", "regime", "beta", "seed", "step", "score", "claim")
+
+
 def column_blocks(frame: pl.DataFrame, width: int) -> list[list[str]]:
     """The columns in consecutive runs that each fit `width` (a column wider alone gets its
-    own run): a wide table prints as several narrower ones instead of wrapping every cell."""
+    own run): a wide table prints as several narrower ones instead of wrapping every cell.
+    Every run after the first starts with the row keys, so its rows can still be read."""
+    keys = [c for c in frame.columns if c in ROW_KEYS]
+    key_width = sum(column_width(frame, k) for k in keys)
     blocks: list[list[str]] = [[]]
     used = 1
     for name in frame.columns:
         need = column_width(frame, name)
-        if blocks[-1] and used + need > width:
-            blocks.append([])
-            used = 1
-        blocks[-1].append(name)
-        used += need
+        if blocks[-1] and used + need > width and name not in keys:
+            blocks.append(list(keys))
+            used = 1 + key_width
+        if name not in blocks[-1]:
+            blocks[-1].append(name)
+            used += need
     return blocks
 
 

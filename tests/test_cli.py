@@ -39,3 +39,16 @@ def test_an_http_ray_address_is_explained_and_nothing_is_written(how, tmp_path, 
     assert "Jobs API address" in err and "--address auto" in err and address in err
     assert not (tmp_path / "out").exists()
     assert not ray.is_initialized()
+
+
+def test_wide_tables_repeat_their_row_keys_in_every_block():
+    import polars as pl
+
+    from didray.display import column_blocks
+
+    frame = pl.DataFrame({"regime": ["pg"], "tau": [0.1], "beta": [0.5], "aaaaaaaaaa": [1.0],
+                          "bbbbbbbbbb": [2.0], "cccccccccc": [3.0]})
+    # widths: regime 9, tau 7, beta 7, each long column 13; a run may hold 40 characters.
+    assert column_blocks(frame, 40) == [["regime", "tau", "beta", "aaaaaaaaaa"],
+                                        ["regime", "beta", "bbbbbbbbbb"],
+                                        ["regime", "beta", "cccccccccc"]]

@@ -46,25 +46,22 @@ def readable(frame: pl.DataFrame, fmt: str) -> pl.DataFrame:
 
 
 def print_tables(results: Results, fmt: str = "table") -> pl.DataFrame:
-    """Print the entropy-vs-scores table and the correlations; return the former (its status
-    counts decide `didray run`'s exit code)."""
-    table = entropy_vs_scores(results)
-    print(_title("DID entropy vs downstream scores (per regime x beta; finished trials; "
-                 "95% t interval over seeds, null with one seed)", fmt))
-    print_frame(readable(table, fmt), fmt, PRECISION)
-    print()
-    print(_title("What each regime's data encode (data DID entropy, label strength, "
-                 "resampling ESS) and the mean learned DID entropy", fmt))
-    print_frame(readable(regimes(results), fmt), fmt, PRECISION)
-    print()
-    corr = correlations(results)
-    print(_title("Correlation of DID entropy with each score across finished trials, within "
-                 "training beta (95% bootstrap intervals)", fmt))
-    print_frame(readable(corr, fmt), fmt, PRECISION)
-    print()
-    print(_title("The paper's claims against those correlations (supported / contradicted: "
-                 "the Spearman interval excludes 0 on the predicted / opposite side)", fmt))
-    print_frame(readable(verdicts(corr), fmt), fmt, PRECISION)
+    """Print the entropy-vs-scores table, the regimes, the correlations and the verdicts;
+    return the first (its status counts decide `didray run`'s exit code)."""
+    table, corr = entropy_vs_scores(results), correlations(results)
+    titled = (
+        ("DID entropy vs downstream scores (per regime x beta; finished trials; 95% t interval "
+         "over seeds, null with one seed)", table),
+        ("What each regime's data encode (data DID entropy, label strength, resampling ESS) "
+         "and the mean learned DID entropy", regimes(results)),
+        ("Correlation of DID entropy with each score across finished trials, within training "
+         "beta (95% bootstrap intervals)", corr),
+        ("The paper's claims against those correlations (supported / contradicted: the "
+         "Spearman interval excludes 0 on the predicted / opposite side)", verdicts(corr)),
+    )
+    for i, (title, frame) in enumerate(titled):
+        print(("\n" if i else "") + _title(title, fmt))
+        print_frame(readable(frame, fmt), fmt, PRECISION)
     return table
 
 
