@@ -414,6 +414,31 @@ class Eval(Strict):
                          description="world: toy: the held-out instruction score's weights")
 
 
+class MLflowTracking(Strict):
+    """One MLflow run per trial, in one experiment per sweep."""
+
+    tracking_uri: str | None = Field(
+        None, description="server or store, e.g. http://mlflow:5000 or file:///shared/mlruns "
+        "(default: MLFLOW_TRACKING_URI, else MLflow's own)")
+    experiment: str | None = Field(None, description="experiment name (default: the sweep name)")
+
+
+class WandbTracking(Strict):
+    """One W&B run per trial, grouped per sweep."""
+
+    project: str = Field(description="W&B project")
+    group: str | None = Field(None, description="run group (default: the sweep name)")
+    mode: Literal["online", "offline", "disabled"] | None = Field(
+        None, description="W&B mode (default: WANDB_MODE, else online)")
+
+
+class Tracking(Strict):
+    """Experiment trackers; runs are tagged with the trial's beta, regime and seed."""
+
+    mlflow: MLflowTracking | None = Field(None, description="MLflow (pip install didray[mlflow])")
+    wandb: WandbTracking | None = Field(None, description="Weights & Biases (didray[wandb])")
+
+
 class Sweep(Strict):
     """A whole sweep file."""
 
@@ -430,6 +455,8 @@ class Sweep(Strict):
     eval: Eval = Field(default_factory=Eval, description="evaluation")
     sampler: SamplerSettings = Field(default_factory=SamplerSettings,
                                      description="sampler actors")
+    tracking: Tracking = Field(default_factory=Tracking,
+                               description="experiment trackers (MLflow, W&B)")
 
     @model_validator(mode="after")
     def _world_sections(self) -> Sweep:

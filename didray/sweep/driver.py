@@ -28,6 +28,7 @@ from didray.sweep import RAY_ENV
 from didray.sweep.prepare import Caches, PreparedSweep, model_dtype, prepare
 from didray.sweep.progress import AXES, ResultsWriter
 from didray.sweep.results import read_parquet
+from didray.sweep.tracking import trackers
 
 # 2: trials get a typed TrialSpec through tune.with_parameters; Tune state written by version 1
 # (the whole sweep config in param_space) cannot be restored by this code.
@@ -147,7 +148,7 @@ def trial_table():
         max_report_frequency=30, max_column_length=14)
 
 
-def build_tuner(sweep: Sweep, spec: TrialSpec, writer: ResultsWriter, resume: bool):
+def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, resume: bool):
     from ray import tune
 
     from didray.sweep.trial import in_trial_process, run_trial, trial_resources
@@ -176,7 +177,7 @@ def build_tuner(sweep: Sweep, spec: TrialSpec, writer: ResultsWriter, resume: bo
             num_samples=sweep.search.num_samples if sweep.search.mode == "random" else 1),
         run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), verbose=1,
                                   progress_reporter=trial_table(),
-                                  callbacks=[writer],
+                                  callbacks=callbacks,
                                   # One-worker toy trials checkpoint through Tune; two kept,
                                   # so a damaged newest one falls back to the one before.
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
@@ -300,6 +301,7 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str]
     sweep = sweep.model_copy(update={"storage": sweep.storage.resolve()})
     sweep_dir = sweep.storage / sweep.name
     check_state(sweep, sweep_dir, resume, overrides)
+    tracked = trackers(sweep)  # a missing tracker package fails now, not after prepare
     resume = resume and (sweep_dir / "tune").exists()  # --resume on nothing starts afresh
     old = read_manifest(sweep_dir / "manifest.json")
     started = time.time()
@@ -315,7 +317,8 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str]
     write_manifest(sweep, source, prepared, counts, runs, sweep_dir, overrides)
 
     writer = ResultsWriter(sweep_dir, sweep.train.steps, regime_columns(sweep, prepared))
-    tuner = build_tuner(sweep, trial_spec(sweep, prepared, sweep_dir), writer, resume)
+    tuner = build_tuner(sweep, trial_spec(sweep, prepared, sweep_dir), [writer, *tracked],
+                        resume)
     say(f"ray: running trials; results in {sweep_dir}")
     grid = fit(tuner, sweep)
     trials = read_parquet(sweep_dir / "trials.parquet")

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import tomllib
 from pathlib import Path
 
 import jsonschema
@@ -22,8 +24,10 @@ ROOT = Path(__file__).parents[2]
 CLUSTER = ROOT / "cluster"
 YAMLS = sorted(CLUSTER.glob("*.yaml"))
 LAUNCHERS = [CLUSTER / "aws-gpu.yaml", CLUSTER / "gcp-gpu.yaml"]
-KUBERAY = {"RayCluster": CLUSTER / "kuberay-raycluster.yaml",
-           "RayJob": CLUSTER / "kuberay-rayjob.yaml"}
+KUBERAY = {CLUSTER / "kuberay-raycluster.yaml": "RayCluster",
+           CLUSTER / "kuberay-rayjob.yaml": "RayJob",
+           CLUSTER / "kuberay-rayjob-qwen3.yaml": "RayJob"}
+RAYJOBS = [path for path, kind in KUBERAY.items() if kind == "RayJob"]
 
 
 def load(path: Path) -> dict:
@@ -42,7 +46,7 @@ def at(doc: dict, path: str):
 
 def test_every_yaml_parses():
     assert {p.name for p in YAMLS} >= {*(p.name for p in LAUNCHERS),
-                                       *(p.name for p in KUBERAY.values()), "runtime_env.yaml"}
+                                       *(p.name for p in KUBERAY), "runtime_env.yaml"}
     for path in YAMLS:
         docs = list(yaml.safe_load_all(path.read_text()))
         assert docs and all(isinstance(d, dict) for d in docs), path
@@ -101,9 +105,9 @@ def check_cluster_spec(spec: dict) -> None:
         assert int(limits["nvidia.com/gpu"]) >= 1, "GPU workers"
 
 
-@pytest.mark.parametrize("kind", KUBERAY)
-def test_kuberay_manifest(kind):
-    doc = load(KUBERAY[kind])
+@pytest.mark.parametrize("path", KUBERAY, ids=lambda p: p.name)
+def test_kuberay_manifest(path):
+    doc, kind = load(path), KUBERAY[path]
     assert (doc["apiVersion"], doc["kind"]) == ("ray.io/v1", kind)
     assert re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", at(doc, "metadata.name"))
     if kind == "RayJob":
@@ -113,8 +117,9 @@ def test_kuberay_manifest(kind):
         check_cluster_spec(doc["spec"])
 
 
-def test_rayjob_runs_a_valid_sweep_file():
-    entrypoint = load(KUBERAY["RayJob"])["spec"]["entrypoint"]
+@pytest.mark.parametrize("path", RAYJOBS, ids=lambda p: p.name)
+def test_rayjob_runs_a_valid_sweep_file(path):
+    entrypoint = load(path)["spec"]["entrypoint"]
     assert "didray run " in entrypoint
     files = re.findall(r"\bsweeps/[\w.-]+\.ya?ml\b", entrypoint)
     assert len(files) == 1, entrypoint
@@ -130,5 +135,39 @@ def test_runtime_env_fields(monkeypatch):
     # A job's env_vars must not repeat the driver's, or Ray refuses to merge the two.
     assert not set(env["env_vars"]) & set(RAY_ENV)
     assert all(isinstance(v, str) for v in env["env_vars"].values())
-    rayjob_env = yaml.safe_load(load(KUBERAY["RayJob"])["spec"]["runtimeEnvYAML"])
-    assert rayjob_env == {"env_vars": env["env_vars"]}
+    for path in RAYJOBS:
+        rayjob_env = yaml.safe_load(load(path)["spec"]["runtimeEnvYAML"])
+        assert rayjob_env == {"env_vars": env["env_vars"]}, path
+
+
+def test_qwen3_rayjob_fits_its_sweep():
+    """The Qwen3 RayJob holds at least one trial's GPUs and every sampler actor's."""
+    spec = at(load(CLUSTER / "kuberay-rayjob-qwen3.yaml"), "spec")
+    sweep = load_sweep(ROOT / re.findall(r"sweeps/[\w.-]+\.yaml", spec["entrypoint"])[0])
+    assert sweep.name == "qwen3-4b-ultrafeedback" and sweep.sampler.backend == "vllm"
+    gpus = sum(g["maxReplicas"] for g in spec["rayClusterSpec"]["workerGroupSpecs"])
+    trial = sweep.scaling.workers_per_trial * sweep.scaling.gpus_per_worker
+    assert gpus >= max(trial * sweep.scaling.max_concurrent_trials,
+                       sweep.sampler.actors * sweep.sampler.gpus_per_actor)
+
+
+# The GPU images install vLLM pinned with the torch it requires, the same everywhere.
+PINS = re.compile(r"pip install [^\n]*torch==([\d.]+) vllm==([\d.]+)")
+EXTRAS = re.compile(r"pip install [^\n]*-e [^\n]*didray\[hf,vllm\]")
+
+
+def test_gpu_images_install_vllm():
+    texts = {p.name: p.read_text() for p in [CLUSTER / "Dockerfile", *LAUNCHERS]}
+    pins = {name: PINS.findall(text) for name, text in texts.items()}
+    assert all(len(found) == 1 for found in pins.values()), pins
+    assert len({found[0] for found in pins.values()}) == 1, f"pins differ: {pins}"
+    assert all(EXTRAS.search(text) for text in texts.values()), "project without [hf,vllm]"
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert any(d.startswith("vllm") for d in extras["vllm"])
+
+
+def test_grep_finds_the_vllm_install():
+    found = subprocess.run(["grep", "-rn", "vllm", "cluster/"], cwd=ROOT, capture_output=True,
+                           text=True, check=True).stdout
+    assert "cluster/Dockerfile:" in found and "vllm==" in found
