@@ -1,6 +1,7 @@
 """The sweep file: a pydantic v2 schema with a description per field and cross-field checks.
 
-A sweep is beta x regime x seed; every other section is shared by all its trials. Counts and
+A sweep is beta x regime x seed x any swept train.* / eval.* setting (`Search`); every other
+section is shared by all its trials. Counts and
 sizes have finite limits, stated in their descriptions: a typo must not run for days or exhaust
 memory. Numbers are finite and never booleans.
 """
