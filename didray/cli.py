@@ -79,7 +79,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.file, args.overrides)
     given = f" with {' '.join(args.overrides)}" if args.overrides else ""
     print(f"{args.file}{given}: valid sweep {sweep.name!r}: {sweep.trial_count()} trial(s) "
-          f"({sweep.search.mode}: beta x regime x seed)")
+          f"({sweep.search.mode}: {' x '.join(['beta', 'regime', 'seed', *sweep.search.axes])})")
     return 0
 
 

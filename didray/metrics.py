@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 BOTH = ("toy", "hf")
 PLACEHOLDER = "{K}"  # in a registered name: any positive integer (eval.did_samples)
+SETTING = "{setting}"  # in a registered name: a dotted setting name (a search axis)
+PLACEHOLDERS = {PLACEHOLDER: "[1-9][0-9]*", SETTING: "[a-z_]+(?:\\.[a-z_]+)*"}
 TOY = ("toy",)
 
 
@@ -33,8 +35,9 @@ class Metric:
 
     @property
     def patterned(self) -> bool:
-        """A name with `{K}` stands for one column per value of K (did_entropy_plugin_k32)."""
-        return PLACEHOLDER in self.name
+        """A name with `{K}` stands for one column per value of K (did_entropy_plugin_k32),
+        one with `{setting}` for one column per swept setting (train.lr)."""
+        return any(p in self.name for p in PLACEHOLDERS)
 
 
 def _m(name: str, dtype: str, tables: str, meaning: str, unit: str = "",
@@ -55,6 +58,11 @@ AXES = (
        "pi_ref exp(score/tau), given or solved from the requested DID entropy"),
     _m("beta_data", "float", "trials steps evals", "tilted regimes: exponent that built the "
        "data"),
+    # Written for the search axes a sweep has (`search: {train.lr: ...}`), typed as the setting.
+    _m("train.{setting}", "setting", "trials steps evals", "a swept train setting: the "
+       "trial's value"),
+    _m("eval.{setting}", "setting", "trials steps evals", "a swept eval setting: the trial's "
+       "value"),
 )
 
 # What a regime's data encode (didray.data.regimes.Built.stats), on every row of its trials.
@@ -183,8 +191,16 @@ ESTIMATE = (
 REGISTRY: dict[str, Metric] = {m.name: m for m in (*AXES, *DATA, *STEP, *TRIAL, *TIMES,
                                                     *ESTIMATE)}
 FINAL = "final/"  # trials.parquet carries each step metric of the last report under this prefix
-PATTERNS = {re.compile(re.escape(m.name).replace(re.escape(PLACEHOLDER), "[1-9][0-9]*")): m
-            for m in REGISTRY.values() if m.patterned}
+
+
+def _pattern(name: str) -> re.Pattern:
+    text = re.escape(name)
+    for placeholder, matches in PLACEHOLDERS.items():
+        text = text.replace(re.escape(placeholder), matches)
+    return re.compile(text)
+
+
+PATTERNS = {_pattern(m.name): m for m in REGISTRY.values() if m.patterned}
 
 
 def lookup(column: str) -> Metric | None:

@@ -60,7 +60,8 @@ def test_patterned_names_match_one_column_per_k():
                  "final/did_entropy_plugin_k8"):
         assert metrics.lookup(name) is None, name
     assert [m.name for m in metrics.REGISTRY.values() if m.patterned] == [
-        "did_entropy_plugin_k{K}", "did_entropy_snis_policy_k{K}", "did_entropy_snis_ref_k{K}"]
+        "train.{setting}", "eval.{setting}", "did_entropy_plugin_k{K}",
+        "did_entropy_snis_policy_k{K}", "did_entropy_snis_ref_k{K}"]
 
 
 def test_columns_command_and_readme_list_every_registered_column(capsys):

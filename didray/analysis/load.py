@@ -26,7 +26,7 @@ def _schema(names: Iterable[str]) -> pl.Schema:
     return pl.Schema({n: DTYPES[metrics.lookup(n).dtype] for n in names})
 
 
-AXES = _schema(m.name for m in metrics.AXES)
+AXES = _schema(m.name for m in metrics.AXES if not m.patterned)  # settings: as swept
 # Only exact values unpivot into the long-form evals: the estimate means (patterned names) stay
 # wide, and `did_entropy` repeats either the exact value or an estimate. The exact DID entropy
 # becomes metric "did_entropy", the quantity evals.parquet's estimates estimate.
@@ -36,7 +36,7 @@ EXACT_METRIC = {"did_entropy_exact": "did_entropy"}
 # A patterned name is one column per K: the ones a sweep wrote load as its extra columns.
 TRIALS_SCHEMA = _schema([m.name for m in metrics.columns("trials") if not m.patterned]
                         + [metrics.FINAL + n for n in metrics.step_values()])
-STEPS_SCHEMA = _schema(m.name for m in metrics.columns("steps"))
+STEPS_SCHEMA = _schema(m.name for m in metrics.columns("steps") if not m.patterned)
 ESTIMATE_COLUMNS = _schema(["sweep", "trial_id", "step", *(m.name for m in metrics.ESTIMATE)])
 EVALS_SCHEMA = pl.Schema({**AXES, **ESTIMATE_COLUMNS})
 FILES = ("trials.parquet", "steps.parquet", "evals.parquet")

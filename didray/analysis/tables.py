@@ -14,6 +14,7 @@ import polars as pl
 from didray.analysis.load import TRIALS_SCHEMA, Results
 from didray.analysis.stats import t_critical
 from didray.errors import BadInput
+from didray.metrics import SETTING, lookup
 
 KEYS = ("sweep", "regime", "beta")
 DESCRIPTORS = ("regime_kind", "tau", "beta_data")
@@ -28,6 +29,14 @@ CURVES = ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logp
 ESTIMATOR = "did_entropy_estimator"
 FINISHED = pl.col("status") == "TERMINATED"
 FAILED = pl.col("status") == "ERROR"
+
+
+def keys(frame: pl.LazyFrame) -> list[str]:
+    """KEYS and the swept train.* / eval.* settings the frame has (`search: {train.lr: ...}`):
+    trials that differ in a swept setting are never averaged together."""
+    settings = [c for c in frame.collect_schema().names()
+                if (m := lookup(c)) is not None and SETTING in m.name]
+    return [*KEYS, *settings]
 
 
 def flag_status(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -58,23 +67,24 @@ def t_interval(column: str, n: str, sd: str, level: float = 0.95) -> list[pl.Exp
 
 
 def entropy_vs_scores(results: Results, level: float = 0.95) -> pl.DataFrame:
-    """One row per (sweep, regime, beta): status counts, DID entropy mean and t interval over
-    finished seeds (null with fewer than two) with the estimator(s) behind it, and mean
-    downstream scores of finished trials."""
+    """One row per (sweep, regime, beta, swept settings): status counts, DID entropy mean
+    and t interval over finished seeds (null with fewer than two) with the estimator(s)
+    behind it, and mean downstream scores of finished trials."""
     evaluated = ("did_entropy", *SCORES)
+    by = keys(results.trials)
     table = (flag_status(results.trials)
              .with_columns(pl.when("_finished").then(pl.col(c)).alias(c) for c in evaluated)
-             .group_by(KEYS)
+             .group_by(by)
              .agg(*[pl.col(c).first() for c in DESCRIPTORS], *status_counts(),
                   pl.col(ESTIMATOR).filter(pl.col("_finished")).drop_nulls().unique().sort()
                   .str.join(", "),
                   pl.col("did_entropy").mean(), pl.col("did_entropy").std().alias("_sd"),
                   pl.col("did_entropy").count().alias("_n"), *[pl.col(s).mean() for s in SCORES])
              .with_columns(add_running(), *t_interval("did_entropy", "_n", "_sd", level))
-             .select(*KEYS[:2], *DESCRIPTORS, KEYS[2], "trials", "finished", "failed", "running",
+             .select(*by[:2], *DESCRIPTORS, *by[2:], "trials", "finished", "failed", "running",
                      ESTIMATOR, "did_entropy", "did_entropy_ci_low", "did_entropy_ci_high",
                      *SCORES)
-             .sort(KEYS))
+             .sort(by, nulls_last=True))
     return table.collect()
 
 
@@ -158,19 +168,21 @@ def _correlation_exprs() -> list[pl.Expr]:
 
 
 def dynamics(results: Results) -> pl.DataFrame:
-    """Training curves averaged over seeds: one row per (sweep, regime, beta, step) with the
+    """Training curves averaged over seeds: one row per (sweep, regime, beta, swept settings,
+    step) with the
     mean and standard deviation (null for one seed) of each reported metric, and the status
     counts of the trials that reported the step (running and failed trials' steps are kept)."""
     status = flag_status(results.trials).select("sweep", "trial_id", "_finished", "_failed")
     aggs = [expr for m in CURVES
             for expr in (pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std().alias(f"{m}_std"))]
+    by = keys(results.steps)
     table = (results.steps.join(status, on=["sweep", "trial_id"], how="left")
-             .group_by(*KEYS, "step")
+             .group_by(*by, "step")
              .agg(*status_counts(), *aggs)
              .with_columns(add_running())
-             .select(*KEYS, "step", "trials", "finished", "failed", "running",
+             .select(*by, "step", "trials", "finished", "failed", "running",
                      *[f"{m}_{stat}" for m in CURVES for stat in ("mean", "std")])
-             .sort(*KEYS, "step"))
+             .sort(*by, "step", nulls_last=True))
     return table.collect()
 
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
-import types
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Union, get_args, get_origin
+from typing import get_args
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -17,7 +15,7 @@ from yaml.constructor import ConstructorError
 from yaml.reader import ReaderError
 from yaml.scanner import ScannerError
 
-from didray.config.schema import REGIME_KINDS, Sweep
+from didray.config.schema import AXIS_TAGS, REGIME_KINDS, Sweep, models_in, nearest
 from didray.errors import BadInput
 
 MAX_BYTES = 1 << 20  # sweep files are a few kB; this bounds what `validate` reads and parses
@@ -135,11 +133,13 @@ def read_yaml(path: Path) -> object:
 def field_path(loc: tuple) -> str:
     """('search', 'beta', 2) -> 'search.beta[2]'; discriminator tags are dropped."""
     out = ""
-    for part in loc:
+    for before, part in zip((None, *loc), loc, strict=False):
         if isinstance(part, int):
             out += f"[{part}]"
         elif part in REGIME_KINDS and out.endswith("]"):
             continue  # pydantic adds the union member's tag to the path; it says nothing new
+        elif part in AXIS_TAGS and isinstance(before, str) and "." in before:
+            continue  # likewise for a search axis (`search.train.lr`): list or distribution
         else:
             name = part if part.isprintable() else repr(part)  # "\e[2J" must not reach a terminal
             out += f".{name}" if out else name
@@ -158,17 +158,6 @@ TRL_NAMES = {
     "max_steps": "train.steps",
     "beta": "search.beta",
 }
-
-
-def models_in(annotation: object) -> list[type[BaseModel]]:
-    """The models a field's annotation holds: through Annotated, `X | None`, unions, lists."""
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return [annotation]
-    origin = get_origin(annotation)
-    if origin in (Annotated, Union, types.UnionType, list):
-        args = get_args(annotation)[:1] if origin is Annotated else get_args(annotation)
-        return [m for arg in args for m in models_in(arg)]
-    return []
 
 
 def model_at(loc: tuple) -> type[BaseModel] | None:
@@ -195,8 +184,7 @@ def hint(loc: tuple) -> str:
     if name in TRL_NAMES:
         return f"; TRL's `{name}` is `{TRL_NAMES[name]}` here"
     model = model_at(loc[:-1])
-    near = difflib.get_close_matches(name, list(model.model_fields), n=1) if model else []
-    return f"; did you mean `{near[0]}`?" if near else ""
+    return nearest(name, list(model.model_fields)) if model else ""
 
 
 def reason(error: dict) -> str:

@@ -1,15 +1,19 @@
 """The sweep file: a pydantic v2 schema with a description per field and cross-field checks.
 
-A sweep is beta x regime x seed; every other section is shared by all its trials. Counts and
+A sweep is beta x regime x seed x any swept train.* / eval.* setting (`Search`); every other
+section is shared by all its trials. Counts and
 sizes have finite limits, stated in their descriptions: a typo must not run for days or exhaust
 memory. Numbers are finite and never booleans.
 """
 
 from __future__ import annotations
 
+import difflib
+import math
+import types
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import (
@@ -18,9 +22,15 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    model_serializer,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from didray.files import json_hash
 
@@ -46,6 +56,23 @@ def distinct(values: list) -> list:
         raise ValueError(f"values must be distinct; repeated: {', '.join(map(str, same))} "
                          "(identical trials would be counted as replicates)")
     return values
+
+
+def nearest(name: str, choices: list[str]) -> str:
+    """"; did you mean `x`?" for the choice closest to a mistyped name, else ""."""
+    near = difflib.get_close_matches(name, choices, n=1)
+    return f"; did you mean `{near[0]}`?" if near else ""
+
+
+def models_in(annotation: object) -> list[type[BaseModel]]:
+    """The models a field's annotation holds: through Annotated, `X | None`, unions, lists."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    origin = get_origin(annotation)
+    if origin in (Annotated, Union, types.UnionType, list):
+        args = get_args(annotation)[:1] if origin is Annotated else get_args(annotation)
+        return [m for arg in args for m in models_in(arg)]
+    return []
 
 
 def local_path(value: object) -> object:
@@ -336,9 +363,74 @@ class Train(Strict):
         return self.checkpoint_every or self.report_every
 
 
+# A swept setting's value as YAML gives it; the field it is applied to types it (`axis_values`).
+Scalar = bool | int | float | str | None
+AxisList = Annotated[list[Scalar], Field(min_length=1), AfterValidator(distinct)]
+DISTRIBUTIONS = ("loguniform", "uniform", "choice")
+
+
+class Distribution(Strict):
+    """A random-mode axis: exactly one of loguniform: [lo, hi], uniform: [lo, hi] or
+    choice: [values]."""
+
+    loguniform: tuple[Positive, Positive] | None = Field(None, description="[lo, hi], 0 < lo")
+    uniform: tuple[Float, Float] | None = Field(None, description="[lo, hi]")
+    choice: AxisList | None = Field(None, description="distinct values, drawn uniformly")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Distribution:
+        given = [k for k in DISTRIBUTIONS if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of loguniform, uniform, choice")
+        bounds = self.loguniform or self.uniform
+        if bounds and not bounds[0] < bounds[1]:
+            raise ValueError(f"{given[0]}: [lo, hi] needs lo < hi (got {list(bounds)})")
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in DISTRIBUTIONS if getattr(self, k) is not None)
+
+    @model_serializer
+    def _as_given(self) -> dict:
+        return {self.kind: self.values}
+
+    @property
+    def values(self) -> list:
+        """What the sweep is checked with: the bounds, or every choice."""
+        return list(getattr(self, self.kind))
+
+
+AXIS_TAGS = ("list", "distribution")
+
+
+def axis_kind(value: object) -> str | None:
+    return "list" if isinstance(value, list) else "distribution" if isinstance(
+        value, dict | Distribution) else None
+
+
+# Tagged, so a bad axis gets the errors of its own kind only, not those of both.
+Axis = Annotated[Annotated[AxisList, Tag("list")] | Annotated[Distribution, Tag("distribution")],
+                 Discriminator(axis_kind, custom_error_type="axis",
+                               custom_error_message="must be a list of values or a "
+                               "distribution ({loguniform: [lo, hi]}, {uniform: [lo, hi]} or "
+                               "{choice: [...]})")]
+AXIS_SECTIONS = ("train", "eval")
+# Read while preparing the regime datasets, reference caches and (hf) pi_ref's evaluation,
+# once for every trial: a per-trial value would meet data prepared for another value.
+PREPARED = ("data", "train.max_prompt_tokens", "train.max_response_tokens", "eval.did_samples",
+            "eval.prompts", "eval.scorer", "eval.qa")
+
+
 class Search(Strict):
     """The swept axes. grid: every combination; random: num_samples draws. At most 10,000
-    trials either way."""
+    trials either way. Besides beta, regime and seed, any train.* or eval.* setting is an
+    axis under its dotted name (`train.lr: [1e-4, 1e-3]`): a list of values, or in random
+    mode also {loguniform: [lo, hi]}, {uniform: [lo, hi]} or {choice: [...]}."""
+
+    # Dotted keys are the extra axes; `_known_keys` refuses any other unknown key.
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, Axis]
 
     mode: Literal["grid", "random"] = Field("grid", description="grid or random search")
     beta: Annotated[list[Positive], AfterValidator(distinct)] = Field(
@@ -348,6 +440,73 @@ class Search(Strict):
     seed: Annotated[list[Seed], AfterValidator(distinct)] = Field(
         [0], min_length=1, description="training seeds, distinct (each 0 to 2,147,483,647)")
     num_samples: Int = count(1, MAX_TRIALS, "random mode: trials drawn")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_keys(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        for key in data:
+            if not isinstance(key, str) or key in cls.model_fields:
+                continue
+            if key.partition(".")[0] in (*AXIS_SECTIONS, "data"):
+                check_axis_path(key)
+            else:
+                raise ValueError(f"unknown field `{key}` (not in the schema)"
+                                 + nearest(key, [*cls.model_fields, *axis_paths()]))
+        return data
+
+    @model_validator(mode="after")
+    def _lists_in_grid(self) -> Search:
+        if self.mode == "grid":
+            drawn = [k for k, v in self.axes.items() if isinstance(v, Distribution)]
+            if drawn:
+                raise ValueError(f"{', '.join(drawn)}: a distribution needs mode: random "
+                                 "(grid mode takes a list of values)")
+        return self
+
+    @property
+    def axes(self) -> dict[str, Axis]:
+        """The train.* / eval.* axes, by dotted path."""
+        return dict(self.__pydantic_extra__ or {})
+
+
+def axis_paths(model: type[BaseModel] | None = None, prefix: str = "") -> list[str]:
+    """Every dotted train.* / eval.* / data.* setting (nested sections included)."""
+    if model is None:
+        return [p for section, m in (("train", Train), ("eval", Eval), ("data", Data))
+                for p in axis_paths(m, f"{section}.")]
+    paths = []
+    for name, field in model.model_fields.items():
+        inner = models_in(field.annotation)
+        paths += axis_paths(inner[0], f"{prefix}{name}.") if len(inner) == 1 else \
+            [f"{prefix}{name}"]
+    return paths
+
+
+def check_axis_path(path: str) -> None:
+    """Refuse a search key that is no sweepable setting, saying why."""
+    if any(path == p or path.startswith(f"{p}.") for p in PREPARED):
+        raise ValueError(
+            f"`{path}` cannot be a search axis: it is read while the regime datasets, reference "
+            "caches and evaluation data are prepared, once for all trials before any starts; "
+            "run one sweep per value instead")
+    if path not in axis_paths():
+        raise ValueError(f"unknown setting `{path}`" + nearest(path, axis_paths()))
+
+
+def with_setting(data: dict, path: str, value: object) -> dict:
+    """A copy of sweep data (or of one section's data) with the dotted `path` set."""
+    head, _, rest = path.partition(".")
+    inner = data.get(head)
+    inner = inner if isinstance(inner, dict) else {}
+    return {**data, head: with_setting(inner, rest, value) if rest else value}
+
+
+def setting(model: BaseModel, path: str) -> object:
+    for part in path.split("."):
+        model = getattr(model, part)
+    return model
 
 
 class Scaling(Strict):
@@ -458,6 +617,33 @@ class Sweep(Strict):
     tracking: Tracking = Field(default_factory=Tracking,
                                description="experiment trackers (MLflow, W&B)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _axis_values(cls, data: object) -> object:
+        """Each value of a train.* / eval.* axis is applied to the sweep, which is validated
+        again (a bad value is named as `search.train.lr[0]`), and is kept as that field
+        types it (YAML reads `1e-4` as text)."""
+        search = data.get("search") if isinstance(data, dict) else None
+        if not isinstance(search, dict):
+            return data
+        keys = [k for k in search if isinstance(k, str) and "." in k]
+        if not keys:
+            return data
+        base = {**data, "search": {k: v for k, v in search.items() if k not in keys}}
+        try:
+            for key in keys:
+                check_axis_path(key)
+            axes = {k: TypeAdapter(Axis).validate_python(search[k]) for k in keys}
+            cls.model_validate(base)
+        except (ValueError, ValidationError):
+            return data  # validating `data` itself reports these, each at its place
+        errors, typed = [], {}
+        for key, axis in axes.items():
+            typed[key] = axis_values(cls, base, key, axis, errors)
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return {**data, "search": {**search, **typed}}
+
     @model_validator(mode="after")
     def _world_sections(self) -> Sweep:
         hf_only = {"model.hf": self.model.hf, "data.source": self.data.source,
@@ -539,16 +725,35 @@ class Sweep(Strict):
     def _trials_bounded(self) -> Sweep:
         if self.trial_count() > MAX_TRIALS:
             raise ValueError(f"the search makes {self.trial_count():,} trials; at most "
-                             f"{MAX_TRIALS:,} (beta x regime x seed in grid mode)")
+                             f"{MAX_TRIALS:,} (beta x regime x seed x each axis in grid mode)")
         return self
 
     def trial_count(self) -> int:
         s = self.search
-        grid = len(s.beta) * len(self.regime_names()) * len(s.seed)
-        return grid if s.mode == "grid" else s.num_samples
+        if s.mode == "random":
+            return s.num_samples
+        return math.prod([len(s.beta), len(self.regime_names()), len(s.seed),
+                          *map(len, s.axes.values())])  # grid mode: lists only
 
     def regime_names(self) -> list[str]:
         return list(self.search.regime or [r.name for r in self.regimes])
 
     def regime(self, name: str) -> OffPolicy | PolicyGradientPairs | PowerLaw:
         return next(r for r in self.regimes if r.name == name)
+
+
+def axis_values(sweep: type[Sweep], base: dict, key: str, axis: Axis,
+                errors: list[InitErrorDetails]) -> list | dict:
+    """The axis's values, each typed by the sweep `base` with it applied; a value that
+    makes the sweep invalid adds its errors, located at the value (`search.<key>[i]`)."""
+    where = ("search", key) if isinstance(axis, list) else ("search", key, axis.kind)
+    values = axis if isinstance(axis, list) else axis.values
+    typed = []
+    for i, value in enumerate(values):
+        try:
+            typed.append(setting(sweep.model_validate(with_setting(base, key, value)), key))
+        except ValidationError as err:
+            errors += [InitErrorDetails(type=PydanticCustomError(e["type"], e["msg"],
+                                                                 e.get("ctx")),
+                                        loc=(*where, i), input=value) for e in err.errors()]
+    return typed if isinstance(axis, list) else {axis.kind: typed}

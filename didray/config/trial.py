@@ -5,11 +5,11 @@ search axes) and from the trial to its Train workers and evaluation.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from didray.config.schema import Eval, SamplerSettings, Scaling, Train
+from didray.config.schema import Eval, SamplerSettings, Scaling, Train, with_setting
 
 
 def threads_for(cpus: float) -> int:
@@ -25,7 +25,8 @@ class RegimeFiles:
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """Everything the trials of one sweep share."""
+    """Everything the trials of one sweep share; `train` and `eval` before a trial's own
+    search axes are applied (`Trial.train`, `Trial.eval` are what a trial runs with)."""
 
     sweep: str
     world: Literal["toy", "hf"]
@@ -45,24 +46,42 @@ class TrialSpec:
     def threads(self) -> int:
         return threads_for(self.scaling.cpus_per_worker)
 
-    def evaluates_at(self, step: int) -> bool:
-        """Whether the exact toy evaluation runs at this report step: at every eval.every-th
-        report (only with eval.exact) and always at the last step, whose table the final
-        evaluation reuses."""
-        if step == self.train.steps:
-            return True
-        return self.eval.exact and step % (self.train.report_every * self.eval.every) == 0
+
+def setting_axes(config: dict) -> dict[str, object]:
+    """The train.* / eval.* search axes of a Tune trial config: its dotted keys."""
+    return {k: v for k, v in config.items() if "." in k}
+
+
+def with_axes(train: Train, eval: Eval, axes: dict[str, object]) -> tuple[Train, Eval]:
+    """The shared settings with one trial's axis values applied (each value was checked
+    against the whole sweep by the schema)."""
+    sections = {"train": train.model_dump(), "eval": eval.model_dump()}
+    for path, value in axes.items():
+        sections = with_setting(sections, path, value)
+    return Train.model_validate(sections["train"]), Eval.model_validate(sections["eval"])
 
 
 @dataclass(frozen=True)
 class Trial:
-    """One search point of a sweep: its axes, its Tune trial id and the shared spec."""
+    """One search point of a sweep: its axes, its Tune trial id, the shared spec and its own
+    train and eval settings (the spec's with its train.* / eval.* axes applied)."""
 
     spec: TrialSpec
     beta: float
     regime: str
     seed: int
     trial_id: str
+    train: Train
+    eval: Eval
+    axes: dict[str, object] = field(default_factory=dict)  # train.* / eval.* axis values
+
+    @classmethod
+    def of(cls, spec: TrialSpec, config: dict, trial_id: str) -> Trial:
+        """The trial of a Tune config (`didray.sweep.driver.search_space`)."""
+        axes = setting_axes(config)
+        train, eval = with_axes(spec.train, spec.eval, axes)
+        return cls(spec, config["beta"], config["regime"], config["seed"], trial_id, train,
+                   eval, axes)
 
     @property
     def files(self) -> RegimeFiles:
@@ -73,3 +92,11 @@ class Trial:
         """What the dashboard's gauges are tagged with."""
         return {"sweep": self.spec.sweep, "trial": self.trial_id, "beta": self.beta,
                 "regime": self.regime}
+
+    def evaluates_at(self, step: int) -> bool:
+        """Whether the exact toy evaluation runs at this report step: at every eval.every-th
+        report (only with eval.exact) and always at the last step, whose table the final
+        evaluation reuses."""
+        if step == self.train.steps:
+            return True
+        return self.eval.exact and step % (self.train.report_every * self.eval.every) == 0

@@ -118,7 +118,7 @@ def evaluate_policy(checkpoint_dir: str, trial: Trial) -> tuple[list[dict], dict
         policy_under_ref = score_samples(pool, prompts, drawn)
     samples = {"policy": (drawn["samples"], own_logps(drawn), policy_under_ref),
                "ref": (ref["samples"], ref_under_policy, own_logps(ref))}
-    rows = sample_estimates(samples, spec.eval.bootstrap, seed=trial.seed)
+    rows = sample_estimates(samples, trial.eval.bootstrap, seed=trial.seed)
     task = ray.remote(score_responses).options(  # Ray: a sampler actor's resources
         num_cpus=settings.cpus_per_actor, num_gpus=settings.gpus_per_actor,
         scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))

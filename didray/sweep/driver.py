@@ -44,12 +44,20 @@ def say(message: str) -> None:
 
 
 def search_space(sweep: Sweep) -> dict:
+    """Tune's param_space: beta, regime, seed and every train.* / eval.* axis by its dotted
+    path. Grid mode crosses the lists; random mode draws each list with tune.choice and each
+    distribution with its Tune sampler."""
     from ray import tune
 
     s = sweep.search
-    axes = {"beta": s.beta, "regime": sweep.regime_names(), "seed": s.seed}
     pick = tune.grid_search if s.mode == "grid" else tune.choice
-    return {name: pick(values) for name, values in axes.items()}
+    lists = {"beta": s.beta, "regime": sweep.regime_names(), "seed": s.seed}
+    samplers = {"loguniform": tune.loguniform, "uniform": tune.uniform}
+    return {**{name: pick(values) for name, values in lists.items()},
+            **{path: pick(axis) if isinstance(axis, list) else
+               samplers[axis.kind](*axis.values) if axis.kind in samplers else
+               tune.choice(axis.values)
+               for path, axis in s.axes.items()}}
 
 
 def trial_spec(sweep: Sweep, prepared: PreparedSweep, sweep_dir: Path) -> TrialSpec:
@@ -138,12 +146,12 @@ def start_ray(address: str | None) -> bool:
     return True
 
 
-def trial_table():
+def trial_table(sweep: Sweep):
     """Tune's periodic trial table: the swept axes and the metrics a researcher watches."""
     from ray.tune import CLIReporter
 
     return CLIReporter(
-        parameter_columns={axis: axis for axis in AXES},
+        parameter_columns={axis: axis for axis in (*AXES, *sweep.search.axes)},
         metric_columns=labels(),
         max_report_frequency=30, max_column_length=14)
 
@@ -176,7 +184,7 @@ def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, resume: bool):
             reuse_actors=in_trial_process(spec),
             num_samples=sweep.search.num_samples if sweep.search.mode == "random" else 1),
         run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), verbose=1,
-                                  progress_reporter=trial_table(),
+                                  progress_reporter=trial_table(sweep),
                                   callbacks=callbacks,
                                   # One-worker toy trials checkpoint through Tune; two kept,
                                   # so a damaged newest one falls back to the one before.

@@ -13,6 +13,7 @@ from pathlib import Path
 import polars as pl
 from ray import tune
 
+from didray.config.trial import setting_axes
 from didray.metrics import FINAL, lookup, step_values
 from didray.sweep.results import read_parquet, rows_frame, write_parquet
 
@@ -65,7 +66,8 @@ class ResultsWriter(tune.Callback):
 
     def _axes(self, trial) -> dict:
         axes = {k: trial.config[k] for k in AXES}
-        return {"trial_id": trial.trial_id, **axes, **self.regimes[axes["regime"]]}
+        return {"trial_id": trial.trial_id, **axes, **setting_axes(trial.config),
+                **self.regimes[axes["regime"]]}
 
     def _trial_row(self, trial, status: str, **extra) -> None:
         row = {**self._trials.get(trial.trial_id, {}), **self._axes(trial), "status": status}
@@ -89,7 +91,8 @@ class ResultsWriter(tune.Callback):
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self._load(trial)
         self._trial_row(trial, "RUNNING")
-        axes = " ".join(f"{k}={trial.config[k]}" for k in AXES)
+        shown = {**{k: trial.config[k] for k in AXES}, **setting_axes(trial.config)}
+        axes = " ".join(f"{k}={v}" for k, v in shown.items())
         print(f"[didray] trial {trial.trial_id} started: {axes}", file=sys.stderr, flush=True)
         self.flush(force=True)
 

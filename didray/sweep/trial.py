@@ -37,7 +37,7 @@ class IncompleteTrial(RuntimeError):
 
 def trial_frame(rows: list[dict], trial: Trial, **schema: pl.DataType) -> pl.DataFrame:
     axes = {"trial_id": trial.trial_id, "beta": trial.beta, "regime": trial.regime,
-            "seed": trial.seed}
+            "seed": trial.seed, **trial.axes}
     frame = pl.DataFrame(rows, schema_overrides=schema, infer_schema_length=None)
     return frame.with_columns(**{k: pl.lit(v) for k, v in axes.items()})
 
@@ -50,7 +50,7 @@ def read_final_checkpoint(checkpoint: ray.train.Checkpoint, trial: Trial
             raise IncompleteTrial(f"trial {trial.trial_id}: final checkpoint {d}: {problem}")
         history = read_json(Path(d) / HISTORY_FILE)
         evaluation = read_json(Path(d) / EVALUATION_FILE)
-    steps = trial.spec.train.steps
+    steps = trial.train.steps
     if not history or history[-1]["step"] != steps or evaluation is None:
         reached = history[-1]["step"] if history else 0
         raise IncompleteTrial(f"trial {trial.trial_id}: its Train run ended at step {reached} "
@@ -82,7 +82,7 @@ def evaluate_checkpoint(checkpoint: ray.train.Checkpoint, trial: Trial) -> dict[
     write_parquet(estimates, sweep_dir / "evals" / f"{trial.trial_id}.parquet")
     # Only the toy world's exact evaluation (didray/eval/toy.py) gives a `did_entropy`.
     exact = metrics.pop("did_entropy", None)
-    return {**did_entropy_columns(estimates, exact, trial.spec.eval.did_samples), **metrics}
+    return {**did_entropy_columns(estimates, exact, trial.eval.did_samples), **metrics}
 
 
 def estimator_name(estimator: str, proposal: str, k: int) -> str:
@@ -162,8 +162,8 @@ def run_trial(config: dict, spec: TrialSpec) -> None:
     """The Tune trainable: `config` holds the trial's search axes, `spec` the rest (passed by
     `tune.with_parameters`). A trial whose results are already complete on disk (a driver
     killed before Tune saved that it finished) reports them again instead of rerunning."""
-    trial = Trial(spec, config["beta"], config["regime"], config["seed"],
-                  ray.tune.get_context().get_trial_id())  # Ray: stable across Tuner.restore
+    trial = Trial.of(spec, config,
+                     ray.tune.get_context().get_trial_id())  # Ray: stable across Tuner.restore
     final = read_json(done_file(trial))
     if final is None:
         with trial_slot(spec.sweep):
@@ -218,7 +218,7 @@ def train_on_ray_train(trial: Trial) -> ray.train.Checkpoint:
             # Two: a damaged newest checkpoint falls back to the one before it.
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             # A lost worker or node: Train restarts the worker group from the latest checkpoint.
-            failure_config=ray.train.FailureConfig(max_failures=trial.spec.train.max_failures),
+            failure_config=ray.train.FailureConfig(max_failures=trial.train.max_failures),
             logging_config=ray.train.LoggingConfig(log_level="WARNING"),
         ),
     )

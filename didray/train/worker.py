@@ -91,7 +91,7 @@ def final_evaluation(model: torch.nn.Module, tokenizer, hook, data: PairTensors,
     on the training prompts, like the exact DID-entropy columns they are graded against)."""
     model.eval()
     policy = batched_response_logps(model, data.enc, hook, batch_size=64).cpu()
-    train = trial.spec.train
+    train = trial.train
     metrics = pair_metrics(policy, data.ref_logps.cpu(), trial.beta, train.loss_type,
                            data.enc.response_mask.sum(dim=-1).cpu(), train.label_smoothing,
                            train.simpo_gamma)
@@ -100,8 +100,8 @@ def final_evaluation(model: torch.nn.Module, tokenizer, hook, data: PairTensors,
         metrics |= tables.evaluate(table)
         estimates = entropy_estimates(tables.training_rows(table),
                                       tables.training_rows(tables.ref),
-                                      trial.spec.eval.did_samples,
-                                      trial.spec.eval.bootstrap, seed=trial.seed)
+                                      trial.eval.did_samples,
+                                      trial.eval.bootstrap, seed=trial.seed)
     return {"metrics": metrics, "estimates": estimates}
 
 
@@ -174,7 +174,7 @@ class Clock:
 
 def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
     clock = Clock()
-    spec, train = trial.spec, trial.spec.train
+    spec, train = trial.spec, trial.train
     torch.set_num_threads(spec.threads)
     # Train V2 logs every report at INFO on a logger named by file path, which its
     # LoggingConfig does not reach; the root level does, and didray prints progress itself.
@@ -185,7 +185,7 @@ def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     data = load_pair_tensors(trial.files.ref_file).to(device)
     # Rank 0 evaluates; toy responses can be enumerated, hf ones are sampled after training.
-    tables = (ToyTables.load(spec.world_dir, spec.enum_file, spec.eval.judge)
+    tables = (ToyTables.load(spec.world_dir, spec.enum_file, trial.eval.judge)
               if spec.world == "toy" and rank == 0 else None)
 
     start, optimizer_state, history = restore(model, session.latest_checkpoint())
@@ -204,7 +204,7 @@ def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
         metrics = {"step": step, "node_id": ray.get_runtime_context().get_node_id(),
                    "workers": world_size, **as_floats(metrics)}
         table = None
-        if tables is not None and spec.evaluates_at(step):
+        if tables is not None and trial.evaluates_at(step):
             with clock("eval"):
                 table = tables.policy_table(plain, tokenizer)  # (P, R)
                 exact = tables.evaluate(table)

@@ -205,3 +205,16 @@ def test_correlations_name_an_unknown_column(results):
         correlations(results, by=("nope",))
     with pytest.raises(BadInput, match="correlations: unknown column 'lr'"):
         correlations(results, within=("lr",))
+
+
+def test_swept_settings_split_the_groups(results):
+    """Trials that differ in a swept setting (`search: {train.lr: ...}`) are separate rows,
+    the setting a column after beta; averaging them would blend two trainings."""
+    trials = results.trials.with_columns(
+        **{"train.lr": pl.when(pl.col("seed") == 0).then(1e-3).otherwise(1e-2)})
+    table = entropy_vs_scores(Results(trials, results.steps, results.evals))
+    pg = table.filter(pl.col("regime") == "pg", pl.col("beta") == 0.1)
+    assert pg.columns[pg.columns.index("beta") + 1] == "train.lr"
+    # seed 0 (did 1.0) alone at lr 1e-3; seeds 1, 2 (did 2.0, 3.0) at 1e-2
+    assert pg.select("train.lr", "trials", "did_entropy").rows() == [(1e-3, 1, 1.0),
+                                                                   (1e-2, 2, 2.5)]

@@ -96,7 +96,8 @@ def test_submit_validates_and_passes_the_overrides_to_the_job():
     upload = jobs.prepare(CI, CI.parents[1], ["search.seed=[0,1]"])
     assert upload.sweep.trial_count() == 8
     command = jobs.entrypoint(upload.sweep_rel, None, False, upload.overrides)
-    assert command == jobs.env_check() + " && python -m didray.cli run sweeps/ci.yaml 'search.seed=[0,1]'"
+    assert command == (jobs.env_check()
+                       + " && python -m didray.cli run sweeps/ci.yaml 'search.seed=[0,1]'")
 
 
 def test_overrides_may_follow_options(capsys):
