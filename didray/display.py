@@ -27,7 +27,7 @@ def column_blocks(frame: pl.DataFrame, width: int) -> list[list[str]]:
     used = 1
     for name in frame.columns:
         need = column_width(frame, name)
-        if blocks[-1] and used + need > width and name not in keys:
+        if blocks[-1] and used + need > width:
             blocks.append(list(keys))
             used = 1 + key_width
         if name not in blocks[-1]:
