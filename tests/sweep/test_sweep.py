@@ -275,12 +275,12 @@ def test_sigterm_stops_the_sweep_and_its_ray_then_resume_finishes(tmp_path):
     assert trials["status"].to_list() == ["TERMINATED"] and trials["step"].to_list() == [6]
 
 
-def test_moved_sweep_resumes_in_its_new_place(ci_sweep, tmp_path):
-    """An interrupted sweep moved elsewhere (its old directory gone) resumes and writes only
-    in the new place, with the uninterrupted results."""
-    _, clean = ci_sweep
+def move_interrupted_sweep(tmp_path: Path, scaling: dict) -> tuple[Path, Path]:
+    """The CI sweep's two pg trials, one at a time, with `scaling`: its driver killed in the
+    first trial, the sweep moved (its old directory gone) and resumed in its new place.
+    Returns the new results directory and the old storage."""
     sweep = {**CI, "search": {"beta": [0.1, 0.5], "regime": ["pg"]},
-             "scaling": {**CI["scaling"], "max_concurrent_trials": 1}}
+             "scaling": {**CI["scaling"], **scaling, "max_concurrent_trials": 1}}
     path = tmp_path / "ci.yaml"
     path.write_text(yaml.safe_dump(sweep))
     old, new = tmp_path / "old", tmp_path / "new"
@@ -291,8 +291,30 @@ def test_moved_sweep_resumes_in_its_new_place(ci_sweep, tmp_path):
     shutil.rmtree(old)
     code, log, _ = run_cli(["run", str(path), "--storage", str(new), "--resume"])
     assert code == 0, log
+    return new / "ci", old
+
+
+def test_moved_sweep_resumes_in_its_new_place(ci_sweep, tmp_path):
+    """An interrupted sweep moved elsewhere resumes and writes only in the new place, with
+    the uninterrupted results."""
+    _, clean = ci_sweep
+    out, old = move_interrupted_sweep(tmp_path, {})
     assert not old.exists()
-    assert_same_results(new / "ci", clean)
+    assert_same_results(out, clean)
+
+
+def test_moved_sweep_of_train_runs_creates_its_later_trials_in_the_new_place(tmp_path):
+    """Two-worker trials run as Ray Train runs, and Tune holds them back (its concurrency
+    limit), so the second trial is first created after the restore: it too runs and writes
+    in the new place (Tune's saved generator held the old one)."""
+    out, old = move_interrupted_sweep(tmp_path, {"workers_per_trial": 2})
+    assert not old.exists()
+    trials = pl.read_parquet(out / "trials.parquet")
+    assert trials.sort("beta")["beta"].to_list() == [0.1, 0.5]
+    assert set(trials["status"]) == {"TERMINATED"} and set(trials["step"]) == {6}
+    steps = pl.read_parquet(out / "steps.parquet")
+    assert sorted(steps["step"].to_list()) == [2, 2, 4, 4, 6, 6]
+    assert set(steps["workers"]) == {2}
 
 
 EXACT_STEP_METRICS = ("did/entropy", "eval/instruction_score", "eval/qa_accuracy")
