@@ -21,7 +21,7 @@ from pathlib import Path
 from didray.config.schema import Sweep
 from didray.config.trial import RegimeFiles, TrialSpec
 from didray.errors import BadInput
-from didray.files import read_manifest, write_json
+from didray.files import atomic_write, read_manifest, write_json
 from didray.metrics import TIMES, labels
 from didray.sampling.sampler import resolve_backend
 from didray.sweep import RAY_ENV
@@ -156,6 +156,24 @@ def trial_table(sweep: Sweep):
         max_report_frequency=30, max_column_length=14)
 
 
+def relocate_unstarted_trials(tune_dir: Path) -> None:
+    """Point Tune's saved grid generator at `tune_dir`. Tune.restore moves the trials it had
+    created to a moved sweep's new place, but the generator keeps the storage of trials not
+    created yet pickled with the old path, in its spec and in each variant it generated from
+    it: they would write there (re-creating it if it was removed), and the results writer,
+    which follows each trial's storage, with them."""
+    import ray.cloudpickle as cloudpickle
+
+    for path in tune_dir.glob("basic-variant-state-*.json"):
+        state = cloudpickle.loads(path.read_bytes())
+        for iterator in state["_iterators"]:
+            variants = iterator.variants.iterable if iterator.variants else []
+            for spec in [iterator.unresolved_spec, *(spec for _, spec in variants)]:
+                spec["storage"].storage_fs_path = str(tune_dir.parent)
+        atomic_write(path, lambda tmp, state=state: Path(tmp).write_bytes(
+            cloudpickle.dumps(state)))
+
+
 def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, resume: bool):
     from ray import tune
 
@@ -167,6 +185,7 @@ def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, resume: bool):
     sweep_dir = spec.sweep_dir
     tune_dir = sweep_dir / "tune"
     if resume and tune_dir.exists():
+        relocate_unstarted_trials(tune_dir)
         return tune.Tuner.restore(str(tune_dir), trainable=trainable,
                                   resume_unfinished=True, resume_errored=True)
     return tune.Tuner(
@@ -174,10 +193,8 @@ def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, resume: bool):
         param_space=search_space(sweep),
         tune_config=tune.TuneConfig(
             # Trials that train in their own process hold a worker's resources, and the
-            # trial slots enforce max_concurrent_trials; without Tune's limit Tune creates
-            # every trial at once, so a moved sweep's restore updates all their paths (a trial
-            # created after a restore would keep the old storage path). Trials that wait on a
-            # Train run hold nothing: Tune's limit keeps their processes few.
+            # trial slots enforce max_concurrent_trials. Trials that wait on a Train run hold
+            # nothing: Tune's limit keeps their processes few.
             max_concurrent_trials=(None if in_trial_process(spec)
                                    else sweep.scaling.max_concurrent_trials),
             # A trial process that trains itself stays warm for the next trial.

@@ -203,6 +203,11 @@ def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
         # The node id shows where a sweep's trials ran on a multi-node cluster.
         metrics = {"step": step, "node_id": ray.get_runtime_context().get_node_id(),
                    "workers": world_size, **as_floats(metrics)}
+        if last and rank == 0:
+            # The last report waits on the final evaluation (seconds on a CPU for the toy
+            # world's exact one): said, so a quiet console does not look like a stall.
+            print(f"[didray]   {trial.trial_id} step {step}/{train.steps}: final evaluation",
+                  file=sys.stderr, flush=True)
         table = None
         if tables is not None and trial.evaluates_at(step):
             with clock("eval"):

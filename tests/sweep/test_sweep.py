@@ -190,6 +190,14 @@ def assert_same_results(out: Path, clean: Path, tables: tuple[str, ...] = tuple(
         assert got.select(want.columns).equals(want), name
 
 
+def one_trial_sweep(tmp_path: Path) -> list[str]:
+    """`didray run` arguments for the CI sweep cut to its beta 0.1, pg trial, under tmp_path."""
+    sweep = {**CI, "search": {"beta": [0.1], "regime": ["pg"]}}
+    path = tmp_path / "ci.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    return ["run", str(path), "--storage", str(tmp_path)]
+
+
 @pytest.mark.parametrize("kill_after", ["step 2/6", "finished"])
 def test_killed_driver_resumes_to_the_uninterrupted_results(ci_sweep, tmp_path, kill_after):
     """kill -9 of `didray run` while the first trial trains, or between trials; `--resume`
@@ -222,11 +230,42 @@ def test_killed_driver_resumes_to_the_uninterrupted_results(ci_sweep, tmp_path, 
     assert [r["resumed"] for r in manifest["runs"]] == [False, True]
 
 
+def test_driver_killed_in_prepare_resumes_to_the_uninterrupted_results(ci_sweep, tmp_path):
+    """kill -9 of `didray run` while prepare computes the reference log-probs (pi_ref and
+    the regime's dataset built, no Tune state yet): `--resume` starts the sweep, reuses what
+    prepare had finished, computes the rest and ends with the clean run's results."""
+    _, clean = ci_sweep
+    args = one_trial_sweep(tmp_path)
+    code, first, _ = run_cli(args, kill_after="data: reference log-probs")
+    assert code == -signal.SIGKILL, first
+    assert not (tmp_path / "ci" / "tune").exists()
+
+    code, second, _ = run_cli([*args, "--resume"])
+    assert code == 0, second
+    assert "(cached)" in second and "data: building regime" not in second, second
+    assert "data: reference log-probs" in second, second
+    assert_same_results(tmp_path / "ci", clean)
+
+
+def test_driver_killed_in_final_evaluation_resumes_to_the_uninterrupted_results(
+        ci_sweep, tmp_path):
+    """kill -9 of `didray run` as soon as the trial says its last step trained and its final
+    evaluation began; `--resume` finishes with the clean run's results."""
+    _, clean = ci_sweep
+    args = one_trial_sweep(tmp_path)
+    code, first, _ = run_cli(args, kill_after="6/6: final evaluation")
+    assert code == -signal.SIGKILL, first
+    # The window was hit: the last report (it carries the final evaluation, which takes
+    # seconds here where a step takes milliseconds) never reached the driver.
+    assert " step 6/6 loss" not in first, first
+
+    code, second, _ = run_cli([*args, "--resume"])
+    assert code == 0, second
+    assert_same_results(tmp_path / "ci", clean)
+
+
 def test_sigterm_stops_the_sweep_and_its_ray_then_resume_finishes(tmp_path):
-    sweep = {**CI, "search": {"beta": [0.1], "regime": ["pg"]}}
-    path = tmp_path / "ci.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-    args = ["run", str(path), "--storage", str(tmp_path)]
+    args = one_trial_sweep(tmp_path)
     code, log, leftovers = run_cli(args, kill_after="step 2/6", kill=lambda p: p.terminate())
     assert code == 130, log
     assert leftovers == [], leftovers
@@ -236,12 +275,12 @@ def test_sigterm_stops_the_sweep_and_its_ray_then_resume_finishes(tmp_path):
     assert trials["status"].to_list() == ["TERMINATED"] and trials["step"].to_list() == [6]
 
 
-def test_moved_sweep_resumes_in_its_new_place(ci_sweep, tmp_path):
-    """An interrupted sweep moved elsewhere (its old directory gone) resumes and writes only
-    in the new place, with the uninterrupted results."""
-    _, clean = ci_sweep
+def move_interrupted_sweep(tmp_path: Path, scaling: dict) -> tuple[Path, Path]:
+    """The CI sweep's two pg trials, one at a time, with `scaling`: its driver killed in the
+    first trial, the sweep moved (its old directory gone) and resumed in its new place.
+    Returns the new results directory and the old storage."""
     sweep = {**CI, "search": {"beta": [0.1, 0.5], "regime": ["pg"]},
-             "scaling": {**CI["scaling"], "max_concurrent_trials": 1}}
+             "scaling": {**CI["scaling"], **scaling, "max_concurrent_trials": 1}}
     path = tmp_path / "ci.yaml"
     path.write_text(yaml.safe_dump(sweep))
     old, new = tmp_path / "old", tmp_path / "new"
@@ -252,8 +291,30 @@ def test_moved_sweep_resumes_in_its_new_place(ci_sweep, tmp_path):
     shutil.rmtree(old)
     code, log, _ = run_cli(["run", str(path), "--storage", str(new), "--resume"])
     assert code == 0, log
+    return new / "ci", old
+
+
+def test_moved_sweep_resumes_in_its_new_place(ci_sweep, tmp_path):
+    """An interrupted sweep moved elsewhere resumes and writes only in the new place, with
+    the uninterrupted results."""
+    _, clean = ci_sweep
+    out, old = move_interrupted_sweep(tmp_path, {})
     assert not old.exists()
-    assert_same_results(new / "ci", clean)
+    assert_same_results(out, clean)
+
+
+def test_moved_sweep_of_train_runs_creates_its_later_trials_in_the_new_place(tmp_path):
+    """Two-worker trials run as Ray Train runs, and Tune holds them back (its concurrency
+    limit), so the second trial is first created after the restore: it too runs and writes
+    in the new place (Tune's saved generator held the old one)."""
+    out, old = move_interrupted_sweep(tmp_path, {"workers_per_trial": 2})
+    assert not old.exists()
+    trials = pl.read_parquet(out / "trials.parquet")
+    assert trials.sort("beta")["beta"].to_list() == [0.1, 0.5]
+    assert set(trials["status"]) == {"TERMINATED"} and set(trials["step"]) == {6}
+    steps = pl.read_parquet(out / "steps.parquet")
+    assert sorted(steps["step"].to_list()) == [2, 2, 4, 4, 6, 6]
+    assert set(steps["workers"]) == {2}
 
 
 EXACT_STEP_METRICS = ("did/entropy", "eval/instruction_score", "eval/qa_accuracy")
@@ -304,11 +365,7 @@ def test_lost_trainer_restarts_from_its_checkpoint(ci_sweep, tmp_path):
     """The process training the trial killed after step 2: Ray restarts the trial from the
     step-2 checkpoint by itself, the sweep exits 0 and its results equal the clean run's."""
     _, clean = ci_sweep
-    sweep = {**CI, "search": {"beta": [0.1], "regime": ["pg"]}}
-    path = tmp_path / "ci.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-    code, log, _ = run_cli(["run", str(path), "--storage", str(tmp_path)],
-                           kill_after="step 2/6", kill=kill_trainer)
+    code, log, _ = run_cli(one_trial_sweep(tmp_path), kill_after="step 2/6", kill=kill_trainer)
     assert code == 0, log
     assert_same_results(tmp_path / "ci", clean)
 
