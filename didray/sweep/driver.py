@@ -1,9 +1,10 @@
 """`run_sweep`: validate -> prepare -> one Tune trial per search point -> Parquet and manifest.
 
 Layout under <storage>/<name>/: steps.parquet, trials.parquet, evals.parquet (DID-entropy
-estimates; evals/ holds each trial's part), manifest.json, data/ (regime datasets and reference
-caches), tune/ (Tune's experiment state, for --resume) and train/ (the Train runs and their
-checkpoints, named by trial id).
+estimates; evals/ holds each trial's part), manifest.json, tune/ (Tune's experiment state, for
+--resume) and train/ (the Train runs and their checkpoints, named by trial id). pi_ref, the
+regime datasets and reference caches live in <storage>/cache/, shared by every sweep there
+(didray.sweep.prepare.Store); the manifest names the entries this sweep used.
 """
 
 from __future__ import annotations
@@ -214,6 +215,8 @@ def write_manifest(sweep: Sweep, source: str, prepared: PreparedSweep, counts: d
         "overrides": list(overrides),
         "world_hash": prepared.world_hash,
         "sampler_backend": resolve_backend(sweep.sampler.backend),
+        "world_dir": str(prepared.world_dir),
+        "enum_file": prepared.enum_file and str(prepared.enum_file),
         "eval_file": prepared.eval_file and str(prepared.eval_file),
         "regimes": {n: {"data_hash": r.data_hash, "ref_hash": r.ref_hash, "pairs": r.n_pairs,
                         "data_dir": str(r.data_dir), "ref_file": str(r.ref_file)}
@@ -304,7 +307,7 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str]
     old = read_manifest(sweep_dir / "manifest.json")
     started = time.time()
     caches = Caches()
-    prepared = prepare(sweep, sweep_dir, caches, say)
+    prepared = prepare(sweep, caches, say)
     # Counts accumulate over runs: a resumed sweep still shows each cache computed once.
     counts = dict(old.get("cache_computations", {}))
     for key, n in caches.computed.items():
