@@ -94,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     again = shlex.join(["didray", "run", args.file, *args.overrides, "--resume"])
     try:
         sweep_dir = run_sweep(sweep, Path(args.file).read_text(), args.address, args.resume,
-                              args.overrides)
+                              args.overrides, args.extend)
     except KeyboardInterrupt:
         print(f"didray: interrupted; what was written is kept, continue with `{again}`",
               file=sys.stderr)
@@ -141,7 +141,11 @@ def build_parser() -> Parser:
     run.add_argument("file")
     add_overrides(run)
     run.add_argument("--address", help="Ray cluster to join, e.g. ray://HEAD:10001 or auto")
-    run.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    continued = run.add_mutually_exclusive_group()
+    continued.add_argument("--resume", action="store_true", help="continue an interrupted sweep")
+    continued.add_argument("--extend", action="store_true",
+                       help="run the new search values of a finished sweep (the file may "
+                            "differ from the recorded one only by added search values)")
     run.add_argument("--storage", type=Path, help="override the sweep file's storage path")
     run.add_argument("--format", choices=("table", "md", "csv"), default="table")
     run.set_defaults(func=cmd_run)

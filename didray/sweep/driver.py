@@ -1,14 +1,17 @@
 """`run_sweep`: validate -> prepare -> one Tune trial per search point -> Parquet and manifest.
 
 Layout under <storage>/<name>/: steps.parquet, trials.parquet, evals.parquet (DID-entropy
-estimates; evals/ holds each trial's part), manifest.json, data/ (regime datasets and reference
-caches), tune/ (Tune's experiment state, for --resume) and train/ (the Train runs and their
-checkpoints, named by trial id).
+estimates; evals/ holds each trial's part), manifest.json, tune/ (Tune's experiment state, for
+--resume) and train/ (the Train runs and their checkpoints, named by trial id). pi_ref, the
+regime datasets and reference caches live in <storage>/cache/, shared by every sweep there
+(didray.sweep.prepare.Store); the manifest names the entries this sweep used.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import itertools
+import json
 import os
 import signal
 import sys
@@ -18,6 +21,7 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from didray.config.load import parse_sweep
 from didray.config.schema import Sweep
 from didray.config.trial import RegimeFiles, TrialSpec
 from didray.errors import BadInput
@@ -60,6 +64,52 @@ def search_space(sweep: Sweep) -> dict:
                for path, axis in s.axes.items()}}
 
 
+def grid_points(sweep: Sweep) -> list[dict]:
+    """Every search point of a grid sweep, as Tune's config of its trial."""
+    space = search_space(sweep)
+    return [dict(zip(space, values, strict=True))
+            for values in itertools.product(*(axis["grid_search"] for axis in space.values()))]
+
+
+def points_space(points: list[dict]) -> dict:
+    """Tune's param_space for a list of search points (an extension's new ones): a grid over
+    their indices, each axis read from the indexed point, so trial configs hold the same axes
+    as the base grid's (plus `point`)."""
+    from ray import tune
+
+    return {"point": tune.grid_search(list(range(len(points)))),
+            **{axis: tune.sample_from(lambda config, axis=axis: points[config["point"]][axis])
+               for axis in points[0]}}
+
+
+def point_key(point: dict) -> str:
+    return json.dumps(point, sort_keys=True)
+
+
+def extension(sweep: Sweep, manifest: dict) -> dict:
+    """The next Tune experiment of `--extend`: the search points of `sweep` that the recorded
+    sweep did not have. Refused unless the sweep file differs only in its search axes, every
+    recorded point is kept and one at least is new."""
+    before = manifest["sweep"]
+    now = sweep.model_dump(mode="json")
+    changed = sorted(k for k in now if k not in ("storage", "search") and before.get(k) != now[k])
+    if changed:
+        raise SweepStateError(f"--extend adds search values only; the sweep also changed: "
+                              f"{', '.join(changed)} (nothing was changed)")
+    old = parse_sweep(before)
+    if "random" in (old.search.mode, sweep.search.mode):
+        raise SweepStateError("--extend adds grid points; a random search cannot be extended "
+                              "(run a new sweep under another `name`)")
+    then, points = {point_key(p) for p in grid_points(old)}, grid_points(sweep)
+    if lost := then - {point_key(p) for p in points}:
+        raise SweepStateError(f"--extend keeps every search point run so far; {len(lost)} of "
+                              "them are missing from the sweep (search values were removed)")
+    new = [p for p in points if point_key(p) not in then]
+    if not new:
+        raise SweepStateError("--extend: the sweep adds no search point; nothing to run")
+    return {"dir": f"tune-{len(manifest.get('extensions', [])) + 2}", "points": new}
+
+
 def trial_spec(sweep: Sweep, prepared: PreparedSweep, sweep_dir: Path) -> TrialSpec:
     """What every trial needs besides its axes: settings and paths to shared data, never the
     data itself."""
@@ -73,27 +123,38 @@ def trial_spec(sweep: Sweep, prepared: PreparedSweep, sweep_dir: Path) -> TrialS
         enum_file=prepared.enum_file, eval_file=prepared.eval_file)
 
 
+def experiment_dir(sweep_dir: Path, manifest: dict) -> Path:
+    """The sweep's latest Tune experiment: tune/, or the last extension's tune-<n>/."""
+    return sweep_dir / ([{"dir": "tune"}, *manifest.get("extensions", [])][-1]["dir"])
+
+
 def check_state(sweep: Sweep, sweep_dir: Path, resume: bool,
-                overrides: Sequence[str] = ()) -> None:
-    """Refuse what would mix or overwrite results: a rerun without --resume, or a resume
-    whose sweep (file and overrides, compared once resolved) differs from the one the results
-    came from."""
+                overrides: Sequence[str] = (), extend: bool = False) -> None:
+    """Refuse what would mix or overwrite results: a rerun without --resume, a resume whose
+    sweep (file and overrides, compared once resolved) differs from the one the results came
+    from, or an extension of a sweep that has not finished."""
     from ray import tune
 
     exists = (sweep_dir / "tune").exists()
-    if exists and not resume:
+    if exists and not (resume or extend):
         raise SweepStateError(
             f"{sweep_dir} already holds results of a sweep; pass --resume to continue it, or "
             "change `name` or `storage` to start a new one (nothing was changed)")
-    if resume and exists and not tune.Tuner.can_restore(str(sweep_dir / "tune")):
-        raise SweepStateError(f"{sweep_dir / 'tune'} has no restorable Tune state")
+    if extend and not exists:
+        raise SweepStateError(f"{sweep_dir} holds no sweep to extend; run it without --extend")
     manifest = read_manifest(sweep_dir / "manifest.json")
-    if resume and exists and manifest.get("version") != MANIFEST_VERSION:
+    latest = experiment_dir(sweep_dir, manifest)
+    if resume and latest.exists() and not tune.Tuner.can_restore(str(latest)):
+        raise SweepStateError(f"{latest} has no restorable Tune state")
+    if (resume or extend) and exists and manifest.get("version") != MANIFEST_VERSION:
         raise SweepStateError(
             f"{sweep_dir} was written by an older didray (manifest version "
             f"{manifest.get('version', 1)}, this one writes {MANIFEST_VERSION}); its trial "
             "state cannot be resumed. Its results stay readable by `didray analyze`; run the "
             "sweep anew under another `name` or `storage`")
+    if extend and manifest.get("runs", [{}])[-1].get("status") != "finished":
+        raise SweepStateError(f"{sweep_dir}'s last run did not finish; finish it with --resume "
+                              "(its recorded sweep file and overrides), then --extend")
     if resume and (change := sweep_change(manifest, sweep, overrides)):
         raise SweepStateError(
             f"{sweep_dir} was written by a different sweep file or overrides ({change}); "
@@ -174,7 +235,10 @@ def relocate_unstarted_trials(tune_dir: Path) -> None:
             cloudpickle.dumps(state)))
 
 
-def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, resume: bool):
+def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, resume: bool,
+                experiment: dict):
+    """The Tuner of `experiment`: tune/ (the sweep's grid) or an extension's tune-<n>/ (its
+    new points), restored if `resume` finds its state."""
     from ray import tune
 
     from didray.sweep.trial import in_trial_process, run_trial, trial_resources
@@ -183,14 +247,15 @@ def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, resume: bool):
     trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec),
                                     trial_resources(spec))
     sweep_dir = spec.sweep_dir
-    tune_dir = sweep_dir / "tune"
+    tune_dir = sweep_dir / experiment["dir"]
     if resume and tune_dir.exists():
         relocate_unstarted_trials(tune_dir)
         return tune.Tuner.restore(str(tune_dir), trainable=trainable,
                                   resume_unfinished=True, resume_errored=True)
     return tune.Tuner(
         trainable,
-        param_space=search_space(sweep),
+        param_space=(points_space(experiment["points"]) if "points" in experiment
+                     else search_space(sweep)),
         tune_config=tune.TuneConfig(
             # Trials that train in their own process hold a worker's resources, and the
             # trial slots enforce max_concurrent_trials. Trials that wait on a Train run hold
@@ -200,7 +265,7 @@ def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, resume: bool):
             # A trial process that trains itself stays warm for the next trial.
             reuse_actors=in_trial_process(spec),
             num_samples=sweep.search.num_samples if sweep.search.mode == "random" else 1),
-        run_config=tune.RunConfig(name="tune", storage_path=str(sweep_dir), verbose=1,
+        run_config=tune.RunConfig(name=tune_dir.name, storage_path=str(sweep_dir), verbose=1,
                                   progress_reporter=trial_table(sweep),
                                   callbacks=callbacks,
                                   # One-worker toy trials checkpoint through Tune; two kept,
@@ -230,9 +295,12 @@ def versions() -> dict[str, str]:
 
 
 def write_manifest(sweep: Sweep, source: str, prepared: PreparedSweep, counts: dict[str, int],
-                   runs: list[dict], sweep_dir: Path, overrides: Sequence[str] = ()) -> None:
+                   runs: list[dict], sweep_dir: Path, overrides: Sequence[str] = (),
+                   extensions: Sequence[dict] = ()) -> None:
     """Everything needed to trust or redo the sweep: file and command-line overrides (`sweep`
-    is the result of both), hashes, cache counts, versions."""
+    is the result of both), hashes, cache counts, versions, and the Tune experiments that
+    `--extend` added (each with its new search points: what --resume runs if it was cut
+    short)."""
     write_json({
         "version": MANIFEST_VERSION,
         "sweep": sweep.model_dump(mode="json"),
@@ -240,6 +308,8 @@ def write_manifest(sweep: Sweep, source: str, prepared: PreparedSweep, counts: d
         "overrides": list(overrides),
         "world_hash": prepared.world_hash,
         "sampler_backend": resolve_backend(sweep.sampler.backend),
+        "world_dir": str(prepared.world_dir),
+        "enum_file": prepared.enum_file and str(prepared.enum_file),
         "eval_file": prepared.eval_file and str(prepared.eval_file),
         "regimes": {n: {"data_hash": r.data_hash, "ref_hash": r.ref_hash, "pairs": r.n_pairs,
                         "data_dir": str(r.data_dir), "ref_file": str(r.ref_file)}
@@ -247,6 +317,7 @@ def write_manifest(sweep: Sweep, source: str, prepared: PreparedSweep, counts: d
         "cache_computations": counts,
         "versions": versions(),
         "runs": runs,
+        "extensions": list(extensions),
     }, sweep_dir / "manifest.json")
 
 
@@ -262,17 +333,17 @@ def regime_columns(sweep: Sweep, prepared: PreparedSweep) -> dict[str, dict]:
 
 
 def run_sweep(sweep: Sweep, source: str, address: str | None = None,
-              resume: bool = False, overrides: Sequence[str] = ()) -> Path:
-    """Run (or resume) a whole sweep; returns its results directory. `sweep` is `source` (the
-    file's text) with `overrides` applied. Ray, if this call started it, is shut down when it
-    returns, however it ends."""
+              resume: bool = False, overrides: Sequence[str] = (), extend: bool = False) -> Path:
+    """Run (or resume, or extend) a whole sweep; returns its results directory. `sweep` is
+    `source` (the file's text) with `overrides` applied. Ray, if this call started it, is shut
+    down when it returns, however it ends."""
     import ray
 
     started = start_ray(address)  # prepare samples pi_ref's responses on sampler actors
     try:
         with sigterm_as_interrupt():
             check_resources(sweep, fixed=address is None)
-            return run_on_ray(sweep, source, resume, overrides)
+            return run_on_ray(sweep, source, resume, overrides, extend)
     finally:
         if started:
             ray.shutdown()
@@ -321,29 +392,34 @@ def check_resources(sweep: Sweep, fixed: bool) -> None:
         say(f"warning: {message}; waiting for the autoscaler to add one")
 
 
-def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str]) -> Path:
+def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str],
+               extend: bool = False) -> Path:
     # Every path handed to Ray is absolute: workers do not run in the driver's directory.
     sweep = sweep.model_copy(update={"storage": sweep.storage.resolve()})
     sweep_dir = sweep.storage / sweep.name
-    check_state(sweep, sweep_dir, resume, overrides)
+    check_state(sweep, sweep_dir, resume, overrides, extend)
     tracked = trackers(sweep)  # a missing tracker package fails now, not after prepare
-    resume = resume and (sweep_dir / "tune").exists()  # --resume on nothing starts afresh
     old = read_manifest(sweep_dir / "manifest.json")
+    # An extension is one more Tune experiment over the new points only: the finished
+    # experiments stay as they are, and the results tables gain the new trials' rows.
+    extensions = [*old.get("extensions", []), *([extension(sweep, old)] if extend else [])]
+    experiment = [{"dir": "tune"}, *extensions][-1]
+    resume = resume and (sweep_dir / experiment["dir"]).exists()  # --resume on nothing: afresh
     started = time.time()
     caches = Caches()
-    prepared = prepare(sweep, sweep_dir, caches, say)
+    prepared = prepare(sweep, caches, say)
     # Counts accumulate over runs: a resumed sweep still shows each cache computed once.
     counts = dict(old.get("cache_computations", {}))
     for key, n in caches.computed.items():
         counts[key] = counts.get(key, 0) + n
-    run = {"started": started, "resumed": resume, "prepare_s": time.time() - started,
-           "status": "running"}
+    run = {"started": started, "resumed": resume, "extended": extend,
+           "prepare_s": time.time() - started, "status": "running"}
     runs = [*old.get("runs", []), run]
-    write_manifest(sweep, source, prepared, counts, runs, sweep_dir, overrides)
+    write_manifest(sweep, source, prepared, counts, runs, sweep_dir, overrides, extensions)
 
     writer = ResultsWriter(sweep_dir, sweep.train.steps, regime_columns(sweep, prepared))
     tuner = build_tuner(sweep, trial_spec(sweep, prepared, sweep_dir), [writer, *tracked],
-                        resume)
+                        resume, experiment)
     say(f"ray: running trials; results in {sweep_dir}")
     grid = fit(tuner, sweep)
     trials = read_parquet(sweep_dir / "trials.parquet")
@@ -357,5 +433,5 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str]
     run.update(trials_s=time.time() - started - run["prepare_s"],
                total_s=time.time() - started, errors=grid.num_errors, trial_seconds=spent,
                status="finished" if ended == sweep.trial_count() else "interrupted")
-    write_manifest(sweep, source, prepared, counts, runs, sweep_dir, overrides)
+    write_manifest(sweep, source, prepared, counts, runs, sweep_dir, overrides, extensions)
     return sweep_dir

@@ -1,10 +1,13 @@
 """The prepare stage: pi_ref, each regime's dataset, the reference log-prob caches and, in the
 hf world, pi_ref's evaluation samples.
 
-Everything here is keyed by a content hash, written atomically and sealed with the size and
-sha256 of its files (written last), so a second run (or a resumed one) reuses it if it is
-intact and rebuilds it, saying why, if it was truncated or altered; `Caches` counts what was
-actually computed, for the manifest. pi_ref's draws come from the sampler actors, started on
+Everything here is keyed by a content hash of all it is built from (never a sweep's or a
+regime's name) and kept in a store that every sweep under one storage shares,
+`<storage>/cache/` (`Store`): a second sweep with the same world, regime and data settings, a
+resumed one or an extended one reuses what is there. Entries are written atomically and sealed
+with the size and sha256 of their files (written last), so an intact entry is reused and a
+truncated or altered one rebuilt, saying why; `Caches` counts what was actually computed, for
+the manifest. pi_ref's draws come from the sampler actors, started on
 first use (a fully cached prepare starts none). Reference log-probs run as a Ray task with a
 training worker's resources, through the code training uses, so step 0 of every trial sits
 exactly at pi_ref.
@@ -48,6 +51,32 @@ class Caches:
 
     def note(self, key: str, computed: bool) -> None:
         self.computed[key] = self.computed.get(key, 0) + int(computed)
+
+
+@dataclass(frozen=True)
+class Store:
+    """The content-keyed cache shared by the sweeps under one storage. Two sweeps building the
+    same entry at once are safe: directories go in whole with `build_once` (the loser of the
+    race keeps the winner's), files with `sealed_write` (either writer's complete file; a seal
+    left describing the other's file reads as damage, rebuilt, never as a wrong entry)."""
+
+    root: Path
+
+    @classmethod
+    def of(cls, sweep: Sweep) -> Store:
+        return cls(sweep.storage / "cache")
+
+    def data(self, key: str) -> Path:
+        return self.root / "data" / key
+
+    def ref(self, key: str) -> Path:
+        return self.root / "ref" / f"{key}.safetensors"
+
+    def enumeration(self, key: str) -> Path:
+        return self.root / "enum" / f"{key}.pt"
+
+    def eval(self, key: str) -> Path:
+        return self.root / "eval" / f"{key}.json"
 
 
 @dataclass(frozen=True)
@@ -123,31 +152,31 @@ def check_prompt_lengths(world: toy.ToyWorld, tokenizer, max_prompt: int) -> Non
                        f"{longest} tokens; set it to at least {longest}")
 
 
-def toy_world(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) -> World:
+def toy_world(sweep: Sweep, caches: Caches, progress: Progress) -> World:
     """Fit (or reuse) the toy pi_ref and enumerate its log-probs once for exact evaluation."""
     spec = sweep.model.toy
     world_hash = spec.recipe_hash()
-    cache_root = sweep.storage / "cache"
-    cached = toy.reference_problem(spec, cache_root / "toy") is None
+    store = Store.of(sweep)
+    cached = toy.reference_problem(spec, store.root / "toy") is None
     progress(f"pi_ref: toy world {world_hash} ({'cached' if cached else 'fitting by SFT'})")
-    world_dir = toy.fit_reference(spec, cache_root / "toy", say=progress)
+    world_dir = toy.fit_reference(spec, store.root / "toy", say=progress)
     caches.note(f"pi_ref/{world_hash}", not cached)
     world, model, tokenizer = toy.load_world(world_dir)
     check_prompt_lengths(world, tokenizer, sweep.train.max_prompt_tokens)
 
-    enum_file = sweep_dir / "data" / f"ref-enumeration-{world_hash}.pt"
+    enum_file = store.enumeration(world_hash)  # a function of the world alone
     fresh = not reusable(enum_file, file_damage(enum_file), progress)
     if fresh:
         progress(f"pi_ref: enumerating {len(world.all_prompts)} prompts x "
                  f"{toy.response_space_size(world)} responses")
         table = toy.enumerate_logps(model, tokenizer, world)  # (P, R)
         sealed_write(enum_file, lambda tmp: torch.save(table, tmp))
-    caches.note(f"enumeration/{enum_file.stem}", fresh)
+    caches.note(f"enumeration/{world_hash}", fresh)
     return World(world_dir, world_hash, lambda pool: toy_sources(world, sweep, pool),
                  enum_file=enum_file)
 
 
-def hf_world(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) -> World:
+def hf_world(sweep: Sweep, caches: Caches, progress: Progress) -> World:
     """pi_ref as published (a GGUF dequantised once), the data's prompts, and the scorer."""
     m, data = sweep.model.hf, sweep.data
     progress(f"pi_ref: {m.path}" + (f" ({m.gguf_file})" if m.gguf_file else ""))
@@ -168,7 +197,7 @@ def hf_world(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) 
         # The report schedule (`every`) does not change pi_ref's evaluation.
         key = content_hash(world_hash, prompts, sweep.eval.model_dump(exclude={"every"}),
                            sampling_key(sweep), "ids-v1")
-        path = sweep_dir / "data" / f"ref-eval-{key}.json"
+        path = Store.of(sweep).eval(key)
         fresh = not reusable(path, file_damage(path), progress)
         if fresh:
             progress(f"eval: pi_ref's samples and greedy responses on {len(prompts)} prompts")
@@ -181,8 +210,10 @@ def hf_world(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) 
     def score(prompts: list[str], responses: list[str]) -> list[float]:
         return scorer()(prompts, responses)
 
+    # A tilt's data DID entropy is an SNIS estimate from eval.did_samples draws per prompt.
+    score_key = {"scorer": sweep.eval.scorer.model_dump(), "did_samples": sweep.eval.did_samples}
     return World(world_dir, world_hash, lambda pool: hf_sources(rows, score, sweep, pool),
-                 score_key=sweep.eval.scorer.model_dump(), evaluate_ref=evaluate_ref)
+                 score_key=score_key, evaluate_ref=evaluate_ref)
 
 
 def sampling_key(sweep: Sweep) -> dict:
@@ -208,16 +239,16 @@ def reference_caches(world_dir: str, dtype: str, jobs: list[tuple[list[str], lis
     return out
 
 
-def prepare(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) -> PreparedSweep:
+def prepare(sweep: Sweep, caches: Caches, progress: Progress) -> PreparedSweep:
     """pi_ref, then every swept regime's data and reference cache (needs Ray started).
 
     The sampler actors are closed before any reference task starts: on a small node both
     could not hold their CPUs at once."""
-    world = (toy_world if sweep.world == "toy" else hf_world)(sweep, sweep_dir, caches, progress)
+    world = (toy_world if sweep.world == "toy" else hf_world)(sweep, caches, progress)
     pool = LazyPool(world.dir, sweep, progress)
     try:
         sources = world.sources(pool)
-        data = {name: build_regime(sweep, name, world, sources, sweep_dir, caches, progress)
+        data = {name: build_regime(sweep, name, world, sources, caches, progress)
                 for name in sweep.regime_names()}
         eval_file = world.evaluate_ref(pool) if world.evaluate_ref else None
     finally:
@@ -226,26 +257,28 @@ def prepare(sweep: Sweep, sweep_dir: Path, caches: Caches, progress: Progress) -
     return PreparedSweep(world.dir, world.hash, regimes, world.enum_file, eval_file)
 
 
-def build_regime(sweep: Sweep, name: str, world: World, sources: Sources, sweep_dir: Path,
-                 caches: Caches, progress: Progress) -> tuple[Path, str, dict]:
-    """The regime's dataset, built once (keyed by its recipe): its directory, hash and the
-    `data_*` statistics of what it encodes (kept in the dataset's metadata)."""
+def build_regime(sweep: Sweep, name: str, world: World, sources: Sources, caches: Caches,
+                 progress: Progress) -> tuple[Path, str, dict]:
+    """The regime's dataset, built once (keyed by its recipe, not its name: two sweeps naming
+    one regime differently share it): its directory, hash and the `data_*` statistics of
+    what it encodes (kept in the dataset's metadata, which holds no name either)."""
     regime, data_cfg = sweep.regime(name), sweep.data
     sampled = sampling_key(sweep) if regime.kind != "offpolicy" else None
     # "stats-v1": datasets carry their data_* statistics; older ones are rebuilt.
-    data_hash = content_hash(world.hash, regime.model_dump(), data_cfg.model_dump(),
-                             world.score_key, sampled, "stats-v1")
-    data_dir = sweep_dir / "data" / f"{name}-{data_hash}"
+    recipe = regime.model_dump(exclude={"name"})
+    data_hash = content_hash(world.hash, recipe, data_cfg.model_dump(), world.score_key,
+                             sampled, "stats-v1")
+    data_dir = Store.of(sweep).data(data_hash)
     built = not reusable(data_dir, unusable(data_dir, Path.exists), progress)
     if built:
         progress(f"data: building regime {name!r} ({regime.kind})")
         pairs = build_pairs(regime, sources, data_cfg.pairs_per_prompt, data_cfg.seed)
-        meta = {"regime": regime.model_dump(), "data_hash": data_hash, "world_hash": world.hash,
+        meta = {"regime": recipe, "data_hash": data_hash, "world_hash": world.hash,
                 "stats": pairs.stats()}
         dataset = datasets.Dataset.from_list(pairs.rows, info=datasets.DatasetInfo(
-            description=f"didray regime {name}", config_name=json.dumps(meta)))
+            description=f"didray regime ({regime.kind})", config_name=json.dumps(meta)))
         build_once(data_dir, Path.exists, lambda tmp: dataset.save_to_disk(str(tmp)))
-    caches.note(f"data/{name}-{data_hash}", built)
+    caches.note(f"data/{data_hash}", built)
     stats = regime_stats(data_dir)
     if stats["data_did_entropy"] is not None:
         progress(f"data: {name!r} encodes a DID entropy of {stats['data_did_entropy']:.3f} nats "
@@ -265,8 +298,9 @@ def regime_stats(data_dir: Path) -> dict:
 
 def references(sweep: Sweep, world: World, data: dict[str, tuple[Path, str, dict]],
                caches: Caches, progress: Progress) -> dict[str, PreparedRegime]:
-    """Each regime's reference cache, computed once (keyed by model, data and max lengths);
-    the missing ones in one Ray task with a training worker's resources."""
+    """Each regime's reference cache, computed once (keyed by model, data, max lengths and
+    the device kind: trials compare their log-probs with these, so a GPU sweep does not reuse
+    a CPU sweep's); the missing ones in one Ray task with a training worker's resources."""
     train, scaling = sweep.train, sweep.scaling
     lengths = (train.max_prompt_tokens, train.max_response_tokens)
     regimes, missing = {}, {}
@@ -275,21 +309,24 @@ def references(sweep: Sweep, world: World, data: dict[str, tuple[Path, str, dict
         if len(dataset) < train.batch_size:
             raise BadInput(f"regime {name!r} has {len(dataset)} pairs, fewer than "
                            f"train.batch_size={train.batch_size}; raise data.pairs_per_prompt")
-        ref_hash = content_hash(world.hash, data_hash, lengths)
-        ref_file = data_dir.parent / f"{name}-{data_hash}.ref-{ref_hash}.safetensors"
+        device = "gpu" if scaling.gpus_per_worker else "cpu"
+        ref_hash = content_hash(world.hash, data_hash, lengths, device)
+        ref_file = Store.of(sweep).ref(ref_hash)
         regimes[name] = PreparedRegime(name, data_dir, data_hash, ref_file, ref_hash,
                                        len(dataset), stats)
-        fresh = not reusable(ref_file, file_damage(ref_file), progress)
+        # Two regimes of one sweep may differ by name alone: one computation for both.
+        fresh = ref_file not in missing and not reusable(ref_file, file_damage(ref_file),
+                                                         progress)
         caches.note(f"ref/{ref_hash}", fresh)
         if fresh:
             progress(f"data: reference log-probs for {name!r} ({len(dataset)} pairs)")
-            missing[name] = (list(dataset["prompt"]) * 2,
-                             list(dataset["chosen"]) + list(dataset["rejected"]))
+            missing[ref_file] = (list(dataset["prompt"]) * 2,
+                                 list(dataset["chosen"]) + list(dataset["rejected"]))
     if missing:
         task = ray.remote(reference_caches).options(  # Ray: a training worker's resources
             num_cpus=scaling.cpus_per_worker, num_gpus=scaling.gpus_per_worker)
         computed = ray.get(task.remote(str(world.dir), model_dtype(sweep), list(missing.values()),
                                        lengths, threads_for(scaling.cpus_per_worker)))
-        for name, ref in zip(missing, computed, strict=True):
-            save_pair_tensors(ref, regimes[name].ref_file)
+        for ref_file, ref in zip(missing, computed, strict=True):
+            save_pair_tensors(ref, ref_file)
     return regimes

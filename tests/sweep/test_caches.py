@@ -25,17 +25,17 @@ def test_a_truncated_cache_is_rebuilt_and_said(tmp_path):
     spec = yaml.safe_load((ROOT / "sweeps/ci.yaml").read_text())
     spec["model"]["toy"]["sft_steps"] = 20  # the cache's content does not matter here
     sweep = parse_sweep({**spec, "storage": str(tmp_path / "results")})
-    sweep_dir, said = tmp_path / "results" / "ci", []
+    said = []
 
     def computed() -> dict[str, int]:
         """What one prepare of the toy world computed (1) or reused (0)."""
         caches = Caches()
-        toy_world(sweep, sweep_dir, caches, said.append)
+        toy_world(sweep, caches, said.append)
         return {key.split("/")[0]: n for key, n in caches.computed.items()}
 
     assert computed() == {"pi_ref": 1, "enumeration": 1}
     world_dir = tmp_path / "results" / "cache" / "toy" / sweep.model.toy.recipe_hash()
-    enum_file = next((sweep_dir / "data").glob("ref-enumeration-*.pt"))
+    enum_file = tmp_path / "results" / "cache" / "enum" / f"{sweep.model.toy.recipe_hash()}.pt"
     table = torch.load(enum_file)
     assert computed() == {"pi_ref": 0, "enumeration": 0}
     assert not [line for line in said if line.startswith("cache:")]
