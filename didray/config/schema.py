@@ -310,7 +310,7 @@ class Train(Strict):
     weight_decay: Float = Field(0.0, ge=0, description="decoupled weight decay")
     lr_schedule: Literal["constant", "linear", "cosine"] = Field(
         "constant", description="learning rate after warmup: constant, linear decay to 0 at "
-        "the last step, or half a cosine to 0 (docs/design.md §3.2)")
+        "the last step, or half a cosine to 0 (docs/design.md §3.4)")
     warmup_steps: Int = Field(
         0, ge=0, le=100_000, description="steps of linear warmup from 0 to lr, 0 to 100,000 "
         "(less than steps)")

@@ -42,7 +42,7 @@ def lr_factor(step: int, steps: int, schedule: str, warmup_steps: int) -> float:
     """The multiplier of the base learning rate for optimizer step `step` (0-based), as
     transformers' get_{constant,linear,cosine}_schedule_with_warmup: linear warmup from 0
     over `warmup_steps`, then constant, linear decay to 0 at `steps`, or half a cosine to 0
-    (docs/design.md §3.2). A pure function of the step, like `batch_indices`: a resumed run
+    (docs/design.md §3.4). A pure function of the step, like `batch_indices`: a resumed run
     needs no scheduler state."""
     if step < warmup_steps:
         return step / warmup_steps
