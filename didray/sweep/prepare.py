@@ -164,7 +164,9 @@ def toy_world(sweep: Sweep, caches: Caches, progress: Progress) -> World:
     world, model, tokenizer = toy.load_world(world_dir)
     check_prompt_lengths(world, tokenizer, sweep.train.max_prompt_tokens)
 
-    enum_file = store.enumeration(world_hash)  # a function of the world alone
+    # A function of the world and of how it is enumerated: trials enumerate their policy the
+    # same way, so a policy equal to pi_ref scores exactly pi_ref's table.
+    enum_file = store.enumeration(content_hash(world_hash, toy.ENUMERATION))
     fresh = not reusable(enum_file, file_damage(enum_file), progress)
     if fresh:
         progress(f"pi_ref: enumerating {len(world.all_prompts)} prompts x "

@@ -20,6 +20,7 @@ from didray.worlds.toy import (
     build_model,
     build_tokenizer,
     build_world,
+    enumerate_logps,
     enumerate_responses,
     fit_reference,
     load_world,
@@ -137,6 +138,22 @@ def test_tokenizer_round_trip(fresh) -> None:
     assert tok.unk_token_id not in ids
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
     assert tok.decode(ids).split() == text.split() + ["red", "blue", "</s>"]
+
+
+def test_prefix_enumeration_equals_scoring_every_response() -> None:
+    """enumerate_logps reads every shorter response's log-prob from the full-length ones: it
+    must give each response the log-prob that scoring it on its own gives (L = 3, so prefixes
+    of 1 and 2 words, and the full 3), within float32 rounding."""
+    spec = SPEC.model_copy(update={"max_response_tokens": 3})
+    world, tok = build_world(spec), build_tokenizer()
+    torch.manual_seed(1)
+    model = build_model(spec, tok).eval()
+    responses = enumerate_responses(world)  # 6 + 36 + 216
+    table = enumerate_logps(model, tok, world)  # (P, R)
+    assert table.shape == (len(world.all_prompts), 258)
+    for row, p in zip(table, world.all_prompts, strict=True):
+        alone = response_logprobs(model, tok, p.text, responses)
+        assert torch.allclose(row, alone, atol=2e-6, rtol=0), float((row - alone).abs().max())
 
 
 def _total_mass(model, tok, world: ToyWorld) -> list[float]:

@@ -23,7 +23,7 @@ _EXPORTS = {
     ".model": ("CHAT_TEMPLATE", "PAD", "build_model", "build_tokenizer"),
     ".mask": ("ResponseLogitsProcessor", "ResponseSpace", "masked_response_logits",
               "response_hook", "response_space"),
-    ".reference": ("enumerate_logps", "fit_reference", "load_world", "read_world",
+    ".reference": ("ENUMERATION", "enumerate_logps", "fit_reference", "load_world", "read_world",
                    "reference_problem", "response_logprobs"),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
