@@ -132,6 +132,9 @@ def correlations(results: Results, by: Sequence[str] = ("sweep",),
               .unpivot(on=list(CORRELATED), index=[*by, *within, ESTIMATOR, "did_entropy"],
                        variable_name="score", value_name="value")
               .drop_nulls(["did_entropy", "value"])
+              # Resampled rows are indexed in this order: sorting by value makes the intervals
+              # independent of the order trials finished in (trials.parquet's row order).
+              .sort([*strata, "did_entropy", "value"])
               .with_columns(rank_x=pl.col("did_entropy").rank().over(strata),
                             rank_y=pl.col("value").rank().over(strata)))
     pairs = (ranked

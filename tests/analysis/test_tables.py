@@ -218,3 +218,4 @@ def test_swept_settings_split_the_groups(results):
     # seed 0 (did 1.0) alone at lr 1e-3; seeds 1, 2 (did 2.0, 3.0) at 1e-2
     assert pg.select("train.lr", "trials", "did_entropy").rows() == [(1e-3, 1, 1.0),
                                                                    (1e-2, 2, 2.5)]
+
