@@ -7,8 +7,9 @@ import torch
 import yaml
 
 from didray.config.load import parse_sweep
-from didray.files import damage
+from didray.files import content_hash, damage
 from didray.sweep.prepare import Caches, toy_world
+from didray.worlds import toy
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,7 +36,8 @@ def test_a_truncated_cache_is_rebuilt_and_said(tmp_path):
 
     assert computed() == {"pi_ref": 1, "enumeration": 1}
     world_dir = tmp_path / "results" / "cache" / "toy" / sweep.model.toy.recipe_hash()
-    enum_file = tmp_path / "results" / "cache" / "enum" / f"{sweep.model.toy.recipe_hash()}.pt"
+    enum_key = content_hash(sweep.model.toy.recipe_hash(), toy.ENUMERATION)
+    enum_file = tmp_path / "results" / "cache" / "enum" / f"{enum_key}.pt"
     table = torch.load(enum_file)
     assert computed() == {"pi_ref": 0, "enumeration": 0}
     assert not [line for line in said if line.startswith("cache:")]
