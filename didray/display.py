@@ -7,9 +7,13 @@ import shutil
 import polars as pl
 
 
-def column_width(frame: pl.DataFrame, name: str) -> int:
-    """An upper bound of a column's printed width: its longest header or value, plus borders."""
-    values = frame[name].cast(pl.String).str.len_chars().max() if frame.height else 0
+def column_width(frame: pl.DataFrame, name: str, precision: int | None = None) -> int:
+    """An upper bound of a column's printed width: its longest header or value, plus borders.
+    Floats print with `precision` decimals where it is given (0.5 as 0.500)."""
+    column = frame[name]
+    if precision is not None and column.dtype.is_float():
+        column = column.map_elements(lambda v: f"{v:.{precision}f}", return_dtype=pl.String)
+    values = column.cast(pl.String).str.len_chars().max() if frame.height else 0
     return max(len(name), values or 4) + 3  # 4: "null"
 
 
@@ -17,16 +21,17 @@ def column_width(frame: pl.DataFrame, name: str) -> int:
 ROW_KEYS = ("sweep", "regime", "beta", "seed", "step", "score", "claim")
 
 
-def column_blocks(frame: pl.DataFrame, width: int) -> list[list[str]]:
+def column_blocks(frame: pl.DataFrame, width: int,
+                  precision: int | None = None) -> list[list[str]]:
     """The columns in consecutive runs that each fit `width` (a column wider alone gets its
     own run): a wide table prints as several narrower ones instead of wrapping every cell.
     Every run after the first starts with the row keys, so its rows can still be read."""
     keys = [c for c in frame.columns if c in ROW_KEYS]
-    key_width = sum(column_width(frame, k) for k in keys)
+    key_width = sum(column_width(frame, k, precision) for k in keys)
     blocks: list[list[str]] = [[]]
     used = 1
     for name in frame.columns:
-        need = column_width(frame, name)
+        need = column_width(frame, name, precision)
         if blocks[-1] and used + need > width:
             blocks.append(list(keys))
             used = 1 + key_width
@@ -43,7 +48,7 @@ def print_frame(frame: pl.DataFrame, fmt: str, precision: int | None = None) -> 
     # Terminal tables fit the terminal (80 columns when not a terminal); markdown is for
     # files and stays one table.
     width = shutil.get_terminal_size().columns
-    blocks = column_blocks(frame, width) if fmt == "table" else [frame.columns]
+    blocks = column_blocks(frame, width, precision) if fmt == "table" else [frame.columns]
     with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=10_000,
                    float_precision=precision, tbl_formatting="MARKDOWN" if fmt == "md" else None,
                    tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
