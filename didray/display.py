@@ -1,8 +1,12 @@
-"""Printing Polars frames the same way everywhere: terminal table, markdown or CSV."""
+"""Printing Polars frames the same way everywhere (terminal table, markdown or CSV), and the
+progress of long phases."""
 
 from __future__ import annotations
 
+import math
 import shutil
+import sys
+from typing import TextIO
 
 import polars as pl
 
@@ -53,3 +57,42 @@ def print_frame(frame: pl.DataFrame, fmt: str, precision: int | None = None) -> 
                    float_precision=precision, tbl_formatting="MARKDOWN" if fmt == "md" else None,
                    tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
         print("\n".join(str(frame.select(block)) for block in blocks))
+
+
+def checkpoints(total: int, parts: int = 4) -> list[int]:
+    """The counts at which plain progress prints: each 1/parts of `total` (25%, 50%, ...),
+    once each (a total below `parts` prints at each unit)."""
+    return sorted({math.ceil(total * i / parts) for i in range(1, parts + 1)} - {0})
+
+
+class Progress:
+    """Progress of a long phase of `total` units: a tqdm bar (count, rate, ETA) on a terminal;
+    elsewhere (Ray job logs, a Ray task's output relayed to the driver with a prefix) a plain
+    "[didray] what: k/N" line at each quarter, so a log gets four lines, not a bar's redraws.
+    A context manager; `update(n)` counts n more units done."""
+
+    def __init__(self, what: str, total: int, stream: TextIO | None = None) -> None:
+        self.what, self.total, self.done = what, total, 0
+        self.stream = stream or sys.stderr
+        self.marks = checkpoints(total)
+        self.bar = None
+        if self.stream.isatty():
+            from tqdm import tqdm  # a transformers dependency
+
+            self.bar = tqdm(total=total, desc=f"[didray] {what}", file=self.stream,
+                            leave=False, dynamic_ncols=True)
+
+    def update(self, n: int = 1) -> None:
+        before, self.done = self.done, self.done + n
+        if self.bar is not None:
+            self.bar.update(n)
+        elif any(before < mark <= self.done for mark in self.marks):
+            print(f"[didray] {self.what}: {self.done}/{self.total}", file=self.stream,
+                  flush=True)
+
+    def __enter__(self) -> Progress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
