@@ -6,14 +6,17 @@ from __future__ import annotations
 import math
 import shutil
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-import polars as pl
+if TYPE_CHECKING:  # imported where used: Train workers import `Progress`, never polars
+    import polars as pl
 
 
 def column_width(frame: pl.DataFrame, name: str, precision: int | None = None) -> int:
     """An upper bound of a column's printed width: its longest header or value, plus borders.
     Floats print with `precision` decimals where it is given (0.5 as 0.500)."""
+    import polars as pl
+
     column = frame[name]
     if precision is not None and column.dtype.is_float():
         column = column.map_elements(lambda v: f"{v:.{precision}f}", return_dtype=pl.String)
@@ -46,6 +49,8 @@ def column_blocks(frame: pl.DataFrame, width: int,
 
 
 def print_frame(frame: pl.DataFrame, fmt: str, precision: int | None = None) -> None:
+    import polars as pl
+
     if fmt == "csv":
         print(frame.write_csv(), end="")
         return
