@@ -101,7 +101,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 130
     print(f"\nResults: {sweep_dir}")
     table = print_summary(sweep_dir, args.format)
-    unfinished = sweep.trial_count() - int(table["finished"].sum() + table["failed"].sum())
+    # A trial the scheduler stopped early (ASHA) has ended as intended: not unfinished.
+    ended = table.select("finished", "failed", "stopped").sum().sum_horizontal().item()
+    unfinished = sweep.trial_count() - int(ended)
     if unfinished:
         print(f"didray: {unfinished} trial(s) did not finish; continue with `{again}`",
               file=sys.stderr)

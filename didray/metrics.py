@@ -118,7 +118,8 @@ TRIAL_ESTIMATES = (
 )
 
 TRIAL = (
-    _m("status", "str", "trials", "TERMINATED, ERROR or RUNNING"),
+    _m("status", "str", "trials", "TERMINATED (finished), STOPPED (cut early by the "
+       "search.scheduler), ERROR or RUNNING"),
     _m("error", "str", "trials", "where the failed trial's traceback is"),
     _m("checkpoint_path", "str", "trials", "the trial's final checkpoint (weights, tokenizer)"),
     _m("did_entropy", "float", "trials", "DID entropy of the final policy for tables and "

@@ -17,7 +17,14 @@ import polars as pl
 
 from didray.analysis.load import Results, load
 from didray.analysis.plots import write_plots
-from didray.analysis.tables import ESTIMATOR, compare, correlations, entropy_vs_scores, regimes
+from didray.analysis.tables import (
+    COUNTS,
+    ESTIMATOR,
+    compare,
+    correlations,
+    entropy_vs_scores,
+    regimes,
+)
 from didray.display import print_frame
 
 PRECISION = 3
@@ -100,7 +107,7 @@ def capability_report(results: Results, out: Path, title: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     figures = write_plots(results, out)
     table = entropy_vs_scores(results)
-    counts = table.select("trials", "finished", "failed", "running").sum().row(0, named=True)
+    counts = table.select(*COUNTS).sum().row(0, named=True)
     sections = [
         f"# DID entropy vs capability: {title}",
         "Claim under test (arXiv:2505.23761): high-entropy DID helps open-ended instruction "
@@ -109,7 +116,8 @@ def capability_report(results: Results, out: Path, title: str) -> Path:
         "interval of the Spearman correlation within training beta (ranks centred per beta, "
         "since beta alone moves both the entropy and the scores).",
         f"Trials: {counts['trials']} ({counts['finished']} finished, {counts['failed']} failed, "
-        f"{counts['running']} running); only finished trials are evaluated.",
+        f"{counts['stopped']} stopped early, {counts['running']} running); only finished "
+        "trials are evaluated.",
         "## Verdicts", markdown(verdicts(correlations(results))),
         "## What each regime's data encode", markdown(regimes(results)),
         "## DID entropy by regime and beta", markdown(compare(results, "did_entropy")),

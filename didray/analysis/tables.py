@@ -1,8 +1,9 @@
 """Tables of DID entropy against downstream scores: lazy Polars, one `collect()` per table.
 
-Every table counts trials by status (finished = TERMINATED, failed = ERROR, running = anything
-else) so a partial or broken sweep shows what is missing instead of silently averaging fewer
-seeds; scores are averaged over finished trials only (the others have no evaluation).
+Every table counts trials by status (finished = TERMINATED, failed = ERROR, stopped = STOPPED:
+cut early by the search.scheduler, running = anything else) so a partial or broken sweep shows
+what is missing instead of silently averaging fewer seeds; scores are averaged over finished
+trials only (the others have no evaluation).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ CURVES = ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logp
 ESTIMATOR = "did_entropy_estimator"
 FINISHED = pl.col("status") == "TERMINATED"
 FAILED = pl.col("status") == "ERROR"
+STOPPED = pl.col("status") == "STOPPED"
+COUNTS = ("trials", "finished", "failed", "stopped", "running")
 
 
 def keys(frame: pl.LazyFrame) -> list[str]:
@@ -40,21 +43,22 @@ def keys(frame: pl.LazyFrame) -> list[str]:
 
 
 def flag_status(frame: pl.LazyFrame) -> pl.LazyFrame:
-    """`frame` with boolean `_finished`/`_failed` columns, computed once, so that aggregations
-    downstream are plain sums and means (Polars' fast group-by path)."""
+    """`frame` with boolean `_finished`/`_failed`/`_stopped` columns, computed once, so that
+    aggregations downstream are plain sums and means (Polars' fast group-by path)."""
     return frame.with_columns(_finished=FINISHED.fill_null(False),
-                              _failed=FAILED.fill_null(False))
+                              _failed=FAILED.fill_null(False), _stopped=STOPPED.fill_null(False))
 
 
 def status_counts() -> list[pl.Expr]:
-    """trials/finished/failed counts of a group of `flag_status` rows (`add_running` adds the
-    rest, so the counts always add up)."""
+    """trials/finished/failed/stopped counts of a group of `flag_status` rows (`add_running`
+    adds the rest, so the counts always add up)."""
     return [pl.len().alias("trials"), pl.col("_finished").sum().alias("finished"),
-            pl.col("_failed").sum().alias("failed")]
+            pl.col("_failed").sum().alias("failed"), pl.col("_stopped").sum().alias("stopped")]
 
 
 def add_running() -> pl.Expr:
-    return (pl.col("trials") - pl.col("finished") - pl.col("failed")).alias("running")
+    return (pl.col("trials") - pl.col("finished") - pl.col("failed")
+            - pl.col("stopped")).alias("running")
 
 
 def t_interval(column: str, n: str, sd: str, level: float = 0.95) -> list[pl.Expr]:
@@ -81,7 +85,7 @@ def entropy_vs_scores(results: Results, level: float = 0.95) -> pl.DataFrame:
                   pl.col("did_entropy").mean(), pl.col("did_entropy").std().alias("_sd"),
                   pl.col("did_entropy").count().alias("_n"), *[pl.col(s).mean() for s in SCORES])
              .with_columns(add_running(), *t_interval("did_entropy", "_n", "_sd", level))
-             .select(*by[:2], *DESCRIPTORS, *by[2:], "trials", "finished", "failed", "running",
+             .select(*by[:2], *DESCRIPTORS, *by[2:], *COUNTS,
                      ESTIMATOR, "did_entropy", "did_entropy_ci_low", "did_entropy_ci_high",
                      *SCORES)
              .sort(by, nulls_last=True))
@@ -174,8 +178,10 @@ def dynamics(results: Results) -> pl.DataFrame:
     """Training curves averaged over seeds: one row per (sweep, regime, beta, swept settings,
     step) with the
     mean and standard deviation (null for one seed) of each reported metric, and the status
-    counts of the trials that reported the step (running and failed trials' steps are kept)."""
-    status = flag_status(results.trials).select("sweep", "trial_id", "_finished", "_failed")
+    counts of the trials that reported the step (running, failed and stopped trials' steps are
+    kept)."""
+    status = flag_status(results.trials).select("sweep", "trial_id", "_finished", "_failed",
+                                                "_stopped")
     aggs = [expr for m in CURVES
             for expr in (pl.col(m).mean().alias(f"{m}_mean"), pl.col(m).std().alias(f"{m}_std"))]
     by = keys(results.steps)
@@ -183,7 +189,7 @@ def dynamics(results: Results) -> pl.DataFrame:
              .group_by(*by, "step")
              .agg(*status_counts(), *aggs)
              .with_columns(add_running())
-             .select(*by, "step", "trials", "finished", "failed", "running",
+             .select(*by, "step", *COUNTS,
                      *[f"{m}_{stat}" for m in CURVES for stat in ("mean", "std")])
              .sort(*by, "step", nulls_last=True))
     return table.collect()

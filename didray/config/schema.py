@@ -33,6 +33,7 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from didray.files import json_hash
+from didray.metrics import BOTH, STEP
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # used in paths and trial names
 SEED_MAX = 2**31 - 1  # numpy's and Ray's seeds are 32-bit
@@ -422,6 +423,45 @@ PREPARED = ("data", "train.max_prompt_tokens", "train.max_response_tokens", "eva
             "eval.prompts", "eval.scorer", "eval.qa")
 
 
+# What ASHA may compare trials on: a number every report carries in either world (the exact
+# toy metrics are only at the reports eval.every picks).
+ASHA_METRICS = tuple(m.name for m in STEP if m.dtype == "float" and m.worlds == BOTH)
+
+
+class ASHA(Strict):
+    """Ray Tune's ASHA (asynchronous successive halving) on train steps: at each rung
+    (grace_period x reduction_factor^k steps, up to max_t) a trial whose metric is not in the
+    best 1/reduction_factor of those that reached the rung is stopped (status STOPPED)."""
+
+    metric: str = Field(description=f"a step metric every report carries: "
+                        f"{', '.join(ASHA_METRICS)}")
+    mode: Literal["min", "max"] = Field(description="min (e.g. loss) or max (e.g. "
+                                        "rewards/accuracies)")
+    grace_period: Int = count(1, 100_000, "steps every trial runs before it can be stopped; "
+                              "at most max_t")
+    max_t: IntOrNone = count(
+        None, 100_000, "the step of the last rung; at most the last report before "
+        "train.steps, (train.steps - 1) // report_every x report_every, the default: a trial "
+        "is never cut at its last step, which already paid for its final evaluation")
+    reduction_factor: Float = Field(
+        4.0, gt=1, le=100, description="1/reduction_factor of the trials at a rung go on, "
+        "and rungs are this factor apart; > 1, at most 100")
+
+    @model_validator(mode="after")
+    def _known_metric(self) -> ASHA:
+        if self.metric not in ASHA_METRICS:
+            raise ValueError(f"scheduler metric `{self.metric}` is not one every report "
+                             f"carries ({', '.join(ASHA_METRICS)})"
+                             + nearest(self.metric, list(ASHA_METRICS)))
+        return self
+
+
+class Scheduler(Strict):
+    """A Tune trial scheduler that stops unpromising trials early."""
+
+    asha: ASHA = Field(description="asynchronous successive halving on train steps")
+
+
 class Search(Strict):
     """The swept axes. grid: every combination; random: num_samples draws. At most 10,000
     trials either way. Besides beta, regime and seed, any train.* or eval.* setting is an
@@ -440,6 +480,9 @@ class Search(Strict):
     seed: Annotated[list[Seed], AfterValidator(distinct)] = Field(
         [0], min_length=1, description="training seeds, distinct (each 0 to 2,147,483,647)")
     num_samples: Int = count(1, MAX_TRIALS, "random mode: trials drawn")
+    scheduler: Scheduler | None = Field(
+        None, description="early stopping of unpromising trials (default: none, every trial "
+        "runs train.steps)")
 
     @model_validator(mode="before")
     @classmethod
@@ -683,6 +726,26 @@ class Sweep(Strict):
         return self
 
     @model_validator(mode="after")
+    def _asha_fits(self) -> Sweep:
+        """ASHA decides at reports before the last one (the last already paid for the final
+        evaluation): its rungs must lie within them."""
+        if self.search.scheduler is None:
+            return self
+        asha, train = self.search.scheduler.asha, self.train
+        last = last_cut(train)
+        if last == 0:
+            raise ValueError(f"search.scheduler needs a report before the last step: "
+                             f"train.steps ({train.steps}) must be > train.report_every "
+                             f"({train.report_every})")
+        if asha.max_t is not None and asha.max_t > last:
+            raise ValueError(f"search.scheduler.asha.max_t ({asha.max_t}) must be <= the last "
+                             f"report before train.steps, step {last}")
+        if asha.grace_period > (asha.max_t or last):
+            raise ValueError(f"search.scheduler.asha.grace_period ({asha.grace_period}) must be "
+                             f"<= max_t ({asha.max_t or last}): no trial could be stopped")
+        return self
+
+    @model_validator(mode="after")
     def _responses_fit(self) -> Sweep:
         if self.world != "toy":
             return self
@@ -740,6 +803,11 @@ class Sweep(Strict):
 
     def regime(self, name: str) -> OffPolicy | PolicyGradientPairs | PowerLaw:
         return next(r for r in self.regimes if r.name == name)
+
+
+def last_cut(train: Train) -> int:
+    """The last report step before train.steps (0: none): where ASHA's last rung may be."""
+    return (train.steps - 1) // train.report_every * train.report_every
 
 
 def axis_values(sweep: type[Sweep], base: dict, key: str, axis: Axis,

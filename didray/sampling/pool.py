@@ -18,7 +18,12 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from didray.config.schema import SamplerSettings
 from didray.config.trial import threads_for
+from didray.display import Progress
 from didray.sampling.sampler import Completion, Sampler, resolve_backend
+
+# Shards per actor when progress is shown: each finished shard is a step of the display (the
+# draws do not depend on the batching, see above).
+SHOWN_SHARDS = 4
 
 
 def actor_env(backend: str) -> dict:
@@ -90,17 +95,29 @@ class SamplerPool:
             ray.kill(actor)  # Ray: frees the actor's resources at once, no restart
         self.actors = []
 
-    def _map(self, method: str, columns: list[list], **kwargs) -> list:
+    def _map(self, method: str, columns: list[list], shown: str | None = None,
+             **kwargs) -> list:
+        """`method` over the rows of `columns`, in order. `shown`: a progress display of that
+        name counts the rows done, over SHOWN_SHARDS shards per actor."""
         if not columns[0]:
             return []
-        parts = shards(len(columns[0]), len(self.actors))
-        refs = [actor.serve.remote(self.weights, method, *(c[s] for c in columns), **kwargs)
-                for actor, s in zip(self.actors, parts, strict=False)]
+        per_actor = SHOWN_SHARDS if shown else 1
+        parts = shards(len(columns[0]), len(self.actors) * per_actor)
+        refs = [self.actors[i % len(self.actors)].serve.remote(
+                    self.weights, method, *(c[s] for c in columns), **kwargs)
+                for i, s in enumerate(parts)]
+        if shown:
+            with Progress(shown, len(columns[0])) as progress:
+                pending = list(refs)
+                while pending:
+                    done, pending = ray.wait(pending)  # Ray: the next finished shard
+                    progress.update(len(ray.get(done[0])))
         return [row for part in ray.get(refs) for row in part]  # Ray: wait for every shard
 
     def generate(self, prompts: list[str], n: int, **kwargs) -> list[list[Completion]]:
         """`Sampler.generate` over the pool: n completions per prompt, in prompt order."""
-        return self._map("generate", [prompts], n=n, **kwargs)
+        return self._map("generate", [prompts], shown=f"sampler: prompts ({n} draws each)",
+                         n=n, **kwargs)
 
     def score(self, prompts: list[str], completions: list[str]) -> list[float]:
         """`Sampler.score` over the pool, in input order."""

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from didray.config.load import parse_sweep
-from didray.config.schema import Sweep
+from didray.config.schema import Sweep, last_cut
 from didray.config.trial import RegimeFiles, TrialSpec
 from didray.errors import BadInput
 from didray.files import atomic_write, read_manifest, write_json
@@ -235,6 +235,21 @@ def relocate_unstarted_trials(tune_dir: Path) -> None:
             cloudpickle.dumps(state)))
 
 
+def scheduler(sweep: Sweep):
+    """ASHA on train steps where the sweep asks for it, else Tune's default (none stops).
+    stop_last_trials=False: max_t places the last rung, it does not cut trials that pass
+    it short of train.steps (`ASHA.max_t`)."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    if sweep.search.scheduler is None:
+        return None
+    asha = sweep.search.scheduler.asha
+    return ASHAScheduler(time_attr="step", metric=asha.metric, mode=asha.mode,
+                         grace_period=asha.grace_period,
+                         max_t=asha.max_t or last_cut(sweep.train),
+                         reduction_factor=asha.reduction_factor, stop_last_trials=False)
+
+
 def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, resume: bool,
                 experiment: dict):
     """The Tuner of `experiment`: tune/ (the sweep's grid) or an extension's tune-<n>/ (its
@@ -264,6 +279,7 @@ def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, resume: bool,
                                    else sweep.scaling.max_concurrent_trials),
             # A trial process that trains itself stays warm for the next trial.
             reuse_actors=in_trial_process(spec),
+            scheduler=scheduler(sweep),
             num_samples=sweep.search.num_samples if sweep.search.mode == "random" else 1),
         run_config=tune.RunConfig(name=tune_dir.name, storage_path=str(sweep_dir), verbose=1,
                                   progress_reporter=trial_table(sweep),
@@ -429,7 +445,8 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str]
         say("seconds in trials (summed): " + ", ".join(
             f"{name.removeprefix('time/').removesuffix('_s')} {value:.1f}"
             for name, value in spent.items()))
-    ended = statuses.count("TERMINATED") + statuses.count("ERROR")
+    # STOPPED: cut short by the scheduler (ASHA), as ended as a finished or failed trial.
+    ended = sum(map(statuses.count, ("TERMINATED", "ERROR", "STOPPED")))
     run.update(trials_s=time.time() - started - run["prepare_s"],
                total_s=time.time() - started, errors=grid.num_errors, trial_seconds=spent,
                status="finished" if ended == sweep.trial_count() else "interrupted")

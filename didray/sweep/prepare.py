@@ -25,6 +25,7 @@ import datasets
 import ray
 import torch
 
+from didray import display
 from didray.config.schema import Sweep
 from didray.config.trial import threads_for
 from didray.data.regimes import Sources, build_pairs, warnings
@@ -234,10 +235,14 @@ def reference_caches(world_dir: str, dtype: str, jobs: list[tuple[list[str], lis
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.to(device).eval()
     out = []
-    for prompts, responses in jobs:
-        enc = encode(tokenizer, prompts, responses, *lengths)
-        ref = batched_response_logps(model, enc.to(device), hook, batch_size=16)
-        out.append(PairTensors(enc, ref.float().cpu()))
+    # A Ray task's output reaches the driver's log line by line: plain k/N lines, no bar.
+    sequences = sum(len(prompts) for prompts, _ in jobs)
+    with display.Progress("data: reference log-probs, sequences", sequences) as shown:
+        for prompts, responses in jobs:
+            enc = encode(tokenizer, prompts, responses, *lengths)
+            ref = batched_response_logps(model, enc.to(device), hook, batch_size=16,
+                                         progress=shown)
+            out.append(PairTensors(enc, ref.float().cpu()))
     return out
 
 

@@ -126,7 +126,17 @@ class ResultsWriter(tune.Callback):
         self._report_row(trial, rows[-1])
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        """A trial that ended with its final report finished (TERMINATED). One that ended
+        without it was stopped early by the scheduler (ASHA): STOPPED, with the step rows
+        seen live, since it wrote no history of its own."""
         self._load(trial)
+        if not (trial.last_result or {}).get("final"):
+            self._trial_row(trial, "STOPPED", error=None)
+            step = self._trials[trial.trial_id].get("step")
+            print(f"[didray] trial {trial.trial_id} stopped early by the scheduler at step "
+                  f"{step}/{self.steps}", file=sys.stderr, flush=True)
+            self.flush(force=True)
+            return
         self.merge_evals()
         self.take_history(trial)
         self._trial_row(trial, "TERMINATED", error=None)

@@ -82,7 +82,10 @@ def evaluate_checkpoint(checkpoint: ray.train.Checkpoint, trial: Trial) -> dict[
     write_parquet(estimates, sweep_dir / "evals" / f"{trial.trial_id}.parquet")
     # Only the toy world's exact evaluation (didray/eval/toy.py) gives a `did_entropy`.
     exact = metrics.pop("did_entropy", None)
-    return {**did_entropy_columns(estimates, exact, trial.eval.did_samples), **metrics}
+    # The last report's step metrics come along: Tune wants a scheduler's metric (ASHA's
+    # `loss`) in every result, the final one included.
+    return {**history[-1], **did_entropy_columns(estimates, exact, trial.eval.did_samples),
+            **metrics}
 
 
 def estimator_name(estimator: str, proposal: str, k: int) -> str:

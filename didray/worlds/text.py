@@ -14,6 +14,7 @@ from torch import Tensor
 from torch.nn.utils.rnn import pad_sequence
 
 from didray.core.logprobs import sequence_logps
+from didray.display import Progress
 
 # Maps a batch's logits (B, T, V) and response mask (B, T) to the distribution the world's
 # policy actually samples from: the toy world restricts it to its response space; hf: none.
@@ -100,10 +101,15 @@ def response_logps(model, enc: Encoded, hook: LogitsHook | None = None) -> Tenso
 
 @torch.no_grad()
 def batched_response_logps(
-    model, enc: Encoded, hook: LogitsHook | None = None, batch_size: int = 256
+    model, enc: Encoded, hook: LogitsHook | None = None, batch_size: int = 256,
+    progress: Progress | None = None,
 ) -> Tensor:
-    """`response_logps` in chunks without gradients: for caches and evaluation (N,)."""
+    """`response_logps` in chunks without gradients: for caches and evaluation (N,).
+    `progress` counts the sequences scored."""
     n = enc.input_ids.shape[0]
-    chunks = [response_logps(model, enc.rows(slice(i, i + batch_size)), hook)
-              for i in range(0, n, batch_size)]
+    chunks = []
+    for i in range(0, n, batch_size):
+        chunks.append(response_logps(model, enc.rows(slice(i, i + batch_size)), hook))
+        if progress is not None:
+            progress.update(len(chunks[-1]))
     return torch.cat(chunks)

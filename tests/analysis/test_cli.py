@@ -23,8 +23,9 @@ def test_prints_the_tables_as_csv(sweep_dir, capsys):
     assert analyze([str(sweep_dir), "--format", "csv"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("# DID entropy vs downstream scores")
-    assert "sweep,regime,regime_kind,tau,beta_data,beta,trials,finished,failed,running" in out
-    assert "partial,pg,pg,,,0.5,3,1,1,1,exact,4.0" in out  # the failed and running trial, counted
+    assert ("sweep,regime,regime_kind,tau,beta_data,beta,trials,finished,failed,stopped,"
+            "running") in out
+    assert "partial,pg,pg,,,0.5,3,1,1,0,1,exact,4.0" in out  # the failed and running trial, counted
 
 
 def test_csv_to_out_is_one_file_per_table(sweep_dir, tmp_path):

@@ -121,7 +121,7 @@ def test_capability_report_embeds_its_figures(results, tmp_path):
     report = capability_report(results, tmp_path / "report", "partial")
     text = report.read_text()
     assert text.startswith("# DID entropy vs capability: partial")
-    assert "8 (6 finished, 1 failed, 1 running)" in text
+    assert "8 (6 finished, 1 failed, 0 stopped early, 1 running)" in text
     for name in ("headline.png", "headline-page.png", "entropy_vs_scores.png", "dynamics.png"):
         assert f"]({name})" in text
         assert_image(report.parent / name)

@@ -29,16 +29,17 @@ def test_entropy_vs_scores_by_hand(results):
         {"sweep": ["s", "s", "s"], "regime": ["pg", "pg", "pl"],
          "regime_kind": ["pg", "pg", "powerlaw"], "tau": [None, None, 0.5],
          "beta_data": [None, None, 0.1], "beta": [0.1, 0.5, 0.1],
-         "trials": [3, 3, 2], "finished": [3, 1, 2], "failed": [0, 1, 0], "running": [0, 1, 0],
+         "trials": [3, 3, 2], "finished": [3, 1, 2], "failed": [0, 1, 0], "stopped": [0, 0, 0],
+         "running": [0, 1, 0],
          "did_entropy_estimator": ["exact"] * 3, "did_entropy": [2.0, 4.0, 6.0],
          "did_entropy_ci_low": [2.0 - half_pg, None, 6.0 - half_pl],
          "did_entropy_ci_high": [2.0 + half_pg, None, 6.0 + half_pl],
          "instruction_score": [0.6, 0.8, 0.95], "instruction_winrate": [None, None, None],
          "qa_accuracy": [2 / 3, 0.0, 0.0], "chosen_displacement": [-2.0, -4.0, -6.0],
          "rejected_displacement": [None, None, None], "reward_accuracy": [None, None, None]},
-        schema_overrides={"trials": COUNT, "finished": COUNT, "failed": COUNT, "running": COUNT,
-                          "instruction_winrate": pl.Float64, "rejected_displacement": pl.Float64,
-                          "reward_accuracy": pl.Float64})
+        schema_overrides={"trials": COUNT, "finished": COUNT, "failed": COUNT, "stopped": COUNT,
+                          "running": COUNT, "instruction_winrate": pl.Float64,
+                          "rejected_displacement": pl.Float64, "reward_accuracy": pl.Float64})
     assert_frame_equal(entropy_vs_scores(results), expected)
 
 
@@ -50,6 +51,25 @@ def test_partial_sweep_counts_every_trial(results):
     assert row["did_entropy"] == 4.0
 
 
+def test_stopped_trials_are_counted_apart_and_never_averaged(results):
+    """A trial ASHA stopped has a status of its own, and its values (here a did_entropy a
+    stopped trial would not even have) stay out of the means like a failed trial's."""
+    stopped = results.trials.collect().filter(pl.col("trial_id") == "t3").with_columns(
+        trial_id=pl.lit("t8"), seed=pl.col("seed") + 3, status=pl.lit("STOPPED"),
+        did_entropy=pl.lit(40.0), instruction_score=pl.lit(-1.0))
+    steps = results.steps.collect()
+    cut = steps.filter((pl.col("trial_id") == "t3") & (pl.col("step") == 1)).with_columns(
+        trial_id=pl.lit("t8"), seed=pl.col("seed") + 3)  # stopped after its first report
+    grown = Results.of(pl.concat([results.trials.collect(), stopped]),
+                       pl.concat([steps, cut]), sweep="s")
+    row = entropy_vs_scores(grown).filter(pl.col("beta") == 0.5).row(0, named=True)
+    counts = tuple(row[c] for c in ("trials", "finished", "failed", "stopped", "running"))
+    assert counts == (4, 1, 1, 1, 1)
+    assert (row["did_entropy"], row["instruction_score"]) == (4.0, 0.8)
+    step1 = dynamics(grown).filter((pl.col("beta") == 0.5) & (pl.col("step") == 1))
+    assert step1.select("trials", "stopped", "running").row(0) == (4, 1, 1)
+
+
 def correlation_results(did: list, score: list, extra_status: bool = True) -> Results:
     n = len(did)
     rows = {"trial_id": [f"t{i}" for i in range(n)], "status": ["TERMINATED"] * n,
@@ -57,12 +77,12 @@ def correlation_results(did: list, score: list, extra_status: bool = True) -> Re
             "instruction_score": score, "qa_accuracy": [0.5] * n,
             "chosen_displacement": [2.0 * x for x in did]}
     frame = pl.DataFrame(rows)
-    if extra_status:  # a failed and a running trial with values that would spoil everything
+    if extra_status:  # failed, running and stopped trials with values that would spoil everything
         frame = pl.concat([frame, pl.DataFrame(
-            {"trial_id": ["f", "r"], "status": ["ERROR", "RUNNING"], "did_entropy": [9.0, 9.0],
-             "did_entropy_estimator": [None, None], "instruction_score": [-9.0, -9.0],
-             "qa_accuracy": [0.0, 1.0],
-             "chosen_displacement": [0.0, 0.0]})])
+            {"trial_id": ["f", "r", "x"], "status": ["ERROR", "RUNNING", "STOPPED"],
+             "did_entropy": [9.0, 9.0, 9.0], "did_entropy_estimator": [None, None, "exact"],
+             "instruction_score": [-9.0, -9.0, -9.0], "qa_accuracy": [0.0, 1.0, 0.0],
+             "chosen_displacement": [0.0, 0.0, 0.0]})])
     return Results.of(frame, sweep="s")
 
 
@@ -106,13 +126,13 @@ def test_dynamics_by_hand(results):
         {"sweep": ["s"] * 6, "regime": ["pg", "pg", "pg", "pg", "pl", "pl"],
          "beta": [0.1, 0.1, 0.5, 0.5, 0.1, 0.1], "step": [1, 2, 1, 2, 1, 2],
          "trials": [3, 3, 3, 2, 2, 2], "finished": [3, 3, 1, 1, 2, 2],
-         "failed": [0, 0, 1, 1, 0, 0], "running": [0, 0, 1, 0, 0, 0],
+         "failed": [0, 0, 1, 1, 0, 0], "stopped": [0] * 6, "running": [0, 0, 1, 0, 0, 0],
          "loss_mean": [1.1, 2.1, 1.1, 2.05, 1.05, 2.05],
          "loss_std": [0.1, 0.1, 0.1, sd2, sd2, sd2],
          "did/entropy_mean": [None, 3.0, None, 3.5, None, 3.5],
          "did/entropy_std": [None, 1.0, None, math.sqrt(0.5), None, math.sqrt(0.5)]},
         schema_overrides={"step": pl.Int64, "trials": COUNT, "finished": COUNT, "failed": COUNT,
-                          "running": COUNT})
+                          "stopped": COUNT, "running": COUNT})
     assert_frame_equal(table.select(expected.columns), expected)
     others = [f"{m}_{s}" for m in CURVES if m not in ("loss", "did/entropy")
               for s in ("mean", "std")]

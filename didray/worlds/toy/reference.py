@@ -27,6 +27,7 @@ from transformers import (
 )
 
 from didray.config.schema import TOY_RECIPE_VERSION, ToyWorldSpec
+from didray.display import Progress
 from didray.files import build_once, unusable
 from didray.worlds.text import batched_response_logps, encode, response_logps
 from didray.worlds.toy.language import (
@@ -174,7 +175,8 @@ def train_sft(
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda t: 1.0 - t / spec.sft_steps)
     losses = []
     model.train()
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), Progress("pi_ref: SFT steps",
+                                                     spec.sft_steps) as shown:
         torch.manual_seed(spec.seed)  # dropout-free model, but keep any RNG use reproducible
         for _ in range(spec.sft_steps):
             idx = torch.randint(0, len(prompts), (spec.sft_batch_size,), generator=gen)
@@ -187,6 +189,7 @@ def train_sft(
             opt.step()
             sched.step()
             losses.append(float(loss.detach()))
+            shown.update()
     model.eval()
     return losses
 
