@@ -3,9 +3,9 @@ before the last step (the CI sweep: steps 6, report_every 2, so ASHA may cut at 
 
 import pytest
 
+from config.test_schema import CI, errors_of, with_
 from didray.config.load import parse_sweep
 from didray.sweep.driver import scheduler
-from tests.config.test_schema import CI, errors_of, with_
 
 ASHA = {"metric": "loss", "mode": "min", "grace_period": 2}
 
