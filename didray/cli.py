@@ -75,12 +75,23 @@ def cmd_theory(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from didray.config.load import load_sweep
+    from didray.storage import Storage
 
     sweep = load_sweep(args.file, args.overrides)
+    Storage.of(sweep.storage).check()  # a URI it cannot open is refused here, not mid-sweep
     given = f" with {' '.join(args.overrides)}" if args.overrides else ""
     print(f"{args.file}{given}: valid sweep {sweep.name!r}: {sweep.trial_count()} trial(s) "
           f"({sweep.search.mode}: {' x '.join(['beta', 'regime', 'seed', *sweep.search.axes])})")
     return 0
+
+
+def storage_option(where: str) -> str:
+    from didray.storage import check_location
+
+    try:
+        return check_location(where)
+    except ValueError as err:
+        raise BadInput(f"--storage {err}") from None
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -90,7 +101,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     sweep = load_sweep(args.file, args.overrides)
     if args.storage:
-        sweep = sweep.model_copy(update={"storage": args.storage})
+        sweep = sweep.model_copy(update={"storage": storage_option(args.storage)})
     again = shlex.join(["didray", "run", args.file, *args.overrides, "--resume"])
     try:
         sweep_dir = run_sweep(sweep, Path(args.file).read_text(), args.address, args.resume,
@@ -148,7 +159,7 @@ def build_parser() -> Parser:
     continued.add_argument("--extend", action="store_true",
                        help="run the new search values of a finished sweep (the file may "
                             "differ from the recorded one only by added search values)")
-    run.add_argument("--storage", type=Path, help="override the sweep file's storage path")
+    run.add_argument("--storage", help="override the sweep file's storage (a path or a URI)")
     run.add_argument("--format", choices=("table", "md", "csv"), default="table")
     run.set_defaults(func=cmd_run)
 

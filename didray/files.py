@@ -82,6 +82,8 @@ def read_manifest(path: Path) -> dict:
 
 
 INDEX = "integrity.json"  # written last into a checkpoint or cache directory
+# A sweep's results tables, in its directory (didray.sweep.results): what analysis reads.
+TABLES = ("trials.parquet", "steps.parquet", "evals.parquet")
 
 
 def size_and_sha256(path: Path) -> list:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from didray.jobs import Cluster, connect, format_status, logs, prepare, status, stop, submit
+from didray.storage import is_uri
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -17,7 +18,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     job_id = submit(cluster, upload, storage=args.storage, resume=args.resume, pip=args.pip)
     url = cluster.url
     storage = args.storage or upload.sweep.storage
-    if not Path(storage).is_absolute():
+    if not is_uri(storage) and not Path(storage).is_absolute():
         print(f"didray: note: the results path {storage} is relative, so results land in the job's "
               "working directory on the head node; pass --storage with an absolute path "
               "(shared storage on a multi-node cluster) to keep them", file=sys.stderr)

@@ -28,9 +28,9 @@ def add_analyze_command(subparsers: argparse._SubParsersAction) -> None:
     """Register `analyze` on the `didray` subparsers."""
     analyze = subparsers.add_parser(
         "analyze", help="tables (and figures) of DID entropy against downstream scores")
-    analyze.add_argument("paths", nargs="*", type=Path, metavar="PATH",
-                         help="results directories (<storage>/<sweep name>/); several are "
-                              "analysed together, told apart by directory name")
+    analyze.add_argument("paths", nargs="*", metavar="PATH",
+                         help="results directories (<storage>/<sweep name>/, a path or a "
+                              "URI); several are analysed together, told apart by name")
     analyze.add_argument("--format", choices=FORMATS, default="table",
                          help="print as table, md or csv; with --out, csv and parquet write "
                               "one file per table")

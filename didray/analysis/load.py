@@ -9,6 +9,7 @@ by a `sweep` column holding the directory name.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,8 @@ import polars as pl
 
 from didray import metrics
 from didray.errors import BadInput
-from didray.files import check_sealed, read_manifest
+from didray.files import INDEX, TABLES, check_sealed, read_manifest
+from didray.storage import Storage, is_uri
 
 DTYPES = {"float": pl.Float64(), "int": pl.Int64(), "str": pl.String()}
 
@@ -130,9 +132,21 @@ def _scan(path: Path, schema: Mapping[str, pl.DataType], sweep: str) -> pl.LazyF
     return conform(pl.scan_parquet(path).with_columns(sweep=pl.lit(sweep)), schema)
 
 
+def mirrored(uri: str) -> Path:
+    """A sweep directory on a remote storage, its tables and manifest pulled into this
+    machine's mirror (afresh: a sweep still running there has changed them)."""
+    storage = Storage.of(uri)
+    storage.check()
+    shutil.rmtree(storage.local, ignore_errors=True)
+    names = [p for name in TABLES for p in (name, f"{name}.{INDEX}")]
+    if not storage.pull(*(storage.local / n for n in (*names, "manifest.json"))):
+        raise BadInput(f"{uri}: no results there (is it a sweep's <storage>/<name>/ URI?)")
+    return storage.local
+
+
 def _sweep_dirs(paths: Iterable[str | Path]) -> list[Path]:
     """The results directories, each checked to hold a trials.parquet, names distinct."""
-    dirs = [Path(p) for p in paths]
+    dirs = [mirrored(p) if is_uri(p) else Path(p) for p in paths]
     if not dirs:
         raise BadInput("no results directory given")
     for path in dirs:

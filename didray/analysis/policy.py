@@ -10,6 +10,7 @@ import polars as pl
 
 from didray.analysis.load import Results, load
 from didray.errors import BadInput
+from didray.storage import Storage, is_uri
 
 
 def checkpoint_dir(results: Results | str | Path, trial_id: str) -> Path:
@@ -32,6 +33,10 @@ def checkpoint_dir(results: Results | str | Path, trial_id: str) -> Path:
         raise BadInput(f"trial {trial_id!r} has no final checkpoint (status {status}): only a "
                        "trial that finished training records one")
     path = Path(recorded)
+    if is_uri(recorded):  # a sweep on a remote storage: Ray wrote the checkpoint there
+        storage = Storage.of(recorded)
+        storage.pull(storage.local)
+        path = storage.local
     if not (path / "config.json").is_file():
         raise BadInput(f"trial {trial_id!r}: its checkpoint {path} is missing (was the "
                        "results directory moved or its tune/ folder deleted?)")
@@ -54,7 +59,7 @@ def add_sample_command(subparsers: argparse._SubParsersAction) -> None:
     """Register `sample` on the `didray` subparsers."""
     sample = subparsers.add_parser(
         "sample", help="print samples of a trial's trained policy, one a line (newlines as \\n)")
-    sample.add_argument("results", type=Path, help="the sweep's results directory")
+    sample.add_argument("results", help="the sweep's results directory (a path or a URI)")
     sample.add_argument("trial", help="trial id (the trial_id column of trials.parquet)")
     sample.add_argument("prompt")
     sample.add_argument("-n", type=int, default=4, help="samples to print (default 4)")

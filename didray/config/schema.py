@@ -12,7 +12,6 @@ import difflib
 import math
 import types
 from collections import Counter
-from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
@@ -34,6 +33,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from didray.files import json_hash
 from didray.metrics import BOTH, STEP
+from didray.storage import check_location
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # used in paths and trial names
 SEED_MAX = 2**31 - 1  # numpy's and Ray's seeds are 32-bit
@@ -74,13 +74,6 @@ def models_in(annotation: object) -> list[type[BaseModel]]:
         args = get_args(annotation)[:1] if origin is Annotated else get_args(annotation)
         return [m for arg in args for m in models_in(arg)]
     return []
-
-
-def local_path(value: object) -> object:
-    if isinstance(value, str) and "://" in value:
-        raise ValueError(f"must be a local or mounted directory, not a URL ({value!r}): "
-                         "results are written with local file I/O")
-    return value
 
 
 # The bool check wraps the bounds (here and in fields) so that they stay in the JSON schema.
@@ -646,8 +639,9 @@ class Sweep(Strict):
 
     name: str = Field(pattern=NAME_PATTERN, description="results go to <storage>/<name>/")
     world: Literal["toy", "hf"] = Field("toy", description="where policies live")
-    storage: Annotated[Path, BeforeValidator(local_path)] = Field(
-        Path("results"), description="results root (a local or mounted directory, not a URL)")
+    storage: Annotated[str, BeforeValidator(check_location)] = Field(
+        "results", description="results root: a local directory, or a URI pyarrow opens "
+        "(s3://, gs://, abfs://, hdfs://; docs/design.md §3.5)")
     model: Model = Field(default_factory=Model, description="the policy / pi_ref")
     data: Data = Field(default_factory=Data, description="preference data")
     regimes: list[Regime] = Field(min_length=1, description="DID-entropy regimes of the data")

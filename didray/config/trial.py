@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from didray.config.schema import Eval, SamplerSettings, Scaling, Train, with_setting
+from didray.storage import Storage
 
 
 def threads_for(cpus: float) -> int:
@@ -36,6 +37,7 @@ class TrialSpec:
     scaling: Scaling
     dtype: str
     gradient_checkpointing: bool
+    storage: Storage  # where sweep_dir and the caches below live (their mirror paths)
     sweep_dir: Path
     world_dir: Path
     regimes: dict[str, RegimeFiles]
@@ -45,6 +47,12 @@ class TrialSpec:
     @property
     def threads(self) -> int:
         return threads_for(self.scaling.cpus_per_worker)
+
+    def fetch(self, regime: str) -> None:
+        """Pull what a trial of `regime` reads into this node's mirror of a remote storage
+        (on a cluster without a shared disk the driver's node alone has them)."""
+        files = (self.world_dir, self.regimes[regime].ref_file, self.enum_file, self.eval_file)
+        self.storage.ensure(*(f for f in files if f is not None))
 
 
 def setting_axes(config: dict) -> dict[str, object]:

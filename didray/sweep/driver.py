@@ -13,6 +13,7 @@ import importlib.metadata
 import itertools
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -25,12 +26,13 @@ from didray.config.load import parse_sweep
 from didray.config.schema import Sweep, last_cut
 from didray.config.trial import RegimeFiles, TrialSpec
 from didray.errors import BadInput
-from didray.files import atomic_write, read_manifest, write_json
+from didray.files import TABLES, atomic_write, read_manifest, write_json
 from didray.metrics import TIMES, labels
 from didray.sampling.sampler import resolve_backend
+from didray.storage import Storage
 from didray.sweep import RAY_ENV
 from didray.sweep.prepare import Caches, PreparedSweep, model_dtype, prepare
-from didray.sweep.progress import AXES, ResultsWriter
+from didray.sweep.progress import AXES, ResultsWriter, sealed
 from didray.sweep.results import read_parquet
 from didray.sweep.tracking import trackers
 
@@ -110,14 +112,15 @@ def extension(sweep: Sweep, manifest: dict) -> dict:
     return {"dir": f"tune-{len(manifest.get('extensions', [])) + 2}", "points": new}
 
 
-def trial_spec(sweep: Sweep, prepared: PreparedSweep, sweep_dir: Path) -> TrialSpec:
+def trial_spec(sweep: Sweep, prepared: PreparedSweep, storage: Storage,
+               sweep_dir: Path) -> TrialSpec:
     """What every trial needs besides its axes: settings and paths to shared data, never the
     data itself."""
     return TrialSpec(
         sweep=sweep.name, world=sweep.world, train=sweep.train, eval=sweep.eval,
         sampler=sweep.sampler, scaling=sweep.scaling, dtype=model_dtype(sweep),
         gradient_checkpointing=bool(sweep.model.hf and sweep.model.hf.gradient_checkpointing),
-        sweep_dir=sweep_dir, world_dir=prepared.world_dir,
+        storage=storage, sweep_dir=sweep_dir, world_dir=prepared.world_dir,
         regimes={name: RegimeFiles(r.data_dir, r.ref_file)
                  for name, r in prepared.regimes.items()},
         enum_file=prepared.enum_file, eval_file=prepared.eval_file)
@@ -128,14 +131,14 @@ def experiment_dir(sweep_dir: Path, manifest: dict) -> Path:
     return sweep_dir / ([{"dir": "tune"}, *manifest.get("extensions", [])][-1]["dir"])
 
 
-def check_state(sweep: Sweep, sweep_dir: Path, resume: bool,
+def check_state(sweep: Sweep, storage: Storage, sweep_dir: Path, resume: bool,
                 overrides: Sequence[str] = (), extend: bool = False) -> None:
     """Refuse what would mix or overwrite results: a rerun without --resume, a resume whose
     sweep (file and overrides, compared once resolved) differs from the one the results came
     from, or an extension of a sweep that has not finished."""
     from ray import tune
 
-    exists = (sweep_dir / "tune").exists()
+    exists = storage.exists(sweep_dir / "tune")
     if exists and not (resume or extend):
         raise SweepStateError(
             f"{sweep_dir} already holds results of a sweep; pass --resume to continue it, or "
@@ -144,8 +147,16 @@ def check_state(sweep: Sweep, sweep_dir: Path, resume: bool,
         raise SweepStateError(f"{sweep_dir} holds no sweep to extend; run it without --extend")
     manifest = read_manifest(sweep_dir / "manifest.json")
     latest = experiment_dir(sweep_dir, manifest)
-    if resume and latest.exists() and not tune.Tuner.can_restore(str(latest)):
+    path, filesystem = storage.for_ray(latest)
+    if resume and storage.exists(latest) and not tune.Tuner.can_restore(
+            path, storage_filesystem=filesystem):
         raise SweepStateError(f"{latest} has no restorable Tune state")
+    if (resume or extend) and storage.remote and manifest.get("sweep", {}).get(
+            "storage") not in (None, sweep.storage):
+        raise SweepStateError(
+            f"{sweep.storage} holds a sweep written to {manifest['sweep']['storage']}: a sweep "
+            "on a URI storage resumes or extends where it was written (Tune's saved state "
+            "names that place); run it with the storage it was written to")
     if (resume or extend) and exists and manifest.get("version") != MANIFEST_VERSION:
         raise SweepStateError(
             f"{sweep_dir} was written by an older didray (manifest version "
@@ -217,7 +228,7 @@ def trial_table(sweep: Sweep):
         max_report_frequency=30, max_column_length=14)
 
 
-def relocate_unstarted_trials(tune_dir: Path) -> None:
+def relocate_unstarted_trials(storage: Storage, tune_dir: Path) -> None:
     """Point Tune's saved grid generator at `tune_dir`. Tune.restore moves the trials it had
     created to a moved sweep's new place, but the generator keeps the storage of trials not
     created yet pickled with the old path, in its spec and in each variant it generated from
@@ -225,14 +236,16 @@ def relocate_unstarted_trials(tune_dir: Path) -> None:
     which follows each trial's storage, with them."""
     import ray.cloudpickle as cloudpickle
 
-    for path in tune_dir.glob("basic-variant-state-*.json"):
+    for path in storage.files(tune_dir, "basic-variant-state-*.json"):
+        storage.pull(path)
         state = cloudpickle.loads(path.read_bytes())
         for iterator in state["_iterators"]:
             variants = iterator.variants.iterable if iterator.variants else []
             for spec in [iterator.unresolved_spec, *(spec for _, spec in variants)]:
-                spec["storage"].storage_fs_path = str(tune_dir.parent)
+                spec["storage"].storage_fs_path = storage.for_ray(tune_dir.parent)[0]
         atomic_write(path, lambda tmp, state=state: Path(tmp).write_bytes(
             cloudpickle.dumps(state)))
+        storage.push(path)
 
 
 def scheduler(sweep: Sweep):
@@ -261,12 +274,14 @@ def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, resume: bool,
     # The spec is passed again on restore, so a resumed sweep trains with this run's paths.
     trainable = tune.with_resources(tune.with_parameters(run_trial, spec=spec),
                                     trial_resources(spec))
-    sweep_dir = spec.sweep_dir
+    storage, sweep_dir = spec.storage, spec.sweep_dir
     tune_dir = sweep_dir / experiment["dir"]
-    if resume and tune_dir.exists():
-        relocate_unstarted_trials(tune_dir)
-        return tune.Tuner.restore(str(tune_dir), trainable=trainable,
+    if resume:
+        relocate_unstarted_trials(storage, tune_dir)
+        path, filesystem = storage.for_ray(tune_dir)
+        return tune.Tuner.restore(path, trainable=trainable, storage_filesystem=filesystem,
                                   resume_unfinished=True, resume_errored=True)
+    storage_path, filesystem = storage.for_ray(sweep_dir)
     return tune.Tuner(
         trainable,
         param_space=(points_space(experiment["points"]) if "points" in experiment
@@ -281,7 +296,8 @@ def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, resume: bool,
             reuse_actors=in_trial_process(spec),
             scheduler=scheduler(sweep),
             num_samples=sweep.search.num_samples if sweep.search.mode == "random" else 1),
-        run_config=tune.RunConfig(name=tune_dir.name, storage_path=str(sweep_dir), verbose=1,
+        run_config=tune.RunConfig(name=tune_dir.name, storage_path=storage_path,
+                                  storage_filesystem=filesystem, verbose=1,
                                   progress_reporter=trial_table(sweep),
                                   callbacks=callbacks,
                                   # One-worker toy trials checkpoint through Tune; two kept,
@@ -311,8 +327,8 @@ def versions() -> dict[str, str]:
 
 
 def write_manifest(sweep: Sweep, source: str, prepared: PreparedSweep, counts: dict[str, int],
-                   runs: list[dict], sweep_dir: Path, overrides: Sequence[str] = (),
-                   extensions: Sequence[dict] = ()) -> None:
+                   runs: list[dict], storage: Storage, sweep_dir: Path,
+                   overrides: Sequence[str] = (), extensions: Sequence[dict] = ()) -> None:
     """Everything needed to trust or redo the sweep: file and command-line overrides (`sweep`
     is the result of both), hashes, cache counts, versions, and the Tune experiments that
     `--extend` added (each with its new search points: what --resume runs if it was cut
@@ -335,6 +351,7 @@ def write_manifest(sweep: Sweep, source: str, prepared: PreparedSweep, counts: d
         "runs": runs,
         "extensions": list(extensions),
     }, sweep_dir / "manifest.json")
+    storage.push(sweep_dir / "manifest.json")
 
 
 def regime_columns(sweep: Sweep, prepared: PreparedSweep) -> dict[str, dict]:
@@ -355,6 +372,7 @@ def run_sweep(sweep: Sweep, source: str, address: str | None = None,
     down when it returns, however it ends."""
     import ray
 
+    Storage.of(sweep.storage).check()  # a storage it cannot write fails before Ray starts
     started = start_ray(address)  # prepare samples pi_ref's responses on sampler actors
     try:
         with sigterm_as_interrupt():
@@ -408,19 +426,31 @@ def check_resources(sweep: Sweep, fixed: bool) -> None:
         say(f"warning: {message}; waiting for the autoscaler to add one")
 
 
+def mirror_results(storage: Storage, sweep_dir: Path) -> None:
+    """A remote sweep's mirror made a copy of what the remote holds of its results (nothing
+    for a new sweep): a mirror left by an earlier sweep of this name, since deleted remotely,
+    must not lend it rows. Tune's and Train's directories stay remote (Ray reads them)."""
+    if not storage.remote:
+        return
+    shutil.rmtree(sweep_dir, ignore_errors=True)
+    storage.pull(*sealed(sweep_dir, *TABLES), sweep_dir / "manifest.json", sweep_dir / "evals")
+
+
 def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str],
                extend: bool = False) -> Path:
     # Every path handed to Ray is absolute: workers do not run in the driver's directory.
-    sweep = sweep.model_copy(update={"storage": sweep.storage.resolve()})
-    sweep_dir = sweep.storage / sweep.name
-    check_state(sweep, sweep_dir, resume, overrides, extend)
+    storage = Storage.of(sweep.storage)
+    sweep = sweep.model_copy(update={"storage": storage.uri or str(storage.local)})
+    sweep_dir = storage.local / sweep.name
+    mirror_results(storage, sweep_dir)
+    check_state(sweep, storage, sweep_dir, resume, overrides, extend)
     tracked = trackers(sweep)  # a missing tracker package fails now, not after prepare
     old = read_manifest(sweep_dir / "manifest.json")
     # An extension is one more Tune experiment over the new points only: the finished
     # experiments stay as they are, and the results tables gain the new trials' rows.
     extensions = [*old.get("extensions", []), *([extension(sweep, old)] if extend else [])]
     experiment = [{"dir": "tune"}, *extensions][-1]
-    resume = resume and (sweep_dir / experiment["dir"]).exists()  # --resume on nothing: afresh
+    resume = resume and storage.exists(sweep_dir / experiment["dir"])  # on nothing: afresh
     started = time.time()
     caches = Caches()
     prepared = prepare(sweep, caches, say)
@@ -431,11 +461,13 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str]
     run = {"started": started, "resumed": resume, "extended": extend,
            "prepare_s": time.time() - started, "status": "running"}
     runs = [*old.get("runs", []), run]
-    write_manifest(sweep, source, prepared, counts, runs, sweep_dir, overrides, extensions)
+    write_manifest(sweep, source, prepared, counts, runs, storage, sweep_dir, overrides,
+                   extensions)
 
-    writer = ResultsWriter(sweep_dir, sweep.train.steps, regime_columns(sweep, prepared))
-    tuner = build_tuner(sweep, trial_spec(sweep, prepared, sweep_dir), [writer, *tracked],
-                        resume, experiment)
+    writer = ResultsWriter(sweep_dir, sweep.train.steps, regime_columns(sweep, prepared),
+                           storage=storage)
+    tuner = build_tuner(sweep, trial_spec(sweep, prepared, storage, sweep_dir),
+                        [writer, *tracked], resume, experiment)
     say(f"ray: running trials; results in {sweep_dir}")
     grid = fit(tuner, sweep)
     trials = read_parquet(sweep_dir / "trials.parquet")
@@ -450,5 +482,6 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str]
     run.update(trials_s=time.time() - started - run["prepare_s"],
                total_s=time.time() - started, errors=grid.num_errors, trial_seconds=spent,
                status="finished" if ended == sweep.trial_count() else "interrupted")
-    write_manifest(sweep, source, prepared, counts, runs, sweep_dir, overrides, extensions)
+    write_manifest(sweep, source, prepared, counts, runs, storage, sweep_dir, overrides,
+                   extensions)
     return sweep_dir

@@ -34,9 +34,10 @@ from didray.data.tensors import PairTensors, save_pair_tensors
 from didray.errors import BadInput
 from didray.eval import hf as hf_eval
 from didray.eval.scorers import make_scorer
-from didray.files import build_once, content_hash, file_damage, sealed_write, unusable
+from didray.files import build_once, content_hash, file_damage, seal_path, sealed_write, unusable
 from didray.sampling.pool import SamplerPool
 from didray.sampling.sampler import resolve_backend
+from didray.storage import Storage
 from didray.worlds import hf, hf_data, toy
 from didray.worlds.policy import load_policy
 from didray.worlds.text import batched_response_logps, encode, prompt_text
@@ -59,13 +60,27 @@ class Store:
     """The content-keyed cache shared by the sweeps under one storage. Two sweeps building the
     same entry at once are safe: directories go in whole with `build_once` (the loser of the
     race keeps the winner's), files with `sealed_write` (either writer's complete file; a seal
-    left describing the other's file reads as damage, rebuilt, never as a wrong entry)."""
+    left describing the other's file reads as damage, rebuilt, never as a wrong entry).
+    On a remote storage entries are built in the local mirror: `fetch` pulls one the mirror
+    cannot reuse, `keep` pushes one just built."""
 
-    root: Path
+    storage: Storage
 
     @classmethod
     def of(cls, sweep: Sweep) -> Store:
-        return cls(sweep.storage / "cache")
+        return cls(Storage.of(sweep.storage))
+
+    @property
+    def root(self) -> Path:
+        return self.storage.local / "cache"
+
+    def fetch(self, path: Path, problem: Callable[[], str | None]) -> None:
+        """Pull the entry at `path` when the mirror's copy has a `problem()`."""
+        if self.storage.remote and problem() is not None:
+            self.storage.pull(path, seal_path(path))
+
+    def keep(self, path: Path) -> None:
+        self.storage.push(path, seal_path(path))
 
     def data(self, key: str) -> Path:
         return self.root / "data" / key
@@ -158,9 +173,13 @@ def toy_world(sweep: Sweep, caches: Caches, progress: Progress) -> World:
     spec = sweep.model.toy
     world_hash = spec.recipe_hash()
     store = Store.of(sweep)
+    store.fetch(store.root / "toy" / world_hash,
+                lambda: toy.reference_problem(spec, store.root / "toy"))
     cached = toy.reference_problem(spec, store.root / "toy") is None
     progress(f"pi_ref: toy world {world_hash} ({'cached' if cached else 'fitting by SFT'})")
     world_dir = toy.fit_reference(spec, store.root / "toy", say=progress)
+    if not cached:
+        store.keep(world_dir)
     caches.note(f"pi_ref/{world_hash}", not cached)
     world, model, tokenizer = toy.load_world(world_dir)
     check_prompt_lengths(world, tokenizer, sweep.train.max_prompt_tokens)
@@ -168,12 +187,14 @@ def toy_world(sweep: Sweep, caches: Caches, progress: Progress) -> World:
     # A function of the world and of how it is enumerated: trials enumerate their policy the
     # same way, so a policy equal to pi_ref scores exactly pi_ref's table.
     enum_file = store.enumeration(content_hash(world_hash, toy.ENUMERATION))
+    store.fetch(enum_file, lambda: file_damage(enum_file))
     fresh = not reusable(enum_file, file_damage(enum_file), progress)
     if fresh:
         progress(f"pi_ref: enumerating {len(world.all_prompts)} prompts x "
                  f"{toy.response_space_size(world)} responses")
         table = toy.enumerate_logps(model, tokenizer, world)  # (P, R)
         sealed_write(enum_file, lambda tmp: torch.save(table, tmp))
+        store.keep(enum_file)
     caches.note(f"enumeration/{world_hash}", fresh)
     return World(world_dir, world_hash, lambda pool: toy_sources(world, sweep, pool),
                  enum_file=enum_file)
@@ -183,7 +204,7 @@ def hf_world(sweep: Sweep, caches: Caches, progress: Progress) -> World:
     """pi_ref as published (a GGUF dequantised once), the data's prompts, and the scorer."""
     m, data = sweep.model.hf, sweep.data
     progress(f"pi_ref: {m.path}" + (f" ({m.gguf_file})" if m.gguf_file else ""))
-    world_dir = Path(hf.materialize_model(m.path, m.gguf_file, sweep.storage / "cache" / "hf"))
+    world_dir = materialized(m, Store.of(sweep))
     world_hash = content_hash(m.model_dump(exclude={"gradient_checkpointing"}))
     rows = hf_data.load_preference_rows(data.source, data.split, data.max_prompts,
                                         hf_data.Pin(data.config, data.revision))
@@ -200,13 +221,16 @@ def hf_world(sweep: Sweep, caches: Caches, progress: Progress) -> World:
         # The report schedule (`every`) does not change pi_ref's evaluation.
         key = content_hash(world_hash, prompts, sweep.eval.model_dump(exclude={"every"}),
                            sampling_key(sweep), "ids-v1")
-        path = Store.of(sweep).eval(key)
+        store = Store.of(sweep)
+        path = store.eval(key)
+        store.fetch(path, lambda: file_damage(path))
         fresh = not reusable(path, file_damage(path), progress)
         if fresh:
             progress(f"eval: pi_ref's samples and greedy responses on {len(prompts)} prompts")
             text = json.dumps(hf_eval.reference_eval(pool(), prompts, sweep, scorer(), references),
                               indent=2, default=str)
             sealed_write(path, lambda tmp: Path(tmp).write_text(text))
+            store.keep(path)
         caches.note(f"ref-eval/{key}", fresh)
         return path
 
@@ -217,6 +241,21 @@ def hf_world(sweep: Sweep, caches: Caches, progress: Progress) -> World:
     score_key = {"scorer": sweep.eval.scorer.model_dump(), "did_samples": sweep.eval.did_samples}
     return World(world_dir, world_hash, lambda pool: hf_sources(rows, score, sweep, pool),
                  score_key=score_key, evaluate_ref=evaluate_ref)
+
+
+def materialized(m, store: Store) -> Path:
+    """pi_ref's directory: a hub or local model as it is, a GGUF file dequantised once into
+    the store (pulled from a remote storage, or pushed to it once built)."""
+    if m.gguf_file is None:
+        return Path(hf.materialize_model(m.path, None, store.root / "hf"))
+    final = hf.gguf_entry(m.path, m.gguf_file, store.root / "hf")
+    problem = functools.partial(unusable, final, hf.complete_model, hashed=False)
+    store.fetch(final, problem)
+    built = problem() is not None
+    world_dir = Path(hf.materialize_model(m.path, m.gguf_file, store.root / "hf"))
+    if built:
+        store.keep(world_dir)
+    return world_dir
 
 
 def sampling_key(sweep: Sweep) -> dict:
@@ -275,7 +314,9 @@ def build_regime(sweep: Sweep, name: str, world: World, sources: Sources, caches
     recipe = regime.model_dump(exclude={"name"})
     data_hash = content_hash(world.hash, recipe, data_cfg.model_dump(), world.score_key,
                              sampled, "stats-v1")
-    data_dir = Store.of(sweep).data(data_hash)
+    store = Store.of(sweep)
+    data_dir = store.data(data_hash)
+    store.fetch(data_dir, lambda: unusable(data_dir, Path.exists))
     built = not reusable(data_dir, unusable(data_dir, Path.exists), progress)
     if built:
         progress(f"data: building regime {name!r} ({regime.kind})")
@@ -285,6 +326,7 @@ def build_regime(sweep: Sweep, name: str, world: World, sources: Sources, caches
         dataset = datasets.Dataset.from_list(pairs.rows, info=datasets.DatasetInfo(
             description=f"didray regime ({regime.kind})", config_name=json.dumps(meta)))
         build_once(data_dir, Path.exists, lambda tmp: dataset.save_to_disk(str(tmp)))
+        store.keep(data_dir)
     caches.note(f"data/{data_hash}", built)
     stats = regime_stats(data_dir)
     if stats["data_did_entropy"] is not None:
@@ -318,7 +360,9 @@ def references(sweep: Sweep, world: World, data: dict[str, tuple[Path, str, dict
                            f"train.batch_size={train.batch_size}; raise data.pairs_per_prompt")
         device = "gpu" if scaling.gpus_per_worker else "cpu"
         ref_hash = content_hash(world.hash, data_hash, lengths, device)
-        ref_file = Store.of(sweep).ref(ref_hash)
+        store = Store.of(sweep)
+        ref_file = store.ref(ref_hash)
+        store.fetch(ref_file, lambda ref_file=ref_file: file_damage(ref_file))
         regimes[name] = PreparedRegime(name, data_dir, data_hash, ref_file, ref_hash,
                                        len(dataset), stats)
         # Two regimes of one sweep may differ by name alone: one computation for both.
@@ -336,4 +380,5 @@ def references(sweep: Sweep, world: World, data: dict[str, tuple[Path, str, dict
                                        lengths, threads_for(scaling.cpus_per_worker)))
         for ref_file, ref in zip(missing, computed, strict=True):
             save_pair_tensors(ref, ref_file)
+            store.keep(ref_file)
     return regimes

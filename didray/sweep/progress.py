@@ -14,7 +14,9 @@ import polars as pl
 from ray import tune
 
 from didray.config.trial import setting_axes
+from didray.files import seal_path
 from didray.metrics import FINAL, lookup, step_values
+from didray.storage import Storage
 from didray.sweep.results import read_parquet, rows_frame, write_parquet
 
 AXES = ("beta", "regime", "seed")
@@ -35,6 +37,11 @@ def last_report(metrics: dict) -> dict:
             **{f"{FINAL}{k}": v for k, v in metrics.items() if k in step_values()}}
 
 
+def sealed(directory: Path, *names: str) -> list[Path]:
+    """Results tables in `directory` and their seals, as `Storage.push` copies them."""
+    return [p for name in names for p in (directory / name, seal_path(directory / name))]
+
+
 def _read_rows(path: Path) -> list[dict]:
     return read_parquet(path).to_dicts() if path.exists() else []
 
@@ -43,8 +50,9 @@ class ResultsWriter(tune.Callback):
     """steps.parquet: one row per reported step; trials.parquet: one row per trial."""
 
     def __init__(self, sweep_dir: Path, steps: int, regimes: dict[str, dict],
-                 flush_every_s: float = 5.0) -> None:
+                 flush_every_s: float = 5.0, storage: Storage | None = None) -> None:
         self.sweep_dir, self.steps, self.regimes = sweep_dir, steps, regimes
+        self.storage = storage or Storage(None, sweep_dir.parent)
         self.flush_every_s = flush_every_s
         self._steps: dict[tuple[str, int], dict] | None = None
         self._trials: dict[str, dict] = {}
@@ -52,10 +60,14 @@ class ResultsWriter(tune.Callback):
 
     def _locate(self, trial) -> None:
         """Follow the sweep to where Tune now keeps it: a moved or copied sweep resumes there,
-        while this writer (pickled with the Tuner) still holds the old path."""
+        while this writer (pickled with the Tuner) still holds the old path. A remote storage's
+        sweep stays where it was written (`didray.sweep.driver.check_state`)."""
+        if self.storage.remote:
+            return
         sweep_dir = Path(trial.storage.experiment_fs_path).parent
         if sweep_dir != self.sweep_dir:
             self.sweep_dir, self._steps = sweep_dir, None
+            self.storage = Storage(None, sweep_dir.parent)
 
     def _load(self, trial) -> None:
         self._locate(trial)
@@ -86,6 +98,7 @@ class ResultsWriter(tune.Callback):
             return
         write_parquet(rows_frame(list(self._steps.values())), self.sweep_dir / "steps.parquet")
         write_parquet(rows_frame(list(self._trials.values())), self.sweep_dir / "trials.parquet")
+        self.storage.push(*sealed(self.sweep_dir, "steps.parquet", "trials.parquet"))
         self._flushed = time.monotonic()
 
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
@@ -110,17 +123,23 @@ class ResultsWriter(tune.Callback):
               file=sys.stderr, flush=True)
         self.flush()
 
-    def merge_evals(self) -> None:
-        """evals.parquet gathers the per-trial estimate files the trials write themselves."""
+    def merge_evals(self, trial) -> None:
+        """evals.parquet gathers the per-trial estimate files the trials write themselves
+        (on a remote storage, `trial`'s part is pulled: it may come from another node; the
+        others were pulled as they finished, or when the driver started)."""
+        self.storage.pull(*sealed(self.sweep_dir / "evals", f"{trial.trial_id}.parquet"))
         parts = sorted((self.sweep_dir / "evals").glob("*.parquet"))
         if parts:
             write_parquet(pl.concat([read_parquet(p) for p in parts], how="diagonal"),
                           self.sweep_dir / "evals.parquet")
+            self.storage.push(*sealed(self.sweep_dir, "evals.parquet"))
 
     def take_history(self, trial) -> None:
         """A finished trial's reports, from its final checkpoint, replace whatever this driver
         saw live: reports a killed driver never received, or an earlier attempt's, are gone."""
-        rows = _read_rows(self.sweep_dir / "steps" / f"{trial.trial_id}.parquet")
+        history = self.sweep_dir / "steps" / f"{trial.trial_id}.parquet"
+        self.storage.pull(history, seal_path(history))
+        rows = _read_rows(history)
         self._steps = {key: row for key, row in self._steps.items() if key[0] != trial.trial_id}
         self._steps |= {(trial.trial_id, r["step"]): {**self._axes(trial), **r} for r in rows}
         self._report_row(trial, rows[-1])
@@ -137,7 +156,7 @@ class ResultsWriter(tune.Callback):
                   f"{step}/{self.steps}", file=sys.stderr, flush=True)
             self.flush(force=True)
             return
-        self.merge_evals()
+        self.merge_evals(trial)
         self.take_history(trial)
         self._trial_row(trial, "TERMINATED", error=None)
         print(f"[didray] trial {trial.trial_id} finished", file=sys.stderr, flush=True)

@@ -20,7 +20,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from didray.config.schema import Scaling
 from didray.config.trial import Trial, TrialSpec
-from didray.files import damage, read_json, write_json
+from didray.files import damage, read_json, seal_path, write_json
 from didray.sweep.results import write_parquet
 from didray.train.worker import (
     EVALUATION_FILE,
@@ -77,9 +77,11 @@ def evaluate_checkpoint(checkpoint: ray.train.Checkpoint, trial: Trial) -> dict[
             sampled_rows, sampled = evaluate_policy(d, trial)
         rows, metrics = rows + sampled_rows, metrics | sampled
     sweep_dir = trial.spec.sweep_dir
-    write_parquet(trial_frame(history, trial), sweep_dir / "steps" / f"{trial.trial_id}.parquet")
+    steps, evals = (sweep_dir / part / f"{trial.trial_id}.parquet" for part in ("steps", "evals"))
+    write_parquet(trial_frame(history, trial), steps)
     estimates = trial_frame(rows, trial, exact=pl.Float64)
-    write_parquet(estimates, sweep_dir / "evals" / f"{trial.trial_id}.parquet")
+    write_parquet(estimates, evals)
+    trial.spec.storage.push(steps, seal_path(steps), evals, seal_path(evals))
     # Only the toy world's exact evaluation (didray/eval/toy.py) gives a `did_entropy`.
     exact = metrics.pop("did_entropy", None)
     # The last report's step metrics come along: Tune wants a scheduler's metric (ASHA's
@@ -167,6 +169,8 @@ def run_trial(config: dict, spec: TrialSpec) -> None:
     killed before Tune saved that it finished) reports them again instead of rerunning."""
     trial = Trial.of(spec, config,
                      ray.tune.get_context().get_trial_id())  # Ray: stable across Tuner.restore
+    spec.fetch(trial.regime)
+    spec.storage.pull(done_file(trial))
     final = read_json(done_file(trial))
     if final is None:
         with trial_slot(spec.sweep):
@@ -174,10 +178,19 @@ def run_trial(config: dict, spec: TrialSpec) -> None:
             checkpoint = (train_here(trial) if in_trial_process(spec) else
                           train_on_ray_train(trial))
             final = {**evaluate_checkpoint(checkpoint, trial),
-                     "checkpoint_path": str(Path(checkpoint.path)),
+                     "checkpoint_path": checkpoint_location(checkpoint, spec),
                      "time/trial_s": time.perf_counter() - began}
         write_json(final, done_file(trial))
+        spec.storage.push(done_file(trial))
     ray.tune.report({**final, "final": True})
+
+
+def checkpoint_location(checkpoint: ray.train.Checkpoint, spec: TrialSpec) -> str:
+    """Where `didray.analysis.load_policy` finds the checkpoint: its path, or on a remote
+    storage its URI (Ray wrote it there, not to the mirror)."""
+    if spec.storage.remote:
+        return spec.storage.uri_of(checkpoint.path)
+    return str(Path(checkpoint.path))
 
 
 def in_trial_process(spec: TrialSpec) -> bool:
@@ -210,13 +223,14 @@ def done_file(trial: Trial) -> Path:
 
 
 def train_on_ray_train(trial: Trial) -> ray.train.Checkpoint:
+    storage_path, filesystem = trial.spec.storage.for_ray(trial.spec.sweep_dir / "train")
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"trial": trial},
         scaling_config=scaling_config(trial.spec.scaling),
         run_config=ray.train.RunConfig(
             name=trial.trial_id,
-            storage_path=str(trial.spec.sweep_dir / "train"),
+            storage_path=storage_path, storage_filesystem=filesystem,
             callbacks=[TuneReportCallback()],
             # Two: a damaged newest checkpoint falls back to the one before it.
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),

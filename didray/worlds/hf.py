@@ -56,14 +56,20 @@ def materialize_model(path: str, gguf_file: str | None, cache_dir: str | Path) -
     resolved = resolve_path(path)
     if gguf_file is None:
         return resolved
+    final = gguf_entry(path, gguf_file, cache_dir)
+    # Sizes only: hashing gigabytes of weights on every run would cost more than it guards.
+    build_once(final, complete_model,
+               lambda tmp: _dequantise_into(resolved, gguf_file, tmp), hashed=False)
+    return str(final)
+
+
+def gguf_entry(path: str, gguf_file: str, cache_dir: str | Path) -> Path:
+    """Where `materialize_model` keeps the dequantised `gguf_file` of `path`."""
+    resolved = resolve_path(path)
     source = Path(resolved, gguf_file)
     if not source.is_file():
         raise BadInput(f"{path}: no GGUF file {gguf_file!r} in {resolved}")
-    final = Path(cache_dir) / _gguf_key(resolved, gguf_file, source)
-    # Sizes only: hashing gigabytes of weights on every run would cost more than it guards.
-    build_once(final, _complete, lambda tmp: _dequantise_into(resolved, gguf_file, tmp),
-               hashed=False)
-    return str(final)
+    return Path(cache_dir) / _gguf_key(resolved, gguf_file, source)
 
 
 def _gguf_key(resolved: str, gguf_file: str, source: Path) -> str:
@@ -71,7 +77,7 @@ def _gguf_key(resolved: str, gguf_file: str, source: Path) -> str:
     return content_hash(CONVERSION_VERSION, resolved, gguf_file, stat.st_size, stat.st_mtime_ns)
 
 
-def _complete(path: Path) -> bool:
+def complete_model(path: Path) -> bool:
     return path.is_dir() and all((path / f).is_file() for f in _REQUIRED_FILES)
 
 

@@ -8,6 +8,7 @@ import pytest
 from didray import jobs
 from didray.cli import main, parse
 from didray.config.load import SweepFileError, load_sweep
+from didray.storage import Storage
 from didray.sweep.driver import sweep_change, write_manifest
 from didray.sweep.prepare import PreparedSweep
 
@@ -74,7 +75,7 @@ def test_interpolation_syntax_is_plain_text():
 def test_manifest_records_the_overrides(tmp_path):
     sweep = load_sweep(CI, ["train.lr=0.002", "search.seed=[0,1]"])
     prepared = PreparedSweep(world_dir=tmp_path, world_hash="h", regimes={})
-    write_manifest(sweep, CI.read_text(), prepared, {}, [], tmp_path,
+    write_manifest(sweep, CI.read_text(), prepared, {}, [], Storage.of(tmp_path), tmp_path,
                    ["train.lr=0.002", "search.seed=[0,1]"])
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["overrides"] == ["train.lr=0.002", "search.seed=[0,1]"]

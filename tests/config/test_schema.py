@@ -85,8 +85,8 @@ def test_toy_default_has_three_betas_and_two_regimes():
         ("data.seed", -1, "data.seed: must be >= 0 (got -1)"),
         ("search.seed", [0, 2**31], "search.seed[1]: must be <= 2,147,483,647 (got 2147483648)"),
         ("search.num_samples", 10_001, "search.num_samples: must be <= 10,000 (got 10001)"),
-        ("storage", "s3://bucket/results", "storage: must be a local or mounted directory, "
-                                           "not a URL ('s3://bucket/results')"),
+        ("storage", "ftp://host/x", "storage: 'ftp://host/x': ftp:// is not a storage didray "
+                                    "can write; use a local path or a URI of s3://"),
         # cross-field rules
         ("search.beta", [0.1, 0.5, 0.1], "search.beta: values must be distinct; repeated: 0.1"),
         ("search.seed", [3, 0, 3], "search.seed: values must be distinct; repeated: 3"),

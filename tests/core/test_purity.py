@@ -67,15 +67,16 @@ PACKAGE = CORE.parent
 RANKS = {
     "__init__": 0, "errors": 0, "metrics": 0, "display": 0, "core": 0,
     "files": 1,
-    "config": 2,
-    "worlds": 3,
-    "sampling": 4,
-    "data": 5, "eval": 5,
-    "train": 6,
-    "sweep": 7, "analysis": 7,
-    "jobs": 8,
-    "jobs_cli": 9,
-    "cli": 10, "__main__": 11,
+    "storage": 2,
+    "config": 3,
+    "worlds": 4,
+    "sampling": 5,
+    "data": 6, "eval": 6,
+    "train": 7,
+    "sweep": 8, "analysis": 8,
+    "jobs": 9,
+    "jobs_cli": 10,
+    "cli": 11, "__main__": 12,
 }
 
 

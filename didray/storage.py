@@ -1,0 +1,192 @@
+"""Where results and the shared cache live: a local directory, or a URI that pyarrow opens
+(s3://, gs://, abfs://, hdfs://) kept in step with a local mirror (docs/design.md §3.5).
+
+didray reads and writes the mirror with the atomic, sealed file I/O of didray.files, copies
+what it wrote to the URI (`push`) and what it needs from it (`pull`); Ray Tune and Train write
+their experiment state and checkpoints to the URI themselves (`for_ray`). For a local
+directory the mirror is the directory itself and both copies do nothing.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from dataclasses import dataclass
+from fnmatch import fnmatch
+from pathlib import Path
+
+from didray.errors import BadInput
+from didray.files import INDEX, atomic_write, json_hash, seal_path
+
+# What pyarrow.fs.FileSystem.from_uri opens besides local paths.
+SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
+URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+CHUNK = 8 << 20
+
+
+def is_uri(where: str | Path) -> bool:
+    """A remote location (file:// names a local path)."""
+    match = URI.match(str(where))
+    return match is not None and match.group(1).lower() != "file"
+
+
+def check_location(where: str | Path) -> str:
+    """`where` as a storage location: a local path, or a URI of a scheme pyarrow opens
+    (ValueError otherwise). Nothing is opened: that needs the network (`Storage.check`)."""
+    where = str(where)
+    if where.startswith("file://"):
+        return where.removeprefix("file://")
+    if (match := URI.match(where)) and match.group(1).lower() not in SCHEMES:
+        raise ValueError(f"{where!r}: {match.group(1)}:// is not a storage didray can write; "
+                         f"use a local path or a URI of {', '.join(s + '://' for s in SCHEMES)}")
+    return where
+
+
+def mirror_root() -> Path:
+    """Where remote storages are mirrored on this machine (DIDRAY_MIRROR to move it)."""
+    return Path(os.environ.get("DIDRAY_MIRROR", "~/.cache/didray/mirror")).expanduser()
+
+
+@functools.cache
+def _filesystem(uri: str):
+    """(pyarrow filesystem, path in it) of `uri`; opened once per process."""
+    import pyarrow.fs
+
+    return pyarrow.fs.FileSystem.from_uri(uri)
+
+
+def _is_index(path: str) -> bool:
+    """Files that say another file or directory is complete: copied after what they seal."""
+    return path.endswith(INDEX)
+
+
+@dataclass(frozen=True)
+class Storage:
+    """A storage root: `uri` (None for a local directory) and `local`, its mirror. Paths
+    handed around are mirror paths; only strings are held, so it pickles to Ray workers,
+    each of which opens the filesystem itself."""
+
+    uri: str | None
+    local: Path
+
+    @classmethod
+    def of(cls, where: str | Path) -> Storage:
+        where = check_location(where)
+        if not is_uri(where):
+            return cls(None, Path(where).resolve())
+        base = where.split("?", 1)[0].rstrip("/")
+        # The last component keeps its name: a sweep's directory is named after the sweep.
+        return cls(where, mirror_root() / json_hash(base) / base.rsplit("/", 1)[-1])
+
+    @property
+    def remote(self) -> bool:
+        return self.uri is not None
+
+    def _fs(self):
+        return _filesystem(self.uri)
+
+    def fs_path(self, path: Path) -> str:
+        """The path in the remote filesystem of the mirror path `path`."""
+        rel = Path(path).relative_to(self.local).as_posix()
+        root = self._fs()[1].rstrip("/")
+        return root if rel == "." else f"{root}/{rel}"
+
+    def uri_of(self, fs_path: str) -> str:
+        """A URI of a path in the remote filesystem (a checkpoint Ray wrote), query kept."""
+        base, _, query = self.uri.partition("?")
+        rel = fs_path.removeprefix(self._fs()[1].rstrip("/")).lstrip("/")
+        return f"{base.rstrip('/')}/{rel}" + (f"?{query}" if query else "")
+
+    def for_ray(self, path: Path) -> tuple[str, object]:
+        """Ray's (storage_path, storage_filesystem) for the mirror path `path`."""
+        return (self.fs_path(path), self._fs()[0]) if self.remote else (str(path), None)
+
+    def check(self) -> None:
+        """Refuse, in one paragraph, a remote storage that cannot be opened or listed."""
+        if not self.remote:
+            return
+        try:
+            fs, root = self._fs()
+            fs.get_file_info(root)
+        except (OSError, ValueError) as err:
+            raise BadInput(
+                f"storage {self.uri!r} cannot be opened ({str(err).splitlines()[0]}); check "
+                "the URI, the credentials in the environment (AWS_*, GOOGLE_APPLICATION_"
+                "CREDENTIALS, AZURE_*) and, for S3-compatible servers, "
+                "?endpoint_override=HOST:PORT&scheme=http") from None
+
+    def exists(self, path: Path) -> bool:
+        if not self.remote:
+            return path.exists()
+        import pyarrow.fs
+
+        fs, _ = self._fs()
+        return fs.get_file_info(self.fs_path(path)).type != pyarrow.fs.FileType.NotFound
+
+    def _remote_files(self, path: Path) -> list[str]:
+        """The files at or under the mirror path `path` in the remote filesystem."""
+        import pyarrow.fs
+
+        fs, _ = self._fs()
+        info = fs.get_file_info(self.fs_path(path))
+        if info.type == pyarrow.fs.FileType.File:
+            return [info.path]
+        if info.type != pyarrow.fs.FileType.Directory:
+            return []
+        selector = pyarrow.fs.FileSelector(info.path, recursive=True)
+        return [f.path for f in fs.get_file_info(selector) if f.type == pyarrow.fs.FileType.File]
+
+    def pull(self, *paths: Path) -> bool:
+        """Copy the remote files or directory trees at `paths` into the mirror, each file
+        replaced atomically, indexes and seals last; returns whether there was any."""
+        if not self.remote:
+            return any(p.exists() for p in paths)
+        fs, _ = self._fs()
+        found = [(path, name) for path in paths for name in self._remote_files(path)]
+        for path, name in sorted(found, key=lambda pair: _is_index(pair[1])):
+            root = self.fs_path(path)
+            target = path / name[len(root) + 1:] if name != root else path
+
+            def download(tmp: str, name: str = name) -> None:
+                with fs.open_input_stream(name) as src, open(tmp, "wb") as out:
+                    while block := src.read(CHUNK):
+                        out.write(block)
+
+            atomic_write(target, download)
+        return bool(found)
+
+    def push(self, *paths: Path) -> None:
+        """Copy the mirror's files or directory trees at `paths` to the remote, indexes and
+        seals last: a reader of the remote never finds a seal before what it seals. A path
+        absent from the mirror is skipped."""
+        if not self.remote:
+            return
+        fs, _ = self._fs()
+        files = [f for path in paths
+                 for f in ([path] if path.is_file() else sorted(path.rglob("*")))
+                 if f.is_file()]
+        for file in sorted(files, key=lambda p: _is_index(p.name)):
+            with open(file, "rb") as src, fs.open_output_stream(self.fs_path(file)) as out:
+                while block := src.read(CHUNK):
+                    out.write(block)
+
+    def ensure(self, *paths: Path) -> None:
+        """Pull each cache entry at `paths` that this machine's mirror lacks: a directory
+        without its integrity index, or a file without its seal (both copied last, so an
+        interrupted copy is pulled again). Ray workers on other nodes call this before they
+        read what the driver prepared."""
+        if not self.remote:
+            return
+        for path in paths:
+            if not (path / INDEX).is_file() and not seal_path(path).is_file():
+                self.pull(path, seal_path(path))
+
+    def files(self, directory: Path, pattern: str) -> list[Path]:
+        """Mirror paths of the files directly in `directory` whose names match `pattern`, as
+        the storage (the remote, not the mirror) holds them."""
+        if not self.remote:
+            return sorted(p for p in directory.glob(pattern) if p.is_file())
+        root = self.fs_path(directory)
+        names = (n[len(root) + 1:] for n in self._remote_files(directory))
+        return sorted(directory / n for n in names if "/" not in n and fnmatch(n, pattern))
