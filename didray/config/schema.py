@@ -181,6 +181,9 @@ class HFModel(Strict):
     path: str = Field(description="hub name, local directory, or python-package:NAME[/sub]")
     gguf_file: str | None = Field(
         None, description="a GGUF file inside `path`, dequantised once to safetensors")
+    revision: str | None = Field(
+        None, description="hub revision (tag or commit) of a hub `path`, downloaded once to "
+        "the store; in cache keys")
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="weights and training dtype (bfloat16 on GPUs)")
     gradient_checkpointing: bool = Field(False, description="trade compute for memory")

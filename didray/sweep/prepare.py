@@ -183,8 +183,10 @@ def hf_world(sweep: Sweep, caches: Caches, progress: Progress) -> World:
     """pi_ref as published (a GGUF dequantised once), the data's prompts, and the scorer."""
     m, data = sweep.model.hf, sweep.data
     progress(f"pi_ref: {m.path}" + (f" ({m.gguf_file})" if m.gguf_file else ""))
-    world_dir = Path(hf.materialize_model(m.path, m.gguf_file, sweep.storage / "cache" / "hf"))
-    world_hash = content_hash(m.model_dump(exclude={"gradient_checkpointing"}))
+    world_dir = Path(hf.materialize_model(m.path, m.gguf_file, sweep.storage / "cache" / "hf",
+                                          m.revision))
+    world_hash = content_hash(m.model_dump(exclude={"gradient_checkpointing"}),
+                              hf.weights_key(m.path, m.revision, str(world_dir)))
     rows = hf_data.load_preference_rows(data.source, data.split, data.max_prompts,
                                         hf_data.Pin(data.config, data.revision))
     progress(f"data: {len(rows)} prompts from {data.source}")
@@ -193,9 +195,10 @@ def hf_world(sweep: Sweep, caches: Caches, progress: Progress) -> World:
     # (a reward model can take minutes to load).
     scorer = LazyScorer(sweep.eval.scorer, references, progress)
     prompts = [r["prompt"] for r in rows][: sweep.eval.prompts]
-    # What scores depend on: the scorer's settings bar its resources.
+    # What scores depend on: the scorer's settings bar its resources, a local model's files.
     # A tilt's data DID entropy is an SNIS estimate from eval.did_samples draws per prompt.
     score_key = {"scorer": sweep.eval.scorer.model_dump(exclude={"cpus", "gpus"}),
+                 "weights": hf.weights_key(sweep.eval.scorer.path),
                  "did_samples": sweep.eval.did_samples}
 
     def evaluate_ref(pool: PoolFactory) -> Path:
