@@ -179,6 +179,8 @@ class Storage:
         if not self.remote:
             return
         for path in paths:
+            if not path.is_relative_to(self.local):
+                continue  # a hub name or a directory outside the storage: each node's own
             if not (path / INDEX).is_file() and not seal_path(path).is_file():
                 self.pull(path, seal_path(path))
 

@@ -1,5 +1,6 @@
 """Tiny real models the tests save to disk (nothing comes from a hub)."""
 
+import shutil
 from pathlib import Path
 
 from transformers import LlamaConfig, PreTrainedModel
@@ -27,3 +28,13 @@ def save_plain(model_class: type[PreTrainedModel], out: Path, tokenizer=None,
                             pad_token_id=tokenizer.pad_token_id, **config)).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def hub_snapshot(cache: Path, repo: str, revision: str, commit: str, model: Path) -> Path:
+    """`model` as the hub's cache under `cache` holds `repo` at `revision` after a download:
+    offline, the hub client resolves the revision through refs/ to its snapshot folder."""
+    folder = cache / "hub" / f"models--{repo.replace('/', '--')}"
+    (folder / "refs").mkdir(parents=True, exist_ok=True)
+    (folder / "refs" / revision).write_text(commit)
+    shutil.copytree(model, folder / "snapshots" / commit)
+    return folder / "snapshots" / commit

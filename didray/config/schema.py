@@ -174,6 +174,9 @@ class HFModel(Strict):
     path: str = Field(description="hub name, local directory, or python-package:NAME[/sub]")
     gguf_file: str | None = Field(
         None, description="a GGUF file inside `path`, dequantised once to safetensors")
+    revision: str | None = Field(
+        None, description="hub revision (tag or commit) of a hub `path`, downloaded once to "
+        "the store; in cache keys")
     dtype: Literal["float32", "bfloat16"] = Field(
         "float32", description="weights and training dtype (bfloat16 on GPUs)")
     gradient_checkpointing: bool = Field(False, description="trade compute for memory")
@@ -560,6 +563,16 @@ class Scorer(Strict):
 
     kind: Literal["reward_model", "embedding"] = Field(description="how responses are scored")
     path: str = Field(description="hub name, local directory, or python-package:NAME[/sub]")
+    revision: str | None = Field(
+        None, description="hub revision (tag or commit) of a hub `path`, in cache keys")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="the scorer model's dtype (bfloat16 on GPUs)")
+    # 0 by default: the scorer actor lives through a whole stage but scores in short bursts;
+    # a reserved CPU would sit idle most of that time and, on a small node, keep a Train
+    # worker or sampler actor from ever starting (docs/design.md §6.2).
+    cpus: Float = amount(0.0, 1024, "CPUs the scorer actor reserves; 0 shares the node's",
+                         zero=True)
+    gpus: Float = amount(0.0, 16, "GPUs the scorer actor reserves", zero=True)
 
 
 class QASet(Strict):

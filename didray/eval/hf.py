@@ -13,17 +13,15 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-import ray
 import torch
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from didray.config.schema import Sweep
 from didray.config.trial import Trial
 from didray.eval.estimates import sample_estimates
+from didray.eval.scorer_actor import shared_score
 from didray.eval.scorers import (
     choice_pairs,
     exact_match,
-    make_scorer,
     multiple_choice_accuracy,
     qa_prompt,
     win_rate,
@@ -31,7 +29,7 @@ from didray.eval.scorers import (
 from didray.files import read_json
 from didray.sampling.pool import SamplerPool
 from didray.sampling.sampler import Completion
-from didray.worlds import hf, hf_data
+from didray.worlds import hf_data
 
 EVAL_SEED = 1_000_003  # pi_ref's eval draws stay apart from the data's draws (data.seed)
 
@@ -39,7 +37,7 @@ EVAL_SEED = 1_000_003  # pi_ref's eval draws stay apart from the data's draws (d
 def reference_eval(pool: SamplerPool, prompts: list[str], sweep: Sweep, scorer,
                    references: dict[str, str]) -> dict:
     """pi_ref's K samples per prompt with their log-probs, its greedy responses and their
-    scores (the win-rate baseline), and what trials need to rebuild the scorer and QA set."""
+    scores (the win-rate baseline), the embedding scorer's references and the QA set."""
     max_tokens, k = sweep.sampler.max_tokens, sweep.eval.did_samples
     samples = pool.generate(prompts, k, temperature=1.0, max_tokens=max_tokens, seed=EVAL_SEED)
     greedy = greedy_texts(pool, prompts, max_tokens)
@@ -47,8 +45,6 @@ def reference_eval(pool: SamplerPool, prompts: list[str], sweep: Sweep, scorer,
     items = (hf_data.load_qa(qa.source, qa.split, qa.limit, hf_data.Pin(qa.config, qa.revision))
              if qa else [])
     return {"prompts": prompts, "references": references,
-            "scorer": {"kind": sweep.eval.scorer.kind,
-                       "path": hf.resolve_path(sweep.eval.scorer.path)},
             **sample_record(samples), "greedy": greedy, "greedy_scores": scorer(prompts, greedy),
             "qa_mode": qa.mode if qa else None, "qa": [asdict(item) for item in items]}
 
@@ -95,14 +91,10 @@ def qa_accuracy(pool: SamplerPool, ref: dict, max_tokens: int) -> float | None:
                                                                strict=True)) / len(items)
 
 
-def score_responses(scorer: dict, references: dict[str, str], prompts: list[str],
-                    responses: list[str]) -> list[float]:
-    return make_scorer(scorer["kind"], scorer["path"], references)(prompts, responses)
-
-
 def evaluate_policy(checkpoint_dir: str, trial: Trial) -> tuple[list[dict], dict[str, float]]:
     """DID-entropy estimate rows and the sampled metrics of a trained policy. The sampler actor
-    and the scorer task reserve the sampler's resources; the trial function holds none."""
+    reserves the sampler's resources and the sweep's shared scorer actor scores (the trial
+    function holds none and loads no model)."""
     spec = trial.spec
     ref = read_json(spec.eval_file)
     settings = spec.sampler.model_copy(update={"actors": 1})
@@ -119,10 +111,7 @@ def evaluate_policy(checkpoint_dir: str, trial: Trial) -> tuple[list[dict], dict
     samples = {"policy": (drawn["samples"], own_logps(drawn), policy_under_ref),
                "ref": (ref["samples"], ref_under_policy, own_logps(ref))}
     rows = sample_estimates(samples, trial.eval.bootstrap, seed=trial.seed)
-    task = ray.remote(score_responses).options(  # Ray: a sampler actor's resources
-        num_cpus=settings.cpus_per_actor, num_gpus=settings.gpus_per_actor,
-        scheduling_strategy=PlacementGroupSchedulingStrategy(placement_group=None))
-    greedy_scores = ray.get(task.remote(ref["scorer"], ref["references"], prompts, greedy))
+    greedy_scores = shared_score(spec.sweep, prompts, greedy)
     metrics = {"instruction_score": sum(greedy_scores) / len(greedy_scores),
                "instruction_winrate": win_rate(greedy_scores, ref["greedy_scores"])}
     return rows, metrics | ({"qa_accuracy": qa} if qa is not None else {})

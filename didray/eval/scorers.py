@@ -2,7 +2,8 @@
 reference response) and knowledge QA (multiple-choice log-likelihood, or exact match).
 
 Both instruction-following scorers are called the same way, `score(prompts, responses)`, so the
-pipeline does not care which one a sweep chose.
+pipeline does not care which one a sweep chose. They run on a GPU where the process has one
+(a scorer actor given `eval.scorer.gpus`, didray/eval/scorer_actor.py), else on the CPU.
 """
 
 from __future__ import annotations
@@ -21,15 +22,22 @@ from didray.worlds.hf_data import QAItem
 Score = Callable[[list[str], list[str]], list[float]]
 
 
+def device() -> str:
+    """Where a scorer runs: in a Ray actor given no GPU, CUDA_VISIBLE_DEVICES is empty and
+    this is the CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 class EmbeddingScorer:
     """Cosine similarity of each response to its prompt's reference response, embedded by a
     sentence embedder (mean-pooled, L2-normalised last hidden states, as all-MiniLM-L6-v2)."""
 
-    def __init__(self, path: str, references: dict[str, str], batch_size: int = 64,
-                 max_length: int = 256):
+    def __init__(self, path: str, references: dict[str, str], dtype: str = "float32",
+                 revision: str | None = None, batch_size: int = 64, max_length: int = 256):
         resolved = resolve_path(path)
-        self.tokenizer = AutoTokenizer.from_pretrained(resolved)
-        self.model = AutoModel.from_pretrained(resolved, dtype=torch.float32).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(resolved, revision=revision)
+        self.model = AutoModel.from_pretrained(resolved, revision=revision,
+                                               dtype=getattr(torch, dtype)).to(device()).eval()
         self.batch_size = batch_size
         self.max_length = max_length
         prompts = list(references)
@@ -46,10 +54,11 @@ class EmbeddingScorer:
     def _embed_batch(self, texts: Sequence[str]) -> torch.Tensor:
         batch = self.tokenizer(list(texts), padding=True, truncation=True,
                                max_length=self.max_length, return_tensors="pt")
-        hidden = self.model(**batch).last_hidden_state  # (B, T, D)
+        batch = batch.to(self.model.device)
+        hidden = self.model(**batch).last_hidden_state.float()  # (B, T, D)
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, T, 1)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)  # (B, D)
-        return torch.nn.functional.normalize(pooled, dim=-1)
+        return torch.nn.functional.normalize(pooled, dim=-1).cpu()
 
     def __call__(self, prompts: list[str], responses: list[str]) -> list[float]:
         missing = [p for p in prompts if p not in self.references]
@@ -65,14 +74,15 @@ class RewardModelScorer:
     """The scalar reward (logit 0) of a sequence-classification reward model on the
     chat-formatted (prompt, response) conversation."""
 
-    def __init__(self, path: str, dtype: str = "float32", batch_size: int = 16):
+    def __init__(self, path: str, dtype: str = "float32", revision: str | None = None,
+                 batch_size: int = 16):
         resolved = resolve_path(path)
-        self.tokenizer = AutoTokenizer.from_pretrained(resolved)
+        self.tokenizer = AutoTokenizer.from_pretrained(resolved, revision=revision)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.tokenizer.padding_side = "right"
         self.model = AutoModelForSequenceClassification.from_pretrained(
-            resolved, dtype=getattr(torch, dtype)).eval()
+            resolved, revision=revision, dtype=getattr(torch, dtype)).to(device()).eval()
         # The model reads its score at the last non-pad token, so it must know the pad id.
         if self.model.config.pad_token_id is None:
             self.model.config.pad_token_id = self.tokenizer.pad_token_id
@@ -93,19 +103,20 @@ class RewardModelScorer:
             # A chat template writes its own special tokens; plain text gets the tokenizer's.
             batch = self.tokenizer(texts[i: i + self.batch_size], padding=True,
                                    add_special_tokens=not self.tokenizer.chat_template,
-                                   return_tensors="pt")
+                                   return_tensors="pt").to(self.model.device)
             scores += self.model(**batch).logits[:, 0].float().tolist()
         return scores
 
 
-def make_scorer(kind: str, path: str, references: dict[str, str] | None = None) -> Score:
+def make_scorer(kind: str, path: str, references: dict[str, str] | None = None,
+                dtype: str = "float32", revision: str | None = None) -> Score:
     """The `eval.scorer` of a sweep: "reward_model" or "embedding" (needs references)."""
     if kind == "reward_model":
-        return RewardModelScorer(path)
+        return RewardModelScorer(path, dtype, revision)
     if kind == "embedding":
         if not references:
             raise BadInput("the embedding scorer needs a `reference` column in data.source")
-        return EmbeddingScorer(path, references)
+        return EmbeddingScorer(path, references, dtype, revision)
     raise BadInput(f"unknown scorer kind {kind!r}")
 
 

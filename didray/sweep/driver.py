@@ -308,15 +308,18 @@ def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, resume: bool,
     )
 
 
-def fit(tuner, sweep: Sweep):
-    """`tuner.fit()` while the trials' slot actor lives (`didray.sweep.trial.TrialSlots`)."""
+def fit(tuner, sweep: Sweep, eval_file: Path | None):
+    """`tuner.fit()` while the trials' slot actor (`didray.sweep.trial.TrialSlots`) and, in
+    the hf world, their shared scorer actor live."""
     import ray
 
+    from didray.eval.scorer_actor import trials_scorer
     from didray.sweep.trial import start_slots
 
     slots = start_slots(sweep.name, sweep.scaling.max_concurrent_trials)
     try:
-        return tuner.fit()
+        with trials_scorer(sweep.name, sweep.eval.scorer, eval_file):
+            return tuner.fit()
     finally:
         ray.kill(slots)
 
@@ -403,8 +406,12 @@ def resource_asks(sweep: Sweep) -> dict[str, dict[str, float]]:
     scaling, sampler = sweep.scaling, sweep.sampler
     worker = {"CPU": scaling.cpus_per_worker, "GPU": scaling.gpus_per_worker}
     actor = {"CPU": sampler.cpus_per_actor, "GPU": sampler.gpus_per_actor}
-    return {"a Train worker (scaling.cpus_per_worker, gpus_per_worker)": worker,
+    asks = {"a Train worker (scaling.cpus_per_worker, gpus_per_worker)": worker,
             "a sampler actor (sampler.cpus_per_actor, gpus_per_actor)": actor}
+    if scorer := sweep.eval.scorer:
+        asks["the scorer actor (eval.scorer.cpus, gpus)"] = {"CPU": scorer.cpus,
+                                                             "GPU": scorer.gpus}
+    return asks
 
 
 def check_resources(sweep: Sweep, fixed: bool) -> None:
@@ -469,7 +476,7 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str]
     tuner = build_tuner(sweep, trial_spec(sweep, prepared, storage, sweep_dir),
                         [writer, *tracked], resume, experiment)
     say(f"ray: running trials; results in {sweep_dir}")
-    grid = fit(tuner, sweep)
+    grid = fit(tuner, sweep, prepared.eval_file)
     trials = read_parquet(sweep_dir / "trials.parquet")
     statuses = trials["status"].to_list()
     spent = {m.name: float(trials[m.name].sum()) for m in TIMES if m.name in trials.columns}

