@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 
 import torch
+from huggingface_hub import HfApi, hf_hub_download, try_to_load_from_cache
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from didray.display import Progress
 from didray.errors import BadInput
 from didray.files import build_once, content_hash
 
@@ -49,12 +51,15 @@ def resolve_path(spec: str) -> str:
 def materialize_model(path: str, gguf_file: str | None, cache_dir: str | Path) -> str:
     """A directory `from_pretrained` can load without `gguf_file`.
 
-    Without a GGUF file this is `resolve_path(path)`. With one, the GGUF is dequantised once to
+    Without a GGUF file this is `resolve_path(path)` (a hub model fetched into the Hugging
+    Face cache first, with progress: `download`). With one, the GGUF is dequantised once to
     fp32 safetensors (model and tokenizer) under cache_dir/<hash of the file's identity>,
     written to a temp dir and moved with `os.replace`, so a crash leaves no half entry.
     """
     resolved = resolve_path(path)
     if gguf_file is None:
+        if not Path(resolved).exists():
+            download(resolved)
         return resolved
     source = Path(resolved, gguf_file)
     if not source.is_file():
@@ -64,6 +69,40 @@ def materialize_model(path: str, gguf_file: str | None, cache_dir: str | Path) -
     build_once(final, _complete, lambda tmp: _dequantise_into(resolved, gguf_file, tmp),
                hashed=False)
     return str(final)
+
+
+# What from_pretrained reads besides the weights: config, tokenizer and chat template files.
+SIDE_FILES = (".json", ".txt", ".model", ".tiktoken", ".jinja")
+WEIGHTS = (".safetensors", ".bin")  # the first format a repo has, as transformers picks
+
+
+def model_files(files: dict[str, int]) -> dict[str, int]:
+    """name -> size of the top-level files of a hub model that from_pretrained loads: its
+    config and tokenizer files and its weights in one format (no `original/` checkpoints)."""
+    top = {name: size for name, size in files.items() if "/" not in name}
+    weights = next(({n: s for n, s in top.items() if n.endswith(ext)} for ext in WEIGHTS
+                    if any(n.endswith(ext) for n in top)), {})
+    return {n: s for n, s in top.items() if n.endswith(SIDE_FILES)} | weights
+
+
+def download(repo: str) -> None:
+    """Fetch a hub model's files that are not in the Hugging Face cache yet, with didray's
+    progress display (the hub's own bars stay off: in Ray workers they would print a line
+    per redraw); every process that loads the model then reads the cache. Quiet when all is
+    cached or the hub cannot be asked (offline): the load that follows reports that."""
+    try:
+        info = HfApi().model_info(repo, files_metadata=True)
+    except Exception:  # only a display: what fails is for the load to report
+        return
+    needed = {n: s for n, s in model_files({f.rfilename: f.size or 0 for f in info.siblings})
+              .items() if not isinstance(try_to_load_from_cache(repo, n), str)}
+    if not needed:
+        return
+    size = sum(needed.values()) / 1e6
+    with Progress(f"hub: downloading {repo} ({size:,.0f} MB), files", len(needed)) as shown:
+        for name in sorted(needed, key=needed.get):  # small files first: a quick first line
+            hf_hub_download(repo, name)
+            shown.update()
 
 
 def _gguf_key(resolved: str, gguf_file: str, source: Path) -> str:
