@@ -81,7 +81,8 @@ DATA = (
 )
 
 STEP = (
-    _m("step", "int", "steps trials evals", "optimizer steps done at this report", label="step"),
+    _m("step", "int", "steps trials evals", "optimizer steps done at this report (0: pi_ref "
+       "before any update; the whole dataset's values, no tokens_per_s)", label="step"),
     _m("node_id", "str", "steps trials", "Ray node the trial's rank 0 trained on"),
     _m("workers", "int", "steps", "Train workers (DDP ranks) of the trial"),
     _m("loss", "float", "steps", "DPO loss, mean over the reported step's batch", "nats",

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
-from didray.analysis.load import TRIALS_SCHEMA, Results
+from didray.analysis.load import Results
 from didray.analysis.stats import t_critical
 from didray.errors import BadInput
 from didray.metrics import SETTING, lookup
@@ -129,7 +129,7 @@ def correlations(results: Results, by: Sequence[str] = ("sweep",),
     (resample, draw), so a table is reproducible; resamples reuse the centred values.
     """
     for axis in (*by, *within):
-        _require(axis, list(TRIALS_SCHEMA), "correlations")
+        _require(axis, results.trials.collect_schema().names(), "correlations")
     group = [*by, ESTIMATOR, "score"]
     strata = [*group, *within]
     ranked = (results.trials.filter(FINISHED)
@@ -207,9 +207,11 @@ def compare(results: Results, metric: str, rows: str | Sequence[str] = "regime",
     rows = [rows] if isinstance(rows, str) else list(rows)
     if metric == "did_entropy" and ESTIMATOR not in rows and _estimators(results) > 1:
         rows = [ESTIMATOR, *rows]
-    _require(metric, [c for c, dtype in TRIALS_SCHEMA.items() if dtype.is_numeric()], "compare")
+    # The loaded columns, a sweep's swept settings (train.lr) included.
+    schema = results.trials.collect_schema()
+    _require(metric, [c for c, dtype in schema.items() if dtype.is_numeric()], "compare")
     for axis in (*rows, columns):
-        _require(axis, list(TRIALS_SCHEMA), "compare")
+        _require(axis, schema.names(), "compare")
     means = (results.trials.group_by(*rows, columns).agg(pl.col(metric).mean())
              .sort(*rows, columns).collect())
     wide = means.pivot(on=columns, index=rows, values=metric, sort_columns=True)

@@ -23,7 +23,7 @@ from transformers import AutoModelForCausalLM
 from didray.config.trial import Trial
 from didray.data.tensors import PairTensors, load_pair_tensors
 from didray.eval.estimates import entropy_estimates
-from didray.eval.pairs import pair_metrics
+from didray.eval.pairs import dataset_step_metrics, pair_metrics
 from didray.eval.toy import ToyTables
 from didray.files import damage, write_index
 from didray.train.gauges import export_step_metrics
@@ -83,6 +83,28 @@ def restore(model: torch.nn.Module, checkpoint: ray.train.Checkpoint | None
 # Step metrics the exact toy evaluation gives at a report, and where they come from.
 EXACT_STEP_METRICS = {"did/entropy": "did_entropy", "eval/instruction_score": "instruction_score",
                       "eval/qa_accuracy": "qa_accuracy"}
+
+
+def reference_report(data: PairTensors, trial: Trial, tables: ToyTables | None,
+                     workers: int) -> dict:
+    """Step 0 of the history: pi_ref before any update, the curves' first point. The step
+    metrics over the whole dataset with pi_ref as the policy (reward margins and accuracy 0
+    and the sigmoid loss log 2 by construction; log-probs the dataset's reference ones) and,
+    where reports carry the toy world's exact evaluation, pi_ref's from its enumeration.
+    Computed from what the trial has loaded, with no forward pass; kept out of Tune's
+    reports, since no training iteration happened (nothing for ASHA or the trackers)."""
+    ref, train = data.ref_logps.cpu(), trial.train
+    report = {"step": 0, "node_id": ray.get_runtime_context().get_node_id(),
+              "workers": workers,
+              **dataset_step_metrics(ref, ref, trial.beta, train.loss_type,
+                                     data.enc.response_mask.sum(dim=-1).cpu(),
+                                     train.label_smoothing, train.simpo_gamma)}
+    if tables is not None and trial.evaluates_at(0):
+        exact = tables.evaluate(tables.ref)
+        report |= {name: exact[key] for name, key in EXACT_STEP_METRICS.items()}
+    return report
+
+
 def final_evaluation(model: torch.nn.Module, tokenizer, hook, data: PairTensors, trial: Trial,
                      tables: ToyTables | None, table: torch.Tensor | None) -> dict:
     """The trained policy's evaluation that needs no sampler: the dataset's pair metrics (both
@@ -190,6 +212,8 @@ def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
               if spec.world == "toy" and rank == 0 else None)
 
     start, optimizer_state, history = restore(model, session.latest_checkpoint())
+    if start == 0 and rank == 0:  # a resumed run has step 0 in its restored history
+        history.append(reference_report(data, trial, tables, world_size))
     model = session.prepare(model)
     optimizer = make_optimizer(model.parameters(), train.optimizer, train.lr,
                                train.weight_decay)

@@ -16,9 +16,10 @@ import time
 from pathlib import Path
 
 import torch
-from huggingface_hub import snapshot_download
+from huggingface_hub import HfApi, hf_hub_download, snapshot_download, try_to_load_from_cache
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+from didray.display import Progress
 from didray.errors import BadInput
 from didray.files import build_once, content_hash
 
@@ -53,13 +54,17 @@ def materialize_model(path: str, gguf_file: str | None, cache_dir: str | Path,
                       revision: str | None = None) -> str:
     """A directory `from_pretrained` can load without `gguf_file` or `revision`.
 
-    A hub name with a revision is first downloaded (`download`). Without a GGUF file this is
-    `resolve_path(path)`. With one, the GGUF is dequantised once to
+    A hub name with a revision is first downloaded into the store (`download_revision`).
+    Without a GGUF file this is `resolve_path(path)` (a hub model fetched into the Hugging
+    Face cache first, with progress: `download_with_progress`). With one, the GGUF is
+    dequantised once to
     fp32 safetensors (model and tokenizer) under cache_dir/<hash of the file's identity>,
     written to a temp dir and moved with `os.replace`, so a crash leaves no half entry.
     """
     resolved = model_source(path, revision, cache_dir)
     if gguf_file is None:
+        if not Path(resolved).exists():
+            download_with_progress(resolved)
         return resolved
     final = gguf_entry(resolved, gguf_file, cache_dir)
     # Sizes only: hashing gigabytes of weights on every run would cost more than it guards.
@@ -70,7 +75,8 @@ def materialize_model(path: str, gguf_file: str | None, cache_dir: str | Path,
 
 def model_source(path: str, revision: str | None, cache_dir: str | Path) -> str:
     """The directory (or hub name) `path` loads from: at `revision`, a downloaded snapshot."""
-    return resolve_path(path) if revision is None else download(path, revision, cache_dir)
+    return (resolve_path(path) if revision is None
+            else download_revision(path, revision, cache_dir))
 
 
 def gguf_entry(resolved: str, gguf_file: str, cache_dir: str | Path) -> Path:
@@ -82,7 +88,7 @@ def gguf_entry(resolved: str, gguf_file: str, cache_dir: str | Path) -> Path:
     return Path(cache_dir) / _gguf_key(resolved, gguf_file, source)
 
 
-def download(path: str, revision: str, cache_dir: str | Path) -> str:
+def download_revision(path: str, revision: str, cache_dir: str | Path) -> str:
     """The snapshot of hub model `path` at `revision` (a tag, branch or commit), downloaded once
     into cache_dir/hub in the hub's cache layout: under the store every node sees, named by its
     commit (the snapshot folder's name)."""
@@ -114,6 +120,40 @@ def files_key(root: Path) -> list[tuple[str, int, int]]:
              and not any(p.startswith(".") or p == "__pycache__"
                          for p in f.relative_to(root).parts)]
     return [(str(f.relative_to(root)), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+
+
+# What from_pretrained reads besides the weights: config, tokenizer and chat template files.
+SIDE_FILES = (".json", ".txt", ".model", ".tiktoken", ".jinja")
+WEIGHTS = (".safetensors", ".bin")  # the first format a repo has, as transformers picks
+
+
+def model_files(files: dict[str, int]) -> dict[str, int]:
+    """name -> size of the top-level files of a hub model that from_pretrained loads: its
+    config and tokenizer files and its weights in one format (no `original/` checkpoints)."""
+    top = {name: size for name, size in files.items() if "/" not in name}
+    weights = next(({n: s for n, s in top.items() if n.endswith(ext)} for ext in WEIGHTS
+                    if any(n.endswith(ext) for n in top)), {})
+    return {n: s for n, s in top.items() if n.endswith(SIDE_FILES)} | weights
+
+
+def download_with_progress(repo: str) -> None:
+    """Fetch a hub model's files that are not in the Hugging Face cache yet, with didray's
+    progress display (the hub's own bars stay off: in Ray workers they would print a line
+    per redraw); every process that loads the model then reads the cache. Quiet when all is
+    cached or the hub cannot be asked (offline): the load that follows reports that."""
+    try:
+        info = HfApi().model_info(repo, files_metadata=True)
+    except Exception:  # only a display: what fails is for the load to report
+        return
+    needed = {n: s for n, s in model_files({f.rfilename: f.size or 0 for f in info.siblings})
+              .items() if not isinstance(try_to_load_from_cache(repo, n), str)}
+    if not needed:
+        return
+    size = sum(needed.values()) / 1e6
+    with Progress(f"hub: downloading {repo} ({size:,.0f} MB), files", len(needed)) as shown:
+        for name in sorted(needed, key=needed.get):  # small files first: a quick first line
+            hf_hub_download(repo, name)
+            shown.update()
 
 
 def _gguf_key(resolved: str, gguf_file: str, source: Path) -> str:

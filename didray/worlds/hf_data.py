@@ -6,6 +6,7 @@ Every row comes back as plain strings, and a bad row is reported by source, row 
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -69,6 +70,10 @@ def _load_dataset(path: str, split: str, pin: Pin) -> datasets.Dataset:
         return saved[split]
     if (local / "state.json").is_file():
         return datasets.load_from_disk(path)
+    # The hub's progress bars are off (in Ray workers they print a line per redraw): one line
+    # says what a long first download is waiting on.
+    print(f"[didray] hub: loading dataset {path} ({pin.config or 'default'} config, "
+          f"{pin.revision or 'main'}, split {split})", file=sys.stderr, flush=True)
     return datasets.load_dataset(path, pin.config, split=split, revision=pin.revision)
 
 

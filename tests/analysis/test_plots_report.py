@@ -1,12 +1,14 @@
 """Figures and the markdown capability report: what each figure shows, and every file written
 as a valid PNG or PDF."""
 
+import math
+
 import polars as pl
 import pytest
 from matplotlib.container import ErrorbarContainer
 from polars.testing import assert_frame_equal
 
-from didray.analysis import correlations
+from didray.analysis import correlations, load
 from didray.analysis.load import Results
 from didray.analysis.plots import (
     number,
@@ -88,6 +90,21 @@ def test_panels_only_for_reported_values(results):
     assert sum(a.get_legend() is not None for a in scores.axes) == 1
     curves = plot_dynamics(results)
     assert [a.get_ylabel() for a in shown(curves)] == ["DPO loss (nats)", "DID entropy (nats)"]
+
+
+@pytest.mark.slow
+def test_curves_start_at_pi_ref(ci_sweep):
+    """A real sweep's curves begin at step 0, pi_ref's values: the sigmoid loss log 2 and the
+    DID entropy of a uniform DID over the toy world's 819 responses."""
+    curves = plot_dynamics(load(ci_sweep[1]))
+    starts = {"DPO loss (nats)": math.log(2), "DID entropy (nats)": math.log(819)}
+    for axis in shown(curves):
+        if axis.get_ylabel() in starts:
+            lines = axis.get_lines()
+            assert len(lines) == 4, axis.get_ylabel()  # 2 regimes x 2 betas
+            for line in lines:
+                assert line.get_xdata()[0] == 0
+                assert line.get_ydata()[0] == pytest.approx(starts[axis.get_ylabel()], abs=1e-5)
 
 
 def test_figures_of_a_sweep_with_nothing_finished(tmp_path):

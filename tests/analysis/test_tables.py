@@ -239,3 +239,14 @@ def test_swept_settings_split_the_groups(results):
     assert pg.select("train.lr", "trials", "did_entropy").rows() == [(1e-3, 1, 1.0),
                                                                    (1e-2, 2, 2.5)]
 
+
+
+def test_a_swept_setting_is_a_column_compare_and_correlations_take(results):
+    """`train.lr` is no registered trials column, but a sweep that swept it has it: compare
+    and correlations group by it instead of calling it unknown."""
+    trials = results.trials.with_columns(
+        **{"train.lr": pl.when(pl.col("seed") == 0).then(1e-3).otherwise(1e-2)})
+    swept = Results(trials, results.steps, results.evals)
+    table = compare(swept, "did_entropy", rows="train.lr", columns="regime")
+    assert table.select("train.lr", "regime=pg").rows() == [(1e-3, 2.5), (1e-2, 2.5)]
+    assert correlations(swept, within=("train.lr",)).height > 0

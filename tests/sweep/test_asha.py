@@ -40,7 +40,8 @@ def test_asha_stops_the_trials_a_terrible_lr_wrecks(tmp_path):
         (0.002, "TERMINATED", 8), (3.0, "STOPPED", 2), (10.0, "STOPPED", 2)]
     assert trials["did_entropy"].to_list()[1:] == [None, None]  # never evaluated
     steps = pl.read_parquet(out / "steps.parquet")
+    # The finished trial's history starts at pi_ref (step 0); stopped ones keep what Tune saw.
     per_trial = steps.group_by("train.lr").agg(pl.col("step").sort()).sort("train.lr")
-    assert per_trial["step"].to_list() == [[2, 4, 6, 8], [2], [2]]
+    assert per_trial["step"].to_list() == [[0, 2, 4, 6, 8], [2], [2]]
     rung = steps.filter(pl.col("step") == 2).sort("train.lr")["loss"].to_list()
     assert rung[0] < min(rung[1:]), rung

@@ -42,11 +42,27 @@ def test_ci_sweep_writes_one_finished_row_per_trial(ci_sweep):
 def test_ci_sweep_steps_and_training_lowers_the_loss(ci_sweep):
     _, out = ci_sweep
     steps = pl.read_parquet(out / "steps.parquet")
-    assert steps.height == 4 * 3  # reports at steps 2, 4, 6 of every trial
-    assert sorted(set(steps["step"])) == [2, 4, 6]
+    assert steps.height == 4 * 4  # pi_ref (step 0), then reports at steps 2, 4, 6 of every trial
+    assert sorted(set(steps["step"])) == [0, 2, 4, 6]
     trials = pl.read_parquet(out / "trials.parquet")
     # Every policy starts at pi_ref, where the whole-dataset DPO loss is exactly log 2.
     assert (trials["dpo_loss"] < math.log(2)).all(), trials["dpo_loss"]
+
+
+def test_steps_start_at_pi_ref(ci_sweep):
+    """Step 0 is pi_ref before any update: its reward margin and accuracy are 0 and its
+    sigmoid loss log 2 by construction, its DID distribution is uniform over the 819
+    responses, and nothing in it depends on the training beta."""
+    _, out = ci_sweep
+    steps = pl.read_parquet(out / "steps.parquet").filter(pl.col("step") == 0)
+    assert steps.height == 4
+    assert steps["loss"].to_list() == pytest.approx([math.log(2)] * 4)
+    assert steps["rewards/margins"].to_list() == steps["rewards/accuracies"].to_list() == [0] * 4
+    assert steps["did/entropy"].to_list() == pytest.approx([math.log(819)] * 4, abs=1e-5)
+    assert steps["tokens_per_s"].is_null().all()  # no step trained
+    by_regime = steps.group_by("regime").agg(pl.col(c).n_unique() for c in (
+        "logps/chosen", "logps/rejected", "eval/instruction_score", "eval/qa_accuracy"))
+    assert (by_regime.drop("regime") == 1).to_numpy().all()
 
 
 def test_ci_sweep_stores_did_entropy_estimates_next_to_exact(ci_sweep):
@@ -313,7 +329,7 @@ def test_moved_sweep_of_train_runs_creates_its_later_trials_in_the_new_place(tmp
     assert trials.sort("beta")["beta"].to_list() == [0.1, 0.5]
     assert set(trials["status"]) == {"TERMINATED"} and set(trials["step"]) == {6}
     steps = pl.read_parquet(out / "steps.parquet")
-    assert sorted(steps["step"].to_list()) == [2, 2, 4, 4, 6, 6]
+    assert sorted(steps["step"].to_list()) == [0, 0, 2, 2, 4, 4, 6, 6]
     assert set(steps["workers"]) == {2}
 
 
@@ -322,8 +338,9 @@ EXACT_STEP_METRICS = ("did/entropy", "eval/instruction_score", "eval/qa_accuracy
 
 def test_eval_every_evaluates_every_second_report_and_the_last_step(ci_sweep, tmp_path):
     """eval.every: 2 with reports at steps 2, 4 and 6: the exact evaluation runs at 4 and at
-    the last step only, step 2 carries none. Skipping it changes no training, so every other
-    value, the final evaluation and the trial's results equal the every-report run's."""
+    the last step only (pi_ref's at step 0), step 2 carries none. Skipping it changes no
+    training, so every other value, the final evaluation and the trial's results equal the
+    every-report run's."""
     _, clean = ci_sweep
     sweep = {**CI, "search": {"beta": [0.1], "regime": ["pg"]}, "eval": {"every": 2}}
     path = tmp_path / "ci.yaml"
@@ -334,9 +351,9 @@ def test_eval_every_evaluates_every_second_report_and_the_last_step(ci_sweep, tm
         ray.shutdown()
     out = tmp_path / "ci"
     steps = comparable(out, "steps")
-    assert steps["step"].to_list() == [2, 4, 6]
+    assert steps["step"].to_list() == [0, 2, 4, 6]
     for name in EXACT_STEP_METRICS:
-        assert steps[name].is_null().to_list() == [True, False, False], name
+        assert steps[name].is_null().to_list() == [False, True, False, False], name
     want = comparable(clean, "steps").filter(pl.col("beta") == 0.1, pl.col("regime") == "pg")
     evaluated = pl.col("step") != 2
     want = want.with_columns(pl.when(evaluated).then(pl.col(c)).alias(c)

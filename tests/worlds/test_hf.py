@@ -4,6 +4,7 @@ import importlib.util
 import json
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import datasets
 import pytest
@@ -12,7 +13,7 @@ from builders import hub_snapshot, save_plain
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from didray.errors import BadInput
-from didray.worlds import toy
+from didray.worlds import hf, toy
 from didray.worlds.hf import load_policy, materialize_model, resolve_path, weights_key
 from didray.worlds.hf_data import Pin, QAItem, load_preference_rows, load_qa
 
@@ -59,6 +60,53 @@ def test_resolve_path_local_and_hub(tmp_path, monkeypatch):
 def test_materialize_without_gguf_is_resolve_path(tmp_path):
     assert materialize_model(SMOLLM, None, tmp_path) == resolve_path(SMOLLM)
     assert not any(tmp_path.iterdir())
+
+
+# A hub model repo: weights in two formats, Meta's originals in a subfolder, docs.
+HUB_FILES = {"config.json": 700, "tokenizer.json": 2_000_000, "README.md": 5_000,
+             "model-00001-of-00002.safetensors": 4_000_000_000,
+             "model-00002-of-00002.safetensors": 1_000_000_000,
+             "model.safetensors.index.json": 20_000, "pytorch_model.bin": 5_000_000_000,
+             "original/consolidated.00.pth": 5_000_000_000}
+
+
+class FakeHub:
+    """model_info and hf_hub_download of a hub holding HUB_FILES, config.json cached."""
+
+    def __init__(self, monkeypatch, reachable: bool = True) -> None:
+        self.fetched: list[str] = []
+        self.reachable = reachable
+        monkeypatch.setattr(hf, "HfApi", lambda: self)
+        monkeypatch.setattr(hf, "hf_hub_download", lambda repo, name: self.fetched.append(name))
+        monkeypatch.setattr(hf, "try_to_load_from_cache",
+                            lambda repo, name: "/cache/config.json" if name == "config.json"
+                            else None)
+
+    def model_info(self, repo: str, files_metadata: bool):
+        if not self.reachable:
+            raise ConnectionError("no network")
+        return SimpleNamespace(siblings=[SimpleNamespace(rfilename=n, size=s)
+                                         for n, s in HUB_FILES.items()])
+
+
+def test_hub_model_downloads_what_from_pretrained_loads_with_plain_progress(monkeypatch,
+                                                                             capsys):
+    hub = FakeHub(monkeypatch)
+    assert materialize_model("org/model", None, "unused") == "org/model"
+    # Not cached: tokenizer and index, then the safetensors shards (one weights format, no
+    # subfolders, no docs), smallest first.
+    assert hub.fetched == ["model.safetensors.index.json", "tokenizer.json",
+                           "model-00002-of-00002.safetensors",
+                           "model-00001-of-00002.safetensors"]
+    what = "[didray] hub: downloading org/model (5,002 MB), files"
+    assert capsys.readouterr().err.splitlines() == [f"{what}: {k}/4" for k in range(1, 5)]
+
+
+def test_local_or_unreachable_model_prints_no_download_line(monkeypatch, tmp_path, capsys):
+    hub = FakeHub(monkeypatch, reachable=False)
+    assert materialize_model(str(tmp_path), None, "unused") == str(tmp_path)
+    assert materialize_model("org/model", None, "unused") == "org/model"  # offline
+    assert hub.fetched == [] and capsys.readouterr().err == ""
 
 
 def test_materialize_missing_gguf_file_is_bad_input(tmp_path):
@@ -119,6 +167,16 @@ def test_standard_rows(tmp_path):
     rows = load_preference_rows(write_jsonl(tmp_path / "d.jsonl", STANDARD))
     assert rows == STANDARD
     assert load_preference_rows(str(tmp_path / "d.jsonl"), limit=2) == STANDARD[:2]
+
+
+def test_only_a_hub_dataset_gets_a_loading_line(tmp_path, monkeypatch, capsys):
+    load_preference_rows(write_jsonl(tmp_path / "d.jsonl", STANDARD))
+    assert "[didray] hub" not in capsys.readouterr().err  # (datasets' own bars may be on)
+    hub = datasets.Dataset.from_list(STANDARD)
+    monkeypatch.setattr(datasets, "load_dataset", lambda *args, **kwargs: hub)
+    assert load_preference_rows("org/prefs", "test", pin=Pin(revision="v1")) == STANDARD
+    assert capsys.readouterr().err == (
+        "[didray] hub: loading dataset org/prefs (default config, v1, split test)\n")
 
 
 def test_conversational_rows(tmp_path):
