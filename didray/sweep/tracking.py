@@ -16,6 +16,7 @@ from ray.air.integrations.mlflow import MLflowLoggerCallback
 
 from didray.config.schema import Sweep
 from didray.errors import BadInput
+from didray.metrics import step_values
 from didray.sweep.progress import AXES
 
 
@@ -66,6 +67,11 @@ class AxesMLflowCallback(MLflowLoggerCallback):
         super().log_trial_start(trial)
 
     def log_trial_result(self, iteration, trial, result):
+        if result.get("final"):
+            # It repeats the last step's metrics (a scheduler needs them in every result),
+            # which that step's report logged already: once more would log the step twice.
+            repeated = set(step_values())
+            result = {k: v for k, v in result.items() if k not in repeated}
         # Tune's default x-axis is its report count; didray reports every k steps.
         self.mlflow_util.log_metrics(run_id=self._trial_runs[trial], metrics_to_log=result,
                                      step=int(result.get("step", iteration)))
