@@ -4,6 +4,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.didray-installed
+TEST_STAMP := $(VENV)/.didray-test-extras
 
 .PHONY: venv vllm-cpu demo test lint theory clean
 
@@ -37,7 +38,13 @@ theory: venv
 lint: venv
 	$(VENV)/bin/ruff check .
 
-test: lint
+# The experiment trackers are optional extras the demo does not need; the tests run them
+# (MLflow on a local file store, W&B offline).
+$(TEST_STAMP): $(STAMP)
+	$(VENV)/bin/pip install --quiet -e '.[mlflow,wandb]'
+	touch $(TEST_STAMP)
+
+test: lint $(TEST_STAMP)
 	$(VENV)/bin/pytest -q
 
 clean:

@@ -1,22 +1,26 @@
-"""GPU-only paths: vLLM on CUDA, bf16 sampling and bf16 DPO with gradient checkpointing.
-CI has no GPU: these run on GPU machines and are skipped elsewhere."""
+"""GPU-only paths: vLLM on CUDA, bf16 sampling, bf16 DPO with gradient checkpointing and a
+bf16 reward model on the GPU. CI has no GPU: these run on GPU machines (`pytest -m gpu`) and
+are skipped elsewhere, each saying why."""
 
 import math
 
 import pytest
 import torch
-from builders import save_toy_policy
+from builders import save_plain, save_toy_policy
+from eval.test_scorers import RM_TEMPLATE
+from transformers import LlamaForSequenceClassification
 
 from didray.data.tensors import PairTensors
+from didray.eval.scorers import RewardModelScorer
 from didray.sampling.sampler import Sampler
 from didray.train.loop import make_optimizer, train_dpo
 from didray.worlds import toy
 from didray.worlds.policy import load_policy
 from didray.worlds.text import batched_response_logps, encode
 
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(
     not torch.cuda.is_available(),
-    reason="needs a CUDA GPU (vLLM on CUDA, bf16); CPU machines test the same code in fp32")
+    reason="needs a CUDA GPU (vLLM on CUDA, bf16); CPU machines test the same code in fp32")]
 
 SPEC = toy.ToyWorldSpec(n_open_prompts=2, n_fact_prompts=2, response_alphabet=6,
                         max_response_tokens=2)
@@ -57,3 +61,16 @@ def test_bf16_dpo_with_gradient_checkpointing_on_cuda(policy_dir):
               on_step=lambda step, m: losses.append(m["loss"]))
     assert losses[0] == pytest.approx(math.log(2), abs=1e-2)  # bf16 rounding at pi_ref
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]
+
+
+def test_bf16_reward_model_scores_on_the_gpu_as_fp32_on_the_cpu(tmp_path):
+    tokenizer = toy.build_tokenizer()
+    tokenizer.chat_template = RM_TEMPLATE
+    torch.manual_seed(0)
+    rm = save_plain(LlamaForSequenceClassification, tmp_path / "rm", tokenizer, num_labels=1)
+    prompts, responses = pairs()
+    on_gpu = RewardModelScorer(str(rm), "bfloat16")
+    assert next(on_gpu.model.parameters()).device.type == "cuda"
+    cpu = RewardModelScorer(str(rm), "float32")
+    cpu.model.to("cpu")  # batches follow the model's device
+    assert on_gpu(prompts, responses) == pytest.approx(cpu(prompts, responses), abs=0.05)
