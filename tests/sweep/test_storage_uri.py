@@ -5,6 +5,7 @@ read back equal to the same sweep run on a local path, a trained policy loads fr
 checkpoint in the bucket, and an extension reuses the bucket's caches (nothing recomputed).
 """
 
+import io
 import json
 import shutil
 import socket
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import time
 
+import polars as pl
 import pyarrow.fs as pafs
 import pytest
 import torch
@@ -70,7 +72,7 @@ def sweep_uri(storage: str, name: str) -> str:
     return f"{base}/{name}?{query}"
 
 
-def test_ci_sweep_on_s3_reads_back_equal_to_the_local_one(s3, ci_sweep, tmp_path):
+def test_ci_sweep_on_s3_reads_back_equal_to_the_local_one(s3, ci_sweep, tmp_path, capsys):
     uri, fs = s3
     code, log, _ = run_cli(["run", "sweeps/ci.yaml", "--storage", uri])
     assert code == 0, log[-3000:]
@@ -86,6 +88,11 @@ def test_ci_sweep_on_s3_reads_back_equal_to_the_local_one(s3, ci_sweep, tmp_path
     shutil.rmtree(tmp_path / "mirror")  # only the bucket is left
     _, clean = ci_sweep
     assert_same_results(mirrored(sweep_uri(uri, "ci")), clean)
+
+    # `didray analyze URI` reads the bucket too: the regime table names the CI sweep's regimes.
+    assert main(["analyze", sweep_uri(uri, "ci"), "--table", "regimes", "--format", "csv"]) == 0
+    regimes = pl.read_csv(io.StringIO(capsys.readouterr().out))
+    assert sorted(regimes["regime"]) == ["pg", "powerlaw-t1"]
 
     # A trained policy comes back from its checkpoint in the bucket, equal to the local run's.
     results = load(sweep_uri(uri, "ci"))
