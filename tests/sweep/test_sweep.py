@@ -401,8 +401,9 @@ def test_two_ddp_workers_train_one_trial(tmp_path, monkeypatch):
         assert main(["run", str(path), "--storage", "."]) == 0
     finally:
         ray.shutdown()
-    steps = pl.read_parquet(tmp_path / "ddp" / "steps.parquet")
-    assert steps["workers"].to_list() == [2, 2]
+    steps = pl.read_parquet(tmp_path / "ddp" / "steps.parquet").sort("step")
+    assert steps["step"].to_list() == [0, 2, 4]  # step 0: pi_ref, written by rank 0
+    assert steps["workers"].to_list() == [2, 2, 2]
     trials = pl.read_parquet(tmp_path / "ddp" / "trials.parquet")
     assert trials["status"].to_list() == ["TERMINATED"]
     assert trials["dpo_loss"][0] < math.log(2)
