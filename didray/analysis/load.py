@@ -18,7 +18,7 @@ import polars as pl
 
 from didray import metrics
 from didray.errors import BadInput
-from didray.files import INDEX, TABLES, check_sealed, read_manifest
+from didray.files import TABLES, check_sealed, read_manifest, seal_path
 from didray.storage import Storage, is_uri
 
 DTYPES = {"float": pl.Float64(), "int": pl.Int64(), "str": pl.String()}
@@ -138,8 +138,8 @@ def mirrored(uri: str) -> Path:
     storage = Storage.of(uri)
     storage.check()
     shutil.rmtree(storage.local, ignore_errors=True)
-    names = [p for name in TABLES for p in (name, f"{name}.{INDEX}")]
-    if not storage.pull(*(storage.local / n for n in (*names, "manifest.json"))):
+    tables = [storage.local / name for name in TABLES]
+    if not storage.pull(*tables, *map(seal_path, tables), storage.local / "manifest.json"):
         raise BadInput(f"{uri}: no results there (is it a sweep's <storage>/<name>/ URI?)")
     return storage.local
 
