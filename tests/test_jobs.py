@@ -12,7 +12,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 import requests
+from support.fixtures import free_port
+from support.sweeps import warm
 
 from didray import jobs
 from didray.cli import main
@@ -30,12 +31,6 @@ from didray.config.load import SweepFileError
 
 ROOT = Path(__file__).parents[1]
 CI_SWEEP = ROOT / "sweeps" / "ci.yaml"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ---------------------------------------------------------------- fast: no cluster
@@ -189,29 +184,28 @@ def ray_head():
 
 
 @pytest.fixture
-def cluster(ray_head, monkeypatch) -> jobs.Cluster:
+def jobs_client(ray_head, monkeypatch) -> jobs.Cluster:
     """The client connected to the test's head node with its token."""
     url, token = ray_head
     monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
     monkeypatch.setenv("RAY_AUTH_TOKEN", token)
-    cluster = jobs.connect(url)
-    assert cluster.url == url
-    return cluster
+    jobs_client = jobs.connect(url)
+    assert jobs_client.url == url
+    return jobs_client
 
 
-def wait_for(cluster: jobs.Cluster, job_id: str, states: tuple[str, ...],
+def wait_for(jobs_client: jobs.Cluster, job_id: str, states: tuple[str, ...],
              timeout_s: float) -> str:
     deadline = time.monotonic() + timeout_s
-    while (state := jobs.status(cluster, job_id)[0].status) not in states:
+    while (state := jobs.status(jobs_client, job_id)[0].status) not in states:
         if time.monotonic() > deadline:
-            tail = "".join(jobs.logs(cluster, job_id))[-3000:]
+            tail = "".join(jobs.logs(jobs_client, job_id))[-3000:]
             raise AssertionError(f"{job_id} still {state} after {timeout_s} s:\n{tail}")
         time.sleep(2)
     return state
 
 
-@pytest.mark.slow
 def test_auth_refused_is_bad_input(ray_head, monkeypatch, capsys):
     url, _ = ray_head
     monkeypatch.setenv("RAY_AUTH_MODE", "token")
@@ -228,27 +222,26 @@ def test_auth_refused_is_bad_input(ray_head, monkeypatch, capsys):
     assert "refused" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_submit_ci_sweep_end_to_end(cluster, tmp_path, capsys):
-    storage = tmp_path / "store"
-    job_id = jobs.submit(cluster, jobs.prepare(CI_SWEEP, ROOT), storage=storage)
+def test_submit_ci_sweep_end_to_end(jobs_client, warm_cache, tmp_path, capsys):
+    storage = warm(tmp_path / "store", warm_cache)
+    job_id = jobs.submit(jobs_client, jobs.prepare(CI_SWEEP, ROOT), storage=storage)
     assert job_id.startswith("didray-ci-")
-    assert wait_for(cluster, job_id, jobs.TERMINAL, timeout_s=600) == "SUCCEEDED", \
-        "".join(jobs.logs(cluster, job_id))[-3000:]
+    assert wait_for(jobs_client, job_id, jobs.TERMINAL, timeout_s=600) == "SUCCEEDED", \
+        "".join(jobs.logs(jobs_client, job_id))[-3000:]
 
     trials = pl.read_parquet(storage / "ci" / "trials.parquet")
     assert trials.height == 4 and trials["status"].to_list() == ["TERMINATED"] * 4
 
-    row = jobs.status(cluster, job_id)[0]
+    row = jobs.status(jobs_client, job_id)[0]
     assert (row.status, row.sweep) == ("SUCCEEDED", "ci")
-    assert job_id in [r.job_id for r in jobs.status(cluster)]
-    text = "".join(jobs.logs(cluster, job_id))
+    assert job_id in [r.job_id for r in jobs.status(jobs_client)]
+    text = "".join(jobs.logs(jobs_client, job_id))
     assert "[didray] ray: running trials" in text and "step 6/6" in text
     assert text.count("finished") >= 4 and "DID entropy vs downstream scores" in text
-    assert "".join(jobs.logs(cluster, job_id, follow=True)).startswith(text[:200])
+    assert "".join(jobs.logs(jobs_client, job_id, follow=True)).startswith(text[:200])
 
     # The commands print the same, exit 0; an unknown job is bad input.
-    url = cluster.url
+    url = jobs_client.url
     assert main(["status", "--address", url]) == 0
     assert job_id in capsys.readouterr().out
     assert main(["status", job_id, "--address", url]) == 0
@@ -259,9 +252,9 @@ def test_submit_ci_sweep_end_to_end(cluster, tmp_path, capsys):
     assert "no job 'no-such-job'" in capsys.readouterr().err
 
 
-@pytest.mark.slow
-def test_stop_a_running_sweep(cluster, tmp_path):
-    job_id = jobs.submit(cluster, jobs.prepare(CI_SWEEP, ROOT), storage=tmp_path / "store")
-    wait_for(cluster, job_id, ("RUNNING", *jobs.TERMINAL), timeout_s=120)
-    assert jobs.stop(cluster, job_id) is True
-    assert wait_for(cluster, job_id, jobs.TERMINAL, timeout_s=120) == "STOPPED"
+def test_stop_a_running_sweep(jobs_client, warm_cache, tmp_path):
+    storage = warm(tmp_path / "store", warm_cache)
+    job_id = jobs.submit(jobs_client, jobs.prepare(CI_SWEEP, ROOT), storage=storage)
+    wait_for(jobs_client, job_id, ("RUNNING", *jobs.TERMINAL), timeout_s=120)
+    assert jobs.stop(jobs_client, job_id) is True
+    assert wait_for(jobs_client, job_id, jobs.TERMINAL, timeout_s=120) == "STOPPED"

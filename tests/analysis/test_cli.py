@@ -111,7 +111,6 @@ def test_capability_script_writes_a_report(sweep_dir, tmp_path):
     assert "## Verdicts" in (out / "report.md").read_text()
 
 
-@pytest.mark.slow
 def test_analyze_a_real_ci_sweep(ci_sweep, tmp_path, capsys):
     """sweeps/ci.yaml run on a local Ray (2 betas x 2 regimes), read back end to end."""
     code, results_dir = ci_sweep

@@ -92,7 +92,6 @@ def test_panels_only_for_reported_values(results):
     assert [a.get_ylabel() for a in shown(curves)] == ["DPO loss (nats)", "DID entropy (nats)"]
 
 
-@pytest.mark.slow
 def test_curves_start_at_pi_ref(ci_sweep):
     """A real sweep's curves begin at step 0, pi_ref's values: the sigmoid loss log 2 and the
     DID entropy of a uniform DID over the toy world's 819 responses."""

@@ -3,7 +3,7 @@ value the toy world enumerates (docs/design.md §5.4)."""
 
 import pytest
 import torch
-from builders import save_toy_policy
+from support.builders import save_toy_policy
 
 from didray.core.did import tilt_entropy
 from didray.data.sources import snis_tilt_entropy

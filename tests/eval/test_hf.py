@@ -7,8 +7,8 @@ words; a cut one has no eos, so neither model may score one (docs/design.md §7.
 
 import pytest
 import torch
-from builders import save_toy_policy
 from sampling.toy_law import exact_logp
+from support.builders import save_toy_policies
 
 from didray.eval.hf import own_logps, sample_record, score_samples
 from didray.files import read_json, write_json
@@ -24,9 +24,7 @@ K = 16
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory):
     """pi_ref and a policy with other weights (a different init seed), saved like checkpoints."""
-    return {"ref": save_toy_policy(tmp_path_factory.mktemp("ref"), SPEC),
-            "policy": save_toy_policy(tmp_path_factory.mktemp("policy"),
-                                      SPEC.model_copy(update={"seed": 1}))}
+    return dict(zip(("ref", "policy"), save_toy_policies(tmp_path_factory, SPEC), strict=True))
 
 
 @pytest.fixture(scope="module")

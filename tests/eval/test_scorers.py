@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from builders import save_plain
+from support.builders import RM_TEMPLATE, save_plain
 from transformers import AutoModel, AutoTokenizer, LlamaForSequenceClassification
 
 from didray.errors import BadInput
@@ -143,10 +143,6 @@ def test_make_scorer_embedding_needs_references():
 
 
 # The toy chat template drops assistant turns; a reward model must see the response.
-RM_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}<s> user: "
-               "{% else %} assistant: {% endif %}{{ m['content'] }}{% endfor %} </s>")
-
-
 @pytest.fixture(scope="module")
 def tiny_reward_model(tmp_path_factory) -> Path:
     tokenizer = toy.build_tokenizer()

@@ -6,8 +6,7 @@ import math
 
 import pytest
 import torch
-from builders import save_plain, save_toy_policy
-from eval.test_scorers import RM_TEMPLATE
+from support.builders import RM_TEMPLATE, save_plain, save_toy_policy
 from transformers import LlamaForSequenceClassification
 
 from didray.data.tensors import PairTensors

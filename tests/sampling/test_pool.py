@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import ray
 import torch
-from builders import save_toy_policy
+from support.builders import save_toy_policy
 
 from didray.config.schema import SamplerSettings
 from didray.sampling.pool import SamplerPool, shards
@@ -26,7 +26,6 @@ def test_shards_cover_in_order_and_never_empty():
     assert shards(6, 3) == [slice(0, 2), slice(2, 4), slice(4, 6)]
 
 
-@pytest.mark.slow
 def test_two_actors_answer_like_one_sampler_in_order(tmp_path):
     save_toy_policy(tmp_path, SPEC)
     prompts = [p.text for p in toy.build_world(SPEC).prompts]
@@ -67,7 +66,6 @@ def actor_pid(actor) -> int:
     return ray.get(actor.__ray_call__.remote(lambda self: os.getpid()))
 
 
-@pytest.mark.slow
 def test_a_killed_actor_is_replaced_and_draws_the_same(tmp_path):
     """kill -9 of each sampler actor's process, once while it generates and once between
     calls, after the pool was switched to other weights: the calls still return what one

@@ -3,7 +3,7 @@
 import pytest
 import ray
 import torch
-from builders import save_toy_policy
+from support.builders import save_toy_policy
 from transformers import AutoModelForCausalLM
 
 from didray.errors import BadInput
@@ -133,7 +133,6 @@ def test_reload_weights_scores_like_the_new_checkpoint(saved, tmp_path):
     assert max(abs(a - b) for a, b in zip(before, after, strict=True)) > 1e-3
 
 
-@pytest.mark.slow
 def test_one_actor_serves_two_callers(saved):
     path, world = saved
     prompts = [p.text for p in world.prompts]

@@ -4,7 +4,7 @@ toy policy. One engine for the module: an engine start costs seconds."""
 import pytest
 import ray
 import torch
-from builders import save_toy_policy
+from support.builders import save_toy_policies
 from transformers import AutoModelForCausalLM
 
 from didray.config.schema import SamplerSettings
@@ -19,17 +19,10 @@ SPEC = toy.ToyWorldSpec(n_open_prompts=2, n_fact_prompts=2, response_alphabet=6,
                         max_response_tokens=2)
 
 
-def save_policy(out, seed: int) -> None:
-    save_toy_policy(out, SPEC.model_copy(update={"seed": seed}))
-
-
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory):
     """Two untrained toy policies with different weights, saved like checkpoints."""
-    first, second = tmp_path_factory.mktemp("first"), tmp_path_factory.mktemp("second")
-    save_policy(first, seed=0)
-    save_policy(second, seed=1)
-    return first, second
+    return save_toy_policies(tmp_path_factory, SPEC)
 
 
 @pytest.fixture(scope="module")
@@ -140,7 +133,6 @@ def test_reload_weights_scores_like_the_new_checkpoint(engine, paths):
     assert engine.score(prompts, responses) == pytest.approx(before, abs=1e-6)
 
 
-@pytest.mark.slow
 def test_a_pool_of_vllm_actors_samples_like_the_local_engine(engine, paths):
     local = engine.generate(PROMPTS, n=4, seed=5)
     ray.init(num_cpus=2, include_dashboard=False)

@@ -1,39 +1,28 @@
 """ASHA on a real local Ray: a trial whose lr wrecks its loss is stopped at the first rung."""
 
-from pathlib import Path
 
 import polars as pl
-import pytest
 import ray
-import yaml
+from support.sweeps import CI, run_here, warm, write_sweep
 
-from didray.cli import main
 from didray.sweep import RAY_ENV
 
-ROOT = Path(__file__).parents[2]
-pytestmark = pytest.mark.slow
 
-
-def test_asha_stops_the_trials_a_terrible_lr_wrecks(tmp_path):
+def test_asha_stops_the_trials_a_terrible_lr_wrecks(warm_cache, tmp_path):
     """One trial at a time (each asks for the node's 2 CPUs), in grid order: lr 0.002 first,
     recorded at the step-2 rung unopposed; lr 3 and 10 (Adam moves every weight by about lr
     in one step) reach the rung with a loss far above it and are stopped there. An order-free
     ASHA could record a bad trial first and stop nothing: the order makes the test certain."""
-    sweep = yaml.safe_load((ROOT / "sweeps/ci.yaml").read_text())
-    sweep["train"] |= {"steps": 8}
-    sweep["eval"] = {"exact": False}  # evaluated at the last step only: quicker
-    sweep["scaling"] |= {"cpus_per_worker": 2, "max_concurrent_trials": 1}
-    sweep["search"] = {"beta": [0.1], "regime": ["pg"], "train.lr": [0.002, 3.0, 10.0],
-                       "scheduler": {"asha": {"metric": "loss", "mode": "min",
-                                              "grace_period": 2}}}
-    path = tmp_path / "asha.yaml"
-    path.write_text(yaml.safe_dump(sweep))
+    path = write_sweep(tmp_path, {
+        **CI, "train": {**CI["train"], "steps": 8},
+        "eval": {"exact": False},  # evaluated at the last step only: quicker
+        "scaling": {**CI["scaling"], "cpus_per_worker": 2, "max_concurrent_trials": 1},
+        "search": {"beta": [0.1], "regime": ["pg"], "train.lr": [0.002, 3.0, 10.0],
+                   "scheduler": {"asha": {"metric": "loss", "mode": "min",
+                                          "grace_period": 2}}}}, name="asha.yaml")
     ray.init(num_cpus=2, runtime_env={"env_vars": RAY_ENV}, logging_level="WARNING")
-    try:
-        # Stopped trials ended as the sweep asked: the run succeeds.
-        assert main(["run", str(path), "--storage", str(tmp_path)]) == 0
-    finally:
-        ray.shutdown()
+    # Stopped trials ended as the sweep asked: the run succeeds.
+    assert run_here(["run", str(path), "--storage", str(warm(tmp_path, warm_cache))]) == 0
     out = tmp_path / "ci"
     trials = pl.read_parquet(out / "trials.parquet").sort("train.lr")
     assert trials.select("train.lr", "status", "step").rows() == [

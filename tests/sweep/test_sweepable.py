@@ -1,29 +1,19 @@
 """A setting swept like beta: the issue's random search over train.lr on a real local Ray."""
 
-from pathlib import Path
 
 import polars as pl
-import ray
-import yaml
+from support.sweeps import CI, run_here, warm, write_sweep
 
 from didray.analysis import load
 from didray.analysis.tables import entropy_vs_scores
-from didray.cli import main
-
-ROOT = Path(__file__).parents[2]
 
 
-def test_random_search_draws_the_lr_each_trial_trains_with(tmp_path):
-    sweep = yaml.safe_load((ROOT / "sweeps/ci.yaml").read_text())
+def test_random_search_draws_the_lr_each_trial_trains_with(warm_cache, tmp_path):
     # One regime, beta and seed: the trials differ in their drawn lr only.
-    sweep["search"] = {"mode": "random", "num_samples": 4, "beta": [0.1], "regime": ["pg"],
-                       "train.lr": {"loguniform": [1e-4, 1e-2]}}
-    path = tmp_path / "lr.yaml"
-    path.write_text(yaml.safe_dump(sweep))
-    try:
-        assert main(["run", str(path), "--storage", str(tmp_path)]) == 0
-    finally:
-        ray.shutdown()
+    path = write_sweep(tmp_path, {
+        **CI, "search": {"mode": "random", "num_samples": 4, "beta": [0.1], "regime": ["pg"],
+                         "train.lr": {"loguniform": [1e-4, 1e-2]}}}, name="lr.yaml")
+    assert run_here(["run", str(path), "--storage", str(warm(tmp_path, warm_cache))]) == 0
     trials = pl.read_parquet(tmp_path / "ci" / "trials.parquet")
     assert trials["status"].to_list() == ["TERMINATED"] * 4
     lrs = trials["train.lr"].to_list()

@@ -7,14 +7,12 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-import ray
+from support.sweeps import ROOT, run_here, warm
 
-from didray.cli import main
 from didray.config.load import load_sweep
 from didray.errors import BadInput
 from didray.sweep import tracking
 
-ROOT = Path(__file__).parents[2]
 NAME = "ci-tracked"
 HAS_WANDB = importlib.util.find_spec("wandb") is not None
 needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
@@ -22,28 +20,22 @@ needs_mlflow = pytest.mark.skipif(importlib.util.find_spec("mlflow") is None,
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory) -> tuple[Path, str]:
+def tracked(warm_cache, tmp_path_factory) -> tuple[Path, str]:
     """(results directory, MLflow tracking URI) of the CI sweep run with trackers on."""
-    root = tmp_path_factory.mktemp("tracked")
+    root = warm(tmp_path_factory.mktemp("tracked"), warm_cache)
     uri = (root / "mlruns").as_uri()  # file:///...: MLflow's file store
     overrides = [f"name={NAME}", f"tracking.mlflow.tracking_uri={uri}"]
     if HAS_WANDB:
         overrides += ["tracking.wandb.project=didray-test", "tracking.wandb.mode=offline"]
-    # Fewer SFT steps than ci.yaml's: pi_ref's fit is not what this tests.
-    overrides.append("model.toy.sft_steps=100")
-    try:
-        with pytest.MonkeyPatch.context() as env:
-            # MLflow 3 refuses its file store unless asked (the callbacks run in this process).
-            env.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
-            code = main(["run", str(ROOT / "sweeps/ci.yaml"), "--storage", str(root),
+    with pytest.MonkeyPatch.context() as env:
+        # MLflow 3 refuses its file store unless asked (the callbacks run in this process).
+        env.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+        code = run_here(["run", str(ROOT / "sweeps/ci.yaml"), "--storage", str(root),
                          *overrides])
-    finally:
-        ray.shutdown()
     assert code == 0
     return root / NAME, uri
 
 
-@pytest.mark.slow
 @needs_mlflow
 def test_mlflow_one_run_per_trial_tagged_with_its_axes(tracked, monkeypatch):
     import mlflow
@@ -61,7 +53,6 @@ def test_mlflow_one_run_per_trial_tagged_with_its_axes(tracked, monkeypatch):
     assert {r.info.status for r in runs} == {"FINISHED"}
 
 
-@pytest.mark.slow
 @needs_mlflow
 def test_mlflow_loss_history_is_the_trials_reported_steps(tracked, monkeypatch):
     import mlflow
@@ -84,7 +75,6 @@ def test_mlflow_loss_history_is_the_trials_reported_steps(tracked, monkeypatch):
         assert [m.value for m in history] == pytest.approx(mine["loss"].to_list())
 
 
-@pytest.mark.slow
 @needs_mlflow
 @pytest.mark.skipif(not HAS_WANDB, reason="wandb is not installed (pip install 'didray[wandb]')")
 def test_wandb_offline_run_per_trial(tracked):

@@ -44,7 +44,6 @@ def scrape_until(needle: str, timeout_s: float = 30.0) -> str:
     raise AssertionError(f"{needle!r} not in {url} after {timeout_s} s")
 
 
-@pytest.mark.slow
 def test_step_metrics_reach_prometheus(local_ray):
     metrics = {"loss": 0.625, "rewards/margins": 1.5, "did/entropy": 2.25, "tokens_per_s": 640,
                "step": 4, "rewards/accuracies": 0.75, "node_id": "ignored"}

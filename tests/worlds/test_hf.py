@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import datasets
 import pytest
 import torch
-from builders import hub_snapshot, save_plain
+from support.builders import hub_snapshot, save_plain
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from didray.errors import BadInput
@@ -25,14 +25,6 @@ GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 def write_jsonl(path: Path, rows: list[dict]) -> str:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return str(path)
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(tmp_path_factory) -> Path:
-    """A randomly initialised 2-layer Llama with the toy tokenizer (which has a chat template)."""
-    torch.manual_seed(0)
-    out = save_plain(LlamaForCausalLM, tmp_path_factory.mktemp("tiny"))
-    return out
 
 
 # ----------------------------------------------------------------------------- paths

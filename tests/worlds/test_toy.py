@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from toy_helpers import greedy_response, policy_report, sample_responses
+from support.toy_helpers import greedy_response, policy_report, sample_responses
 
 from didray.worlds.text import encode, prompt_text
 from didray.worlds.toy import (

@@ -7,6 +7,10 @@ from transformers import LlamaConfig, PreTrainedModel
 
 from didray.worlds import toy
 
+# A chat template for the toy tokenizer that reward models score through.
+RM_TEMPLATE = ("{% for m in messages %}{% if m['role'] == 'user' %}<s> user: "
+               "{% else %} assistant: {% endif %}{{ m['content'] }}{% endfor %} </s>")
+
 
 def save_toy_policy(out: Path, spec: toy.ToyWorldSpec) -> Path:
     """An untrained toy policy (its config carries the response mask), saved like a checkpoint."""
@@ -14,6 +18,12 @@ def save_toy_policy(out: Path, spec: toy.ToyWorldSpec) -> Path:
     toy.build_model(spec, tokenizer).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def save_toy_policies(tmp_path_factory, spec: toy.ToyWorldSpec) -> tuple[Path, Path]:
+    """Two untrained toy policies of `spec` with different weights (init seeds 0 and 1)."""
+    return tuple(save_toy_policy(tmp_path_factory.mktemp(f"policy{seed}"),
+                                 spec.model_copy(update={"seed": seed})) for seed in (0, 1))
 
 
 def save_plain(model_class: type[PreTrainedModel], out: Path, tokenizer=None,
