@@ -70,7 +70,7 @@ RANKS = {
     "storage": 2,
     "config": 3,
     "worlds": 4,
-    "sampling": 5,
+    "sampling": 5, "theory": 5,
     "data": 6, "eval": 6,
     "train": 7,
     "sweep": 8, "analysis": 8,
