@@ -55,7 +55,7 @@ def positive_int(text: str) -> int:
 
 
 def cmd_theory(args: argparse.Namespace) -> int:
-    from didray.worlds.theory import theory_report
+    from didray.theory.report import theory_report
 
     given = {"instances": args.instances, "steps": args.steps,
              "taus": tuple(args.tau) if args.tau else None}  # None: theory_report's default

@@ -27,8 +27,8 @@ from didray.eval.scorers import (
     win_rate,
 )
 from didray.files import read_json
+from didray.sampling.completions import Completion
 from didray.sampling.pool import SamplerPool
-from didray.sampling.sampler import Completion
 from didray.worlds import hf_data
 
 EVAL_SEED = 1_000_003  # pi_ref's eval draws stay apart from the data's draws (data.seed)

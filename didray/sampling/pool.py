@@ -19,7 +19,8 @@ from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 from didray.config.schema import SamplerSettings
 from didray.config.trial import threads_for
 from didray.display import Progress
-from didray.sampling.sampler import Completion, Sampler, resolve_backend
+from didray.sampling.completions import Completion
+from didray.sampling.sampler import Sampler, resolve_backend
 
 # Shards per actor when progress is shown: each finished shard is a step of the display (the
 # draws do not depend on the batching, see above).

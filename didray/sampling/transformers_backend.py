@@ -17,7 +17,7 @@ from transformers import (
     LogitsProcessorList,
 )
 
-from didray.sampling.sampler import Completion, completion, prompt_seed
+from didray.sampling.completions import Completion, completion, prompt_seed
 from didray.worlds.text import (
     Encoded,
     batched_response_logps,

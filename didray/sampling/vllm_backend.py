@@ -18,7 +18,7 @@ from types import SimpleNamespace
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from didray.sampling.sampler import Completion, completion, prompt_seed
+from didray.sampling.completions import Completion, completion, prompt_seed
 from didray.worlds.text import Encoded, encode, encode_ids, prompt_ids
 from didray.worlds.toy.mask import ResponseSpace, response_space
 

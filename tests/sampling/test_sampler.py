@@ -8,7 +8,8 @@ from transformers import AutoModelForCausalLM
 
 from didray.errors import BadInput
 from didray.sampling import sampler as sampler_module
-from didray.sampling.sampler import Sampler, prompt_seed, resolve_backend
+from didray.sampling.completions import prompt_seed
+from didray.sampling.sampler import Sampler, resolve_backend
 from didray.worlds import toy
 
 SPEC = toy.ToyWorldSpec(n_open_prompts=2, n_fact_prompts=2, response_alphabet=6,

@@ -12,7 +12,7 @@ import itertools
 import torch
 from transformers import AutoModelForCausalLM
 
-from didray.sampling.sampler import Completion
+from didray.sampling.completions import Completion
 from didray.worlds import toy
 
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from didray.core.did import optimal_rejected_logprobs, total_variation
+from didray.theory.checks import trajectory
 from didray.worlds.tabular import (
     Pairs,
     TabularInstance,
@@ -18,7 +19,6 @@ from didray.worlds.tabular import (
     retilt,
     sample_pairs,
 )
-from didray.worlds.theory import trajectory
 
 
 def log(*probs: float) -> torch.Tensor:

@@ -8,9 +8,10 @@ import torch
 
 from didray.cli import main
 from didray.core.did import did_entropy
-from didray.worlds import theory
+from didray.theory import checks
+from didray.theory.claims import Claim, Fit, miss_status, reach_status, sign_flips
+from didray.theory.report import TAUS, theory_report
 from didray.worlds.tabular import random_instance, retilt
-from didray.worlds.theory import Claim, Fit, miss_status, reach_status, sign_flips, theory_report
 
 # One low-entropy instance where population DPO is too flat to resolve (docs/design.md §7.6):
 # beta 2, tau 0.05. No claim fails there; several are unresolved.
@@ -78,7 +79,7 @@ def test_claim_row_counts_statuses_and_takes_the_worst_resolved_value():
 def test_default_grid_spans_low_to_near_maximal_did_entropy():
     base = random_instance(50, 1.0, torch.Generator().manual_seed(0))
     entropies = [float(did_entropy(retilt(base, tau).logp_star, base.logp_ref))
-                 for tau in theory.TAUS]
+                 for tau in TAUS]
     assert entropies == sorted(entropies)  # dH/dtau >= 0 (§1.7)
     assert entropies[0] < 2.5 and entropies[-1] > math.log(50) - 0.05
 
@@ -116,7 +117,7 @@ def test_cli_counts_reported_and_unresolved_rows_apart_and_exits_0(capsys):
 
 def test_policy_entropy_in_place_of_did_entropy_fails_the_report(monkeypatch, capsys):
     """The mutation: the report's DID entropy replaced by the policy's own entropy."""
-    monkeypatch.setattr(theory, "did_entropy", lambda logp, logr, dim=-1: theory.entropy(logp))
+    monkeypatch.setattr(checks, "did_entropy", lambda logp, logr, dim=-1: checks.entropy(logp))
     assert main(FLAT) == 1  # the same run exits 0 unmutated (previous test)
     rows = pl.read_csv(capsys.readouterr().out.encode())
     failed = rows.filter(pl.col("status") == "fails")["claim"].to_list()
