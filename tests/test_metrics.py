@@ -64,7 +64,7 @@ def test_patterned_names_match_one_column_per_k():
         "did_entropy_snis_policy_k{K}", "did_entropy_snis_ref_k{K}"]
 
 
-def test_columns_command_and_readme_list_every_registered_column(capsys):
+def test_columns_command_and_reference_doc_list_every_registered_column(capsys):
     from pathlib import Path
 
     import polars as pl
@@ -75,8 +75,8 @@ def test_columns_command_and_readme_list_every_registered_column(capsys):
     printed = pl.read_csv(capsys.readouterr().out.encode())
     assert printed["column"].to_list() == list(metrics.REGISTRY)
     assert printed.filter(pl.col("column") == "did/entropy")["worlds"].to_list() == ["toy"]
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    assert [n for n in metrics.REGISTRY if f"| {n} " not in readme] == []
+    dictionary = (Path(__file__).parents[1] / "docs" / "reference.md").read_text()
+    assert [n for n in metrics.REGISTRY if f"| {n} " not in dictionary] == []
 
 
 def test_figures_name_columns_with_their_axis_name_and_unit():
