@@ -33,6 +33,9 @@ class Claim:
     statuses: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     pooled: int = 0  # > 0: one value over this many instances (a cross-instance claim)
+    # "project": the project asserts it and a failure fails the run. Anything else names the
+    # paper and what the math says of it (§1.10): its statuses are shown, the row is reported.
+    whose: str = "project"
 
     def add(self, value: float, status: str | None = None, note: str = "") -> None:
         if status is None and self.holds_if is None:
@@ -50,16 +53,18 @@ class Claim:
         resolved = [v for v, s in zip(self.values, self.statuses, strict=True)
                     if s != "unresolved"]
         status = next(s for s in ("reported", "fails", "unresolved", "holds") if counts[s])
+        asserted = self.holds_if is not None and self.whose == "project"
         spread = ", ".join(f"{counts[s]} {s}" for s in ("holds", "fails", "unresolved",
                                                         "reported") if counts[s])
         return {
-            "kind": "reported" if self.holds_if is None else "claim",
+            "kind": "claim" if asserted else "reported",
+            "whose": self.whose,
             "claim": self.claim,
             "condition": self.condition,
             "metric": self.metric,
             "value": self.worst(resolved or self.values),
             "expected": self.expected,
-            "status": status,
+            "status": status if asserted else "reported",
             "instances": f"pooled over {self.pooled}" if self.pooled else spread,
             "note": "; ".join(self.notes[:2]),
         }

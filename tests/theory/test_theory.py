@@ -1,4 +1,5 @@
-"""`didray theory`: statuses, convergence diagnostics, and a mutation the report must catch."""
+"""`didray theory`: statuses, convergence diagnostics, exit codes, and mutations the report
+must catch."""
 
 import math
 
@@ -17,6 +18,10 @@ from didray.worlds.tabular import random_instance, retilt
 # beta 2, tau 0.05. No claim fails there; several are unresolved.
 FLAT = ["theory", "--outcomes", "10", "--beta", "2", "--tau", "0.05", "--instances", "1",
         "--steps", "20", "--format", "csv"]
+# A small grid of two taus (pooled rows resolve) on which every project claim holds; ~5 s of CPU.
+SMALL = ["theory", "--outcomes", "10", "--instances", "1", "--tau", "0.15", "2", "--steps", "50",
+         "--format", "csv"]
+PAPER_ROWS = 6  # the paper's statements the math contradicts, reported beside the restatements
 
 
 @pytest.mark.parametrize(
@@ -76,6 +81,28 @@ def test_claim_row_counts_statuses_and_takes_the_worst_resolved_value():
     assert (reported.row()["kind"], reported.row()["status"]) == ("reported", "reported")
 
 
+def test_a_paper_row_keeps_its_instance_statuses_but_is_reported():
+    paper = Claim("p", "cond", "m", "> 0", holds_if=lambda v: v > 0, worst=min,
+                  whose="paper v2, contradicted by identity", notes=["shift = -KL <= 0"])
+    paper.add(0.5)
+    paper.add(-0.25)
+    row = paper.row()
+    assert (row["kind"], row["whose"], row["status"]) == (
+        "reported", "paper v2, contradicted by identity", "reported")
+    assert (row["value"], row["instances"], row["note"]) == (-0.25, "1 holds, 1 fails",
+                                                             "shift = -KL <= 0")
+
+
+def test_tilt_minimiser_on_two_outcomes():
+    # pi_ref = [1/2, 1/2], pi_star = [4/5, 1/5]: f(t) = log((1.6^t + 0.4^t) / 2), whose slope
+    # vanishes where 1.6^t log 1.6 = -0.4^t log 0.4, i.e. t0 = log(-log 0.4 / log 1.6) / log 4.
+    half = torch.tensor([0.5, 0.5], dtype=torch.float64).log()
+    star = torch.tensor([0.8, 0.2], dtype=torch.float64).log()
+    t0 = math.log(-math.log(0.4) / math.log(1.6)) / math.log(4)
+    assert checks.tilt_minimiser(half, star) == pytest.approx(t0, abs=1e-15)
+    assert t0 == pytest.approx(0.48157, abs=1e-5)
+
+
 def test_default_grid_spans_low_to_near_maximal_did_entropy():
     base = random_instance(50, 1.0, torch.Generator().manual_seed(0))
     entropies = [float(did_entropy(retilt(base, tau).logp_star, base.logp_ref))
@@ -94,15 +121,15 @@ def test_low_entropy_flat_loss_is_unresolved_not_failed():
     assert fit["target_grad"] < 1e-10 and abs(fit["loss_gap"]) < 1e-12
     assert report.claims.filter(pl.col("status") == "fails").height == 0
     pooled = report.claims.filter(pl.col("instances").str.starts_with("pooled"))
-    assert pooled.height == 4 and set(pooled["status"]) == {"unresolved"}
-    assert set(pooled["note"]) == {"needs a grid of >= 2 taus"}
+    assert pooled.height == 4 and set(pooled["status"]) == {"reported"}  # the paper's
+    assert all(note.endswith("; needs a grid of >= 2 taus") for note in pooled["note"])
 
 
 def test_cli_counts_reported_and_unresolved_rows_apart_and_exits_0(capsys):
     assert main(FLAT) == 0
     captured = capsys.readouterr()
     rows = pl.read_csv(captured.out.encode())
-    assert rows.columns == ["kind", "claim", "condition", "metric", "value", "expected",
+    assert rows.columns == ["kind", "whose", "claim", "condition", "metric", "value", "expected",
                             "status", "instances", "note"]
     claims = rows.filter(pl.col("kind") == "claim")
     holds = claims.filter(pl.col("status") == "holds").height
@@ -113,6 +140,54 @@ def test_cli_counts_reported_and_unresolved_rows_apart_and_exits_0(capsys):
     assert err[0].startswith("didray theory: instance 1/1: draw 0, tau 0.05")
     assert err[-1] == (f"{holds}/{claims.height} claims hold, 0 fail, {unresolved} numerically "
                        f"unresolved; {reported.height} rows reported, not claims")
+
+
+def summary(captured) -> str:
+    return captured.err.splitlines()[-1]
+
+
+def test_small_grid_exits_0_with_every_project_claim_held(capsys):
+    assert main(SMALL) == 0
+    captured = capsys.readouterr()
+    assert summary(captured) == ("18/18 claims hold, 0 fail, 0 numerically unresolved; "
+                                 "8 rows reported, not claims")
+    rows = pl.read_csv(captured.out.encode())
+    paper = rows.filter(pl.col("whose").str.starts_with("paper v2"))
+    assert paper.height == PAPER_ROWS and set(paper["kind"]) == {"reported"}
+    assert set(rows.filter(pl.col("kind") == "claim")["whose"]) == {"project"}
+    # The paper's "chosen rise at pi_star" is contradicted on one instance (beta < t0), and the
+    # project's restatement of it, the sign of beta - t0, holds on both.
+    at_optimum = rows.filter(pl.col("condition").str.starts_with("pi_l = pi_ref, at pi_star"))
+    assert at_optimum.select("whose", "status", "instances").rows() == [
+        ("paper v2, contradicted by derivation", "reported", "1 holds, 1 fails"),
+        ("project", "holds", "2 holds")]
+
+
+@pytest.mark.slow  # the default grid: ~30 s of CPU, minutes on a loaded machine
+def test_default_grid_exits_0(capsys):
+    assert main(["theory", "--format", "csv"]) == 0
+    assert summary(capsys.readouterr()) == ("17/18 claims hold, 0 fail, 1 numerically "
+                                            "unresolved; 8 rows reported, not claims")
+
+
+def test_a_planted_error_in_the_rejected_distribution_exits_1(monkeypatch, capsys):
+    """§1.4's pi_l ∝ pi_ref^(1+beta) pi_star^(-beta) with the "1 +" dropped."""
+    monkeypatch.setattr(checks, "optimal_rejected_logprobs", lambda logp_ref, logp_star, beta:
+                        torch.log_softmax(beta * logp_ref - beta * logp_star, dim=-1))
+    assert main(SMALL) == 1  # the same run exits 0 unplanted (above)
+    captured = capsys.readouterr()
+    rows = pl.read_csv(captured.out.encode()).filter(pl.col("status") == "fails")
+    assert rows.select("claim", "condition").rows() == [
+        ("power-law DID condition (1.3)", "rejected=§1.4"),
+        ("log-margin ordering m_l <= m_ref <= m_star (1.5)", "rejected=§1.4, DID-oriented pairs"),
+        ("m_ref - m_l = beta (m_star - m_ref) (1.5)", "rejected=§1.4"),
+        ("v2 Thm 4.1: population DPO reaches pi_star", "pi_w = pi_ref"),
+        ("DPO optimum at beta_train != beta_data (1.9)",
+         "beta_data=0.5, beta_train=1: reaches pi_ref (pi_star/pi_ref)^(b_d/b_t)"),
+        ("DPO on sampled pairs approaches pi_star",
+         "pi_w = pi_ref, rejected=§1.4, 1e4 -> 1e6 pairs")]
+    assert summary(captured) == ("12/18 claims hold, 6 fail, 0 numerically unresolved; "
+                                 "8 rows reported, not claims")
 
 
 def test_policy_entropy_in_place_of_did_entropy_fails_the_report(monkeypatch, capsys):
