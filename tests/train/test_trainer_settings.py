@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from support.pairs import toy_pairs
 
 from didray.data.tensors import PairTensors
 from didray.eval.pairs import pair_metrics
@@ -16,7 +17,6 @@ from didray.train.loop import (
     train_dpo,
 )
 from didray.worlds.text import batched_response_logps
-from train.test_loop import toy_pairs
 
 
 @pytest.mark.parametrize(
