@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from support.schema import CI, errors_of, with_
+from support.schema import CI, errors_of, swept, with_
 
 from didray.cli import main
 from didray.config.load import load_sweep, parse_sweep
@@ -254,10 +254,6 @@ def test_hf_sweep_files_pin_what_they_claim():
     assert {r.kind for r in cpu.regimes} == {"pg", "powerlaw"} and len(cpu.search.beta) == 2
     assert (gpu.model.hf.dtype, gpu.model.hf.gradient_checkpointing) == ("bfloat16", True)
     assert gpu.scaling.gpus_per_worker == 1 and gpu.sampler.backend == "vllm"
-
-
-def swept(**search) -> dict:
-    return {**CI, "search": {**CI["search"], **search}}
 
 
 def test_any_train_or_eval_setting_is_an_axis_typed_by_its_field():

@@ -25,3 +25,8 @@ def with_(path: str, value, base: dict = CI) -> dict:
         node = node[int(key)] if key.isdigit() else node.setdefault(key, {})
     node[last] = value
     return data
+
+
+def swept(**search) -> dict:
+    """The CI sweep with these search keys (axes, mode) added."""
+    return {**CI, "search": {**CI["search"], **search}}
