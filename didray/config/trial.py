@@ -11,6 +11,7 @@ from typing import Literal
 
 from didray.config.paths import parse, put
 from didray.config.schema import Eval, SamplerSettings, Scaling, SweepSearch, Train
+from didray.core.dpo import PreferenceLoss
 from didray.storage import Storage
 
 
@@ -97,6 +98,12 @@ class Trial:
     @property
     def files(self) -> RegimeFiles:
         return self.spec.regimes[self.regime]
+
+    @property
+    def loss(self) -> PreferenceLoss:
+        """The objective this trial trains and is measured by."""
+        t = self.train
+        return PreferenceLoss(self.beta, t.loss_type, t.label_smoothing, t.simpo_gamma)
 
     @property
     def tags(self) -> dict[str, object]:
