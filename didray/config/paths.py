@@ -7,7 +7,7 @@ import re
 
 from pydantic import BaseModel
 
-Path = tuple[str | int, ...]
+KeyPath = tuple[str | int, ...]
 SEGMENT = re.compile(r"([^.\[\]]+)((?:\[[0-9]+\])*)")  # a name, then any [i] list items
 
 
@@ -15,7 +15,7 @@ class PathError(ValueError):
     """A key that is no path, or a path the data cannot hold."""
 
 
-def parse(key: str) -> Path:
+def parse(key: str) -> KeyPath:
     """The parts of a dotted key; a part of digits is a list index."""
     parts: list[str | int] = []
     for segment in key.split("."):
@@ -28,19 +28,19 @@ def parse(key: str) -> Path:
     return tuple(parts)
 
 
-def dotted(path: Path) -> str:
+def dotted(path: KeyPath) -> str:
     """('regimes', 1, 'tau') -> 'regimes[1].tau', as error messages write a path."""
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in path).removeprefix(".")
 
 
-def get(node: object, path: Path) -> object:
+def get(node: object, path: KeyPath) -> object:
     """The value at `path` in plain data (dicts, lists) or pydantic models."""
     for part in path:
         node = getattr(node, part) if isinstance(node, BaseModel) else node[part]
     return node
 
 
-def put(node: object, path: Path, value: object) -> object:
+def put(node: object, path: KeyPath, value: object) -> object:
     """A copy of `node` with `value` at `path`; `node` itself is left as it is. Missing mapping
     keys are created (an override may set a section the file leaves out); a list item must
     exist. Models are copied with `model_copy`: `value` must already be of the field's type."""

@@ -38,7 +38,7 @@ from didray.config.fields import (
     models_in,
     nearest,
 )
-from didray.config.paths import Path, dotted, parse
+from didray.config.paths import KeyPath, dotted, parse
 from didray.metrics import BOTH, STEP
 
 # A swept setting's value as YAML gives it; the setting's field types it (`Search._typed`).
@@ -139,7 +139,7 @@ class Scheduler(Strict):
     asha: ASHA = Field(description="asynchronous successive halving on train steps")
 
 
-def settings_of(model: type[BaseModel], path: Path) -> dict[Path, FieldInfo]:
+def settings_of(model: type[BaseModel], path: KeyPath) -> dict[KeyPath, FieldInfo]:
     """Every setting under `model` (at `path`), nested sections included, by its path."""
     found = {}
     for name, field in model.model_fields.items():
@@ -283,7 +283,7 @@ def axis_values(axis: Axis) -> list:
     return axis if isinstance(axis, list) else axis.values
 
 
-def parse_or_none(key: str) -> Path | None:
+def parse_or_none(key: str) -> KeyPath | None:
     try:
         return parse(key)
     except ValueError:
