@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from didray.core.dpo import PreferenceLoss
 from didray.data.tensors import PairTensors
 from didray.train.loop import batch_indices, dpo_step, make_optimizer, row_lengths
 from didray.worlds.text import Encoded, batched_response_logps
@@ -91,7 +92,7 @@ def didray_contender(model, data: PairTensors) -> Contender:
     optimizer = make_optimizer(model.parameters(), "adamw", LR, WEIGHT_DECAY)
     lengths = row_lengths(data.enc)
     return Contender("didray dpo_step", lambda idx: dpo_step(
-        model, optimizer, data, lengths, idx, BETA, "sigmoid")["loss"])
+        model, optimizer, data, lengths, idx, PreferenceLoss(BETA))["loss"])
 
 
 def plain_contender(model, data: PairTensors) -> Contender:

@@ -5,7 +5,7 @@ import torch
 from didray import metrics
 from didray.analysis import tables
 from didray.config.schema import Judge
-from didray.core.dpo import dpo_loss
+from didray.core.dpo import PreferenceLoss, dpo_loss
 from didray.eval.pairs import pair_metrics
 from didray.eval.toy import PromptTables, evaluate_tables
 from didray.train.gauges import GAUGES
@@ -30,7 +30,8 @@ def test_exact_evaluation_names_are_registered():
                           torch.ones(4, 2, dtype=torch.float64), is_fact=flags,
                           heldout=torch.tensor([False, False, True, True]), known=flags)
     out = evaluate_tables(logp, logp, tables, Judge())
-    pairs = pair_metrics(torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -1.5]), 0.1, "sigmoid")
+    pairs = pair_metrics(torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -1.5]),
+                         PreferenceLoss(0.1))
     assert registered(out) == [] and registered(pairs) == []
     assert registered(EXACT_STEP_METRICS) == []
     assert registered(EXACT_STEP_METRICS.values()) == []

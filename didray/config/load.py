@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import get_args
@@ -15,7 +14,11 @@ from yaml.constructor import ConstructorError
 from yaml.reader import ReaderError
 from yaml.scanner import ScannerError
 
-from didray.config.schema import AXIS_TAGS, REGIME_KINDS, Sweep, models_in, nearest
+from didray.config.fields import models_in, nearest
+from didray.config.paths import dotted, parse, put
+from didray.config.regimes import REGIME_KINDS
+from didray.config.schema import Sweep
+from didray.config.search import AXIS_TAGS
 from didray.errors import BadInput
 
 MAX_BYTES = 1 << 20  # sweep files are a few kB; this bounds what `validate` reads and parses
@@ -132,18 +135,15 @@ def read_yaml(path: Path) -> object:
 
 def field_path(loc: tuple) -> str:
     """('search', 'beta', 2) -> 'search.beta[2]'; discriminator tags are dropped."""
-    out = ""
+    kept = []
     for before, part in zip((None, *loc), loc, strict=False):
-        if isinstance(part, int):
-            out += f"[{part}]"
-        elif part in REGIME_KINDS and out.endswith("]"):
+        if part in REGIME_KINDS and isinstance(before, int):
             continue  # pydantic adds the union member's tag to the path; it says nothing new
-        elif part in AXIS_TAGS and isinstance(before, str) and "." in before:
+        if part in AXIS_TAGS and isinstance(before, str) and "." in before:
             continue  # likewise for a search axis (`search.train.lr`): list or distribution
-        else:
-            name = part if part.isprintable() else repr(part)  # "\e[2J" must not reach a terminal
-            out += f".{name}" if out else name
-    return out or "(top level)"
+        # "\e[2J" must not reach a terminal
+        kept.append(part if isinstance(part, int) or part.isprintable() else repr(part))
+    return dotted(tuple(kept)) or "(top level)"
 
 
 SHOWS_INPUT = ("greater_than", "greater_than_equal", "less_than_equal", "finite_number",
@@ -210,16 +210,11 @@ def reason(error: dict) -> str:
     return f"{text} (got {shown(error['input'])})" if error["type"] in SHOWS_INPUT else text
 
 
-def override_path(key: str) -> str:
-    """An override's key as field_path writes it: `regimes.0.tau` -> `regimes[0].tau`."""
-    return re.sub(r"\.(\d+)(?=\.|\[|$)", r"[\1]", key)
-
-
 def blame(line_path: str, overrides: Sequence[str]) -> str:
-    """The error's field path, or the override that set it (the last one wins, as in the merge):
-    a bad value typed on the command line is named as typed."""
+    """The error's field path, or the override that set it (the last one wins, as they are
+    applied): a bad value typed on the command line is named as typed."""
     for text in reversed(overrides):
-        key = override_path(text.partition("=")[0])
+        key = dotted(parse(text.partition("=")[0]))
         if line_path == key or line_path.startswith((f"{key}.", f"{key}[")):
             return text
     return line_path
@@ -233,31 +228,28 @@ def parse_sweep(data: object, source: str = "<sweep>", overrides: Sequence[str] 
         raise SweepFileError(source, lines) from None
 
 
-def apply_overrides(data: dict, overrides: Sequence[str], source: str) -> dict:
-    """`data` with each `key.path=value` set, in order. OmegaConf's dotlist does the merge:
-    dotted keys, list items as `regimes[0].tau` or `regimes.0.tau`, values read as YAML
-    (`[0,1]` is a list, `1e-4` a float); a list value replaces the whole list."""
-    from omegaconf import OmegaConf
-    from omegaconf.errors import OmegaConfBaseException
+def override_value(text: str) -> object:
+    """An override's value, read as YAML by the loader that reads the file (`[0,1]` is a list,
+    `${x}` text: a sweep file has no interpolation)."""
+    try:
+        return yaml.load(text, SweepLoader)  # SweepLoader is a SafeLoader
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"not a YAML value ({problem})") from None
 
+
+def apply_overrides(data: dict, overrides: Sequence[str], source: str) -> dict:
+    """`data` with each `key.path=value` set, in order: list items as `regimes[0].tau` or
+    `regimes.0.tau`, a missing section created, a list value replacing the whole list."""
     for text in overrides:
-        key, equals, _ = text.partition("=")
+        key, equals, value = text.partition("=")
         if not equals or not key.strip():
             raise SweepFileError(source, [f"{text}: an override is key.path=value"])
-    try:
-        config = OmegaConf.create(data)
-    except (OmegaConfBaseException, ValueError) as err:
-        raise SweepFileError(source, [f"cannot apply overrides to this file: {err}"]) from None
-    for text in overrides:
         try:
-            config.merge_with_dotlist([text])
-        except yaml.MarkedYAMLError as err:
-            raise SweepFileError(source, [f"{text}: not a YAML value ({err.problem})"]) from None
-        except OmegaConfBaseException as err:
-            problem = str(err).splitlines()[0]  # the rest is OmegaConf's key/type dump
-            raise SweepFileError(source, [f"{text}: {problem}"]) from None
-    # resolve=False: `${...}` in a value is text here, never an OmegaConf interpolation.
-    return OmegaConf.to_container(config, resolve=False)
+            data = put(data, parse(key), override_value(value))
+        except ValueError as err:  # a PathError or a bad value
+            raise SweepFileError(source, [f"{text}: {err}"]) from None
+    return data
 
 
 def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:

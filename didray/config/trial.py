@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from didray.config.schema import Eval, SamplerSettings, Scaling, Train, with_setting
+from didray.config.paths import parse, put
+from didray.config.schema import Eval, SamplerSettings, Scaling, SweepSearch, Train
+from didray.core.dpo import PreferenceLoss
 from didray.storage import Storage
 
 
@@ -56,17 +58,19 @@ class TrialSpec:
 
 
 def setting_axes(config: dict) -> dict[str, object]:
-    """The train.* / eval.* search axes of a Tune trial config: its dotted keys."""
-    return {k: v for k, v in config.items() if "." in k}
+    """The train.* / eval.* search axes of a Tune trial config."""
+    return {k: v for k, v in config.items() if k in SweepSearch.settings()}
 
 
 def with_axes(train: Train, eval: Eval, axes: dict[str, object]) -> tuple[Train, Eval]:
-    """The shared settings with one trial's axis values applied (each value was checked
-    against the whole sweep by the schema)."""
-    sections = {"train": train.model_dump(), "eval": eval.model_dump()}
-    for path, value in axes.items():
-        sections = with_setting(sections, path, value)
-    return Train.model_validate(sections["train"]), Eval.model_validate(sections["eval"])
+    """The shared settings with one trial's axis values put in. The sweep's validation held
+    every search point to the rules across fields; only the values themselves are typed here,
+    as a drawn one (`tune.uniform`) was never seen (a float drawn for an integer setting is
+    refused)."""
+    sections = {"train": train, "eval": eval}
+    for key, value in axes.items():
+        sections = put(sections, parse(key), SweepSearch.field_type(key).validate_python(value))
+    return sections["train"], sections["eval"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,12 @@ class Trial:
     @property
     def files(self) -> RegimeFiles:
         return self.spec.regimes[self.regime]
+
+    @property
+    def loss(self) -> PreferenceLoss:
+        """The objective this trial trains and is measured by."""
+        t = self.train
+        return PreferenceLoss(self.beta, t.loss_type, t.label_smoothing, t.simpo_gamma)
 
     @property
     def tags(self) -> dict[str, object]:

@@ -1,10 +1,13 @@
 """Preference-optimisation losses on sequence log-probs: DPO (sigmoid), IPO and SimPO.
 
-Tensors in, ``(per_example_losses, metrics)`` out; metrics are detached batch means named as in
+Tensors in, ``(per_example_losses, metrics)`` out, by `dpo_loss` or by a `PreferenceLoss` that
+holds the settings; metrics are detached batch means named as in
 TRL so dashboards line up.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch.nn.functional as F
 from torch import Tensor
@@ -131,3 +134,40 @@ def _reference_terms(
             "ref_chosen_logps and ref_rejected_logps are required unless reference_free"
         )
     return ref_chosen_logps, ref_rejected_logps
+
+
+@dataclass(frozen=True)
+class PreferenceLoss:
+    """The trained objective's settings, held and checked once as torchtune's
+    ``DPOLoss(beta, label_smoothing)`` does, then applied to every batch's log-probs."""
+
+    beta: float
+    loss_type: str = "sigmoid"
+    label_smoothing: float = 0.0
+    simpo_gamma: float = 0.0  # simpo's target reward margin
+
+    def __post_init__(self) -> None:
+        _check_args(self.beta, self.loss_type, self.label_smoothing)
+
+    def __call__(
+        self,
+        policy_chosen_logps: Tensor,
+        policy_rejected_logps: Tensor,
+        ref_chosen_logps: Tensor | None,
+        ref_rejected_logps: Tensor | None,
+        chosen_lengths: Tensor | None = None,
+        rejected_lengths: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Per-example losses (B,) and detached metrics, as `dpo_loss` with these settings."""
+        return dpo_loss(
+            policy_chosen_logps,
+            policy_rejected_logps,
+            ref_chosen_logps,
+            ref_rejected_logps,
+            self.beta,
+            self.loss_type,
+            chosen_lengths=chosen_lengths,
+            rejected_lengths=rejected_lengths,
+            gamma=self.simpo_gamma,
+            label_smoothing=self.label_smoothing,
+        )

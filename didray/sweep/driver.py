@@ -22,8 +22,9 @@ from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from didray.config.checks import last_cut
 from didray.config.load import parse_sweep
-from didray.config.schema import Sweep, last_cut
+from didray.config.schema import Sweep
 from didray.config.trial import RegimeFiles, TrialSpec
 from didray.errors import BadInput
 from didray.files import TABLES, atomic_write, read_manifest, write_json

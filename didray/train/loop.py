@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
-from didray.core.dpo import dpo_loss
+from didray.core.dpo import PreferenceLoss
 from didray.data.tensors import PairTensors
 from didray.worlds.text import Encoded, LogitsHook, response_logps
 
@@ -28,6 +29,21 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int, rank: int = 0,
     order = torch.cat(perms)  # (2n,) covers a batch that crosses an epoch end
     batch = order[offset : offset + batch_size]  # needs batch_size <= n (checked in prepare)
     return batch[rank::world_size]  # (batch_size / world_size,)
+
+
+@dataclass(frozen=True)
+class Batches:
+    """The pairs each optimizer step takes on this rank (`batch_indices`), and the micro-batches
+    it accumulates them in."""
+
+    size: int  # over all ranks
+    seed: int
+    micro_batches: int = 1
+    rank: int = 0
+    world_size: int = 1
+
+    def at(self, n: int, step: int) -> Tensor:
+        return batch_indices(n, self.size, step, self.seed, self.rank, self.world_size)
 
 
 def make_optimizer(params, name: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -89,13 +105,10 @@ def dpo_step(
     data: PairTensors,
     lengths: Tensor,
     idx: Tensor,
-    beta: float,
-    loss_type: str,
+    loss: PreferenceLoss,
     micro_batches: int = 1,
     hook: LogitsHook | None = None,
     *,
-    label_smoothing: float = 0.0,
-    simpo_gamma: float = 0.0,
     max_grad_norm: float | None = None,
 ) -> dict[str, Tensor | int]:
     """One optimizer step on pairs `idx` (host), accumulated over `micro_batches`, each cut to
@@ -112,9 +125,7 @@ def dpo_step(
         logps = response_logps(model, batch, hook)  # (2b,)
         ref = data.ref_logps[rows.to(logps.device, non_blocking=True)]  # (2b,)
         sizes = batch.response_mask.sum(dim=-1).chunk(2)  # response tokens: simpo's lengths
-        losses, metrics = dpo_loss(*logps.chunk(2), *ref.chunk(2), beta, loss_type,
-                                   chosen_lengths=sizes[0], rejected_lengths=sizes[1],
-                                   gamma=simpo_gamma, label_smoothing=label_smoothing)
+        losses, metrics = loss(*logps.chunk(2), *ref.chunk(2), *sizes)
         (losses.mean() / len(chunks)).backward()
         for key, value in {"loss": losses.detach().mean(), **metrics}.items():
             totals[key] = totals.get(key, 0.0) + value / len(chunks)
@@ -128,41 +139,32 @@ def train_dpo(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     data: PairTensors,
+    loss: PreferenceLoss,
+    batches: Batches,
+    steps: range,
     *,
-    beta: float,
-    loss_type: str,
-    steps: int,
-    batch_size: int,
-    grad_accum: int,
-    seed: int,
-    start_step: int = 0,
-    rank: int = 0,
-    world_size: int = 1,
     hook: LogitsHook | None = None,
     on_step: Callable[[int, dict[str, Tensor | float]], None] | None = None,
     lr_at: Callable[[int], float] | None = None,
-    label_smoothing: float = 0.0,
-    simpo_gamma: float = 0.0,
     max_grad_norm: float | None = None,
 ) -> None:
-    """Run steps [start_step, steps); `on_step(step_done, metrics)` after each (for reporting).
-    `lr_at(step)` sets the learning rate of each step (None: the optimizer's stays); the
-    settings after it are dpo_step's.
+    """Run `steps` (a resumed run starts past 0); `on_step(step_done, metrics)` after each
+    (for reporting). `lr_at(step)` sets the learning rate of each step (None: the optimizer's
+    stays); `max_grad_norm` is dpo_step's.
 
     `metrics` are 0-d device tensors (convert with `as_floats` on the steps that report) and
     `tokens_per_s`, a float: the host's pace, which is the device's once its queue is full.
     """
     model.train()
     lengths = row_lengths(data.enc)
-    for step in range(start_step, steps):
-        idx = batch_indices(data.n, batch_size, step, seed, rank, world_size)
+    for step in steps:
+        idx = batches.at(data.n, step)
         if lr_at is not None:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
         started = time.perf_counter()
-        metrics = dpo_step(model, optimizer, data, lengths, idx, beta, loss_type, grad_accum,
-                           hook, label_smoothing=label_smoothing, simpo_gamma=simpo_gamma,
-                           max_grad_norm=max_grad_norm)
+        metrics = dpo_step(model, optimizer, data, lengths, idx, loss, batches.micro_batches,
+                           hook, max_grad_norm=max_grad_norm)
         metrics["tokens_per_s"] = metrics.pop("tokens") / (time.perf_counter() - started)
         if on_step is not None:
             on_step(step + 1, metrics)

@@ -27,7 +27,7 @@ from didray.eval.pairs import dataset_step_metrics, pair_metrics
 from didray.eval.toy import ToyTables
 from didray.files import damage, write_index
 from didray.train.gauges import export_step_metrics
-from didray.train.loop import as_floats, lr_schedule, make_optimizer, train_dpo
+from didray.train.loop import Batches, as_floats, lr_schedule, make_optimizer, train_dpo
 from didray.worlds.policy import load_policy
 from didray.worlds.text import batched_response_logps
 
@@ -93,12 +93,11 @@ def reference_report(data: PairTensors, trial: Trial, tables: ToyTables | None,
     where reports carry the toy world's exact evaluation, pi_ref's from its enumeration.
     Computed from what the trial has loaded, with no forward pass; kept out of Tune's
     reports, since no training iteration happened (nothing for ASHA or the trackers)."""
-    ref, train = data.ref_logps.cpu(), trial.train
+    ref = data.ref_logps.cpu()
     report = {"step": 0, "node_id": ray.get_runtime_context().get_node_id(),
               "workers": workers,
-              **dataset_step_metrics(ref, ref, trial.beta, train.loss_type,
-                                     data.enc.response_mask.sum(dim=-1).cpu(),
-                                     train.label_smoothing, train.simpo_gamma)}
+              **dataset_step_metrics(ref, ref, trial.loss,
+                                     data.enc.response_mask.sum(dim=-1).cpu())}
     if tables is not None and trial.evaluates_at(0):
         exact = tables.evaluate(tables.ref)
         report |= {name: exact[key] for name, key in EXACT_STEP_METRICS.items()}
@@ -113,10 +112,8 @@ def final_evaluation(model: torch.nn.Module, tokenizer, hook, data: PairTensors,
     on the training prompts, like the exact DID-entropy columns they are graded against)."""
     model.eval()
     policy = batched_response_logps(model, data.enc, hook, batch_size=64).cpu()
-    train = trial.train
-    metrics = pair_metrics(policy, data.ref_logps.cpu(), trial.beta, train.loss_type,
-                           data.enc.response_mask.sum(dim=-1).cpu(), train.label_smoothing,
-                           train.simpo_gamma)
+    metrics = pair_metrics(policy, data.ref_logps.cpu(), trial.loss,
+                           data.enc.response_mask.sum(dim=-1).cpu())
     estimates = []
     if tables is not None:
         metrics |= tables.evaluate(table)
@@ -259,10 +256,9 @@ def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
             session.report(metrics, checkpoint)
 
     clock.setup_done()
-    train_dpo(model, optimizer, data, beta=trial.beta, loss_type=train.loss_type,
-              steps=train.steps, batch_size=train.batch_size, grad_accum=train.grad_accum,
-              seed=trial.seed, start_step=start, rank=rank, world_size=world_size, hook=hook,
-              on_step=on_step,
+    train_dpo(model, optimizer, data, trial.loss,
+              Batches(train.batch_size, trial.seed, micro_batches=train.grad_accum, rank=rank,
+                      world_size=world_size),
+              range(start, train.steps), hook=hook, on_step=on_step,
               lr_at=lr_schedule(train.lr, train.steps, train.lr_schedule, train.warmup_steps),
-              label_smoothing=train.label_smoothing, simpo_gamma=train.simpo_gamma,
               max_grad_norm=train.max_grad_norm)

@@ -2,8 +2,8 @@
 before the last step (the CI sweep: steps 6, report_every 2, so ASHA may cut at step 4 last)."""
 
 import pytest
+from support.schema import CI, errors_of, with_
 
-from config.test_schema import CI, errors_of, with_
 from didray.config.load import parse_sweep
 from didray.sweep.driver import scheduler
 

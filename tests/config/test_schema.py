@@ -4,30 +4,13 @@ from pathlib import Path
 
 import pytest
 import yaml
+from support.schema import CI, errors_of, swept, with_
 
 from didray.cli import main
-from didray.config.load import SweepFileError, load_sweep, parse_sweep
+from didray.config.load import load_sweep, parse_sweep
 from didray.config.schema import Sweep
 
 SWEEPS = sorted(Path(__file__).parents[2].joinpath("sweeps").glob("*.yaml"))
-CI = yaml.safe_load(Path(__file__).parents[2].joinpath("sweeps/ci.yaml").read_text())
-
-
-def errors_of(data: dict) -> list[str]:
-    with pytest.raises(SweepFileError) as info:
-        parse_sweep(data)
-    return info.value.errors
-
-
-def with_(path: str, value, base: dict = CI) -> dict:
-    """A copy of `base` (the CI sweep) with one dotted field replaced."""
-    data = yaml.safe_load(yaml.safe_dump(base))
-    *parents, last = path.split(".")
-    node = data
-    for key in parents:
-        node = node[int(key)] if key.isdigit() else node.setdefault(key, {})
-    node[last] = value
-    return data
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=lambda p: p.name)
@@ -273,16 +256,6 @@ def test_hf_sweep_files_pin_what_they_claim():
     assert gpu.scaling.gpus_per_worker == 1 and gpu.sampler.backend == "vllm"
 
 
-def swept(**search) -> dict:
-    return {**CI, "search": {**CI["search"], **search}}
-
-
-def sweep_errors(data: dict) -> list[str]:
-    with pytest.raises(SweepFileError) as err:
-        parse_sweep(data)
-    return err.value.errors
-
-
 def test_any_train_or_eval_setting_is_an_axis_typed_by_its_field():
     sweep = parse_sweep(swept(**{"train.lr": ["1e-4", 1e-3], "eval.judge.k": [4, 8]}))
     assert sweep.search.axes == {"train.lr": [1e-4, 1e-3], "eval.judge.k": [4, 8]}
@@ -314,5 +287,5 @@ def test_any_train_or_eval_setting_is_an_axis_typed_by_its_field():
     ({"train.lr": [1e-3, 1e-3]}, "search.train.lr: values must be distinct; repeated: 0.001"),
 ])
 def test_bad_axes_are_named(search, expected):
-    errors = sweep_errors(swept(**search))
+    errors = errors_of(swept(**search))
     assert any(e.startswith(expected) for e in errors), errors

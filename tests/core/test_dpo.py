@@ -1,4 +1,5 @@
-"""Tests for didray.core.dpo: hand-derived losses per type, metrics, gradients, validation."""
+"""Tests for didray.core.dpo: hand-derived losses per type, metrics, gradients, validation; the
+losses of the trained objective through `PreferenceLoss`, the settings object the loop takes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from didray.core.dpo import LOSS_TYPES, dpo_loss
+from didray.core.dpo import LOSS_TYPES, PreferenceLoss, dpo_loss
 
 
 def _t(*xs: float, grad: bool = False) -> torch.Tensor:
@@ -20,15 +21,18 @@ def test_loss_types() -> None:
     assert LOSS_TYPES == ("sigmoid", "ipo", "simpo")
 
 
-def test_sigmoid_zero_margin_is_log2() -> None:
-    losses, _ = dpo_loss(_t(-3.0), _t(-5.0), _t(-3.0), _t(-5.0), beta=0.1)  # (1,)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.3])
+def test_sigmoid_zero_margin_is_log2(label_smoothing: float) -> None:
+    # At h = 0 both labels are equally likely: log 2 whatever the smoothing.
+    loss = PreferenceLoss(beta=0.1, label_smoothing=label_smoothing)
+    losses, _ = loss(_t(-3.0), _t(-5.0), _t(-3.0), _t(-5.0))  # (1,)
     assert losses.item() == pytest.approx(math.log(2.0), abs=1e-15)
 
 
 def test_sigmoid_hand_value_and_metrics() -> None:
     # h = (0 - 0) - (-1 - 0) = 1, beta = log 3 -> -logsigmoid(log 3) = log(4/3).
     beta = math.log(3.0)
-    losses, m = dpo_loss(_t(0.0), _t(-1.0), _t(0.0), _t(0.0), beta=beta)  # (1,)
+    losses, m = PreferenceLoss(beta)(_t(0.0), _t(-1.0), _t(0.0), _t(0.0))  # (1,)
     assert losses.item() == pytest.approx(0.28768207245178085, abs=1e-15)
     assert m["rewards/chosen"].item() == 0.0
     assert m["rewards/rejected"].item() == pytest.approx(-beta)
@@ -39,9 +43,8 @@ def test_sigmoid_hand_value_and_metrics() -> None:
 
 def test_sigmoid_label_smoothing_hand_value() -> None:
     # 0.75 log(4/3) + 0.25 log 4 = H(3/4, 1/4).
-    losses, _ = dpo_loss(
-        _t(0.0), _t(-1.0), _t(0.0), _t(0.0), beta=math.log(3.0), label_smoothing=0.25
-    )  # (1,)
+    loss = PreferenceLoss(beta=math.log(3.0), label_smoothing=0.25)
+    losses, _ = loss(_t(0.0), _t(-1.0), _t(0.0), _t(0.0))  # (1,)
     assert losses.item() == pytest.approx(0.5623351446188083, abs=1e-15)
 
 
@@ -57,23 +60,17 @@ def test_reference_free_ignores_reference() -> None:
 
 def test_ipo_hand_value() -> None:
     # h = 1, 1/(2 beta) = 2 -> (1 - 2)^2 = 1.
-    losses, _ = dpo_loss(_t(0.0), _t(-1.0), _t(0.0), _t(0.0), beta=0.25, loss_type="ipo")  # (1,)
+    losses, _ = PreferenceLoss(0.25, "ipo")(_t(0.0), _t(-1.0), _t(0.0), _t(0.0))  # (1,)
     assert losses.item() == 1.0
+    # h = 2 sits at IPO's target 1/(2 beta): no loss at all.
+    at_target, _ = PreferenceLoss(0.25, "ipo")(_t(0.0), _t(-2.0), _t(0.0), _t(0.0))
+    assert at_target.item() == 0.0
 
 
 def test_simpo_hand_value_and_metrics() -> None:
     # rewards 2*(-2)/2 = -2 and 2*(-6)/3 = -4; margin 2 - gamma 1 = 1 -> log(1 + e^-1).
-    losses, m = dpo_loss(
-        _t(-2.0),
-        _t(-6.0),
-        None,
-        None,
-        beta=2.0,
-        loss_type="simpo",
-        chosen_lengths=torch.tensor([2]),
-        rejected_lengths=torch.tensor([3]),
-        gamma=1.0,
-    )  # (1,)
+    loss = PreferenceLoss(beta=2.0, loss_type="simpo", simpo_gamma=1.0)
+    losses, m = loss(_t(-2.0), _t(-6.0), None, None, torch.tensor([2]), torch.tensor([3]))  # (1,)
     assert losses.item() == pytest.approx(0.31326168751822286, abs=1e-15)
     assert m["rewards/chosen"].item() == -2.0 and m["rewards/rejected"].item() == -4.0
     assert m["rewards/accuracies"].item() == 1.0
@@ -130,6 +127,19 @@ def test_sigmoid_gradient_sign(logps: list[float], beta: float) -> None:
 def test_sigmoid_matches_closed_form(h: float, beta: float) -> None:
     losses, _ = dpo_loss(_t(h), _t(0.0), _t(0.0), _t(0.0), beta=beta)  # (1,)
     assert losses.item() == pytest.approx(math.log1p(math.exp(-beta * h)), rel=1e-12)
+
+
+def test_loss_settings_are_checked_when_built() -> None:
+    with pytest.raises(ValueError, match="'dpo'"):
+        PreferenceLoss(0.1, "dpo")
+    with pytest.raises(ValueError, match="beta must be > 0, got 0"):
+        PreferenceLoss(0.0)
+    with pytest.raises(ValueError, match="not defined for loss_type 'ipo'"):
+        PreferenceLoss(0.1, "ipo", label_smoothing=0.1)
+    with pytest.raises(ValueError, match="label_smoothing must be in"):
+        PreferenceLoss(0.1, label_smoothing=0.7)
+    with pytest.raises(ValueError, match="requires chosen_lengths"):
+        PreferenceLoss(0.1, "simpo")(_t(0.0), _t(0.0), None, None)
 
 
 def test_invalid_arguments_raise() -> None:

@@ -9,10 +9,11 @@ import torch
 from support.builders import RM_TEMPLATE, save_plain, save_toy_policy
 from transformers import LlamaForSequenceClassification
 
+from didray.core.dpo import PreferenceLoss
 from didray.data.tensors import PairTensors
 from didray.eval.scorers import RewardModelScorer
 from didray.sampling.sampler import Sampler
-from didray.train.loop import make_optimizer, train_dpo
+from didray.train.loop import Batches, make_optimizer, train_dpo
 from didray.worlds import toy
 from didray.worlds.policy import load_policy
 from didray.worlds.text import batched_response_logps, encode
@@ -55,8 +56,8 @@ def test_bf16_dpo_with_gradient_checkpointing_on_cuda(policy_dir):
     enc = encode(tokenizer, prompts[:3] * 2, responses[:3] + responses[3:6]).to("cuda")
     data = PairTensors(enc, batched_response_logps(model.eval(), enc, hook))
     losses = []
-    train_dpo(model, make_optimizer(model.parameters(), "adamw", 1e-3, 0.0), data, beta=0.1,
-              loss_type="sigmoid", steps=3, batch_size=3, grad_accum=1, seed=0, hook=hook,
+    train_dpo(model, make_optimizer(model.parameters(), "adamw", 1e-3, 0.0), data,
+              PreferenceLoss(0.1), Batches(size=3, seed=0), range(3), hook=hook,
               on_step=lambda step, m: losses.append(m["loss"]))
     assert losses[0] == pytest.approx(math.log(2), abs=1e-2)  # bf16 rounding at pi_ref
     assert all(math.isfinite(x) for x in losses) and losses[-1] < losses[0]

@@ -4,9 +4,9 @@ import copy
 import math
 
 import torch
-import torch.nn.functional as F
+from support.pairs import toy_pairs
 
-from didray.core.dpo import dpo_loss
+from didray.core.dpo import PreferenceLoss, dpo_loss
 from didray.data.tensors import PairTensors
 from didray.train.loop import (
     as_floats,
@@ -16,25 +16,7 @@ from didray.train.loop import (
     make_optimizer,
     row_lengths,
 )
-from didray.worlds import toy
-from didray.worlds.text import Encoded, batched_response_logps, encode, response_logps
-
-
-def toy_pairs(extra_padding: int = 0):
-    """An untrained toy policy, its response hook and 4 pairs of varied length, right-padded
-    `extra_padding` columns past the longest row."""
-    torch.manual_seed(0)
-    spec = toy.ToyWorldSpec(n_open_prompts=2, n_fact_prompts=2, response_alphabet=6,
-                            max_response_tokens=2)
-    world, tokenizer = toy.build_world(spec), toy.build_tokenizer()
-    model = toy.build_model(spec, tokenizer)
-    prompts = [p.text for p in world.prompts]
-    chosen, rejected = ["red blue", "cat", "one", "red"], ["dog dog", "red red", "cat", "two"]
-    enc = encode(tokenizer, prompts * 2, chosen + rejected)
-    enc = Encoded(F.pad(enc.input_ids, (0, extra_padding), value=tokenizer.pad_token_id),
-                  F.pad(enc.attention_mask, (0, extra_padding)),
-                  F.pad(enc.response_mask, (0, extra_padding)))
-    return model, toy.response_hook(model, tokenizer), enc
+from didray.worlds.text import Encoded, batched_response_logps, response_logps
 
 
 def test_batch_indices_cover_each_epoch_once():
@@ -60,7 +42,7 @@ def test_dpo_steps_lower_the_loss_from_log_2():
     data = PairTensors(enc, batched_response_logps(model, enc, hook))
     optimizer = make_optimizer(model.parameters(), "adamw", 1e-2, 0.0)
     idx, lengths = torch.arange(4), row_lengths(enc)
-    raw = dpo_step(model, optimizer, data, lengths, idx, 0.5, "sigmoid", micro_batches=2,
+    raw = dpo_step(model, optimizer, data, lengths, idx, PreferenceLoss(0.5), micro_batches=2,
                    hook=hook)
     # Batch means stay on the device until reported; the token count is the host's.
     assert all(isinstance(raw[key], torch.Tensor) for key in raw if key != "tokens")
@@ -69,7 +51,7 @@ def test_dpo_steps_lower_the_loss_from_log_2():
     # The policy starts at the reference, so every margin is 0 and the loss is log 2.
     assert math.isclose(first["loss"], math.log(2), abs_tol=1e-5)
     for _ in range(5):
-        last = as_floats(dpo_step(model, optimizer, data, lengths, idx, 0.5, "sigmoid",
+        last = as_floats(dpo_step(model, optimizer, data, lengths, idx, PreferenceLoss(0.5),
                                   hook=hook))
     assert last["loss"] < first["loss"] - 0.05
     assert last["rewards/accuracies"] == 1.0
@@ -103,7 +85,7 @@ def test_trimmed_batches_score_and_lose_like_full_padding():
     expected = float(losses.mean())
     assert abs(expected - math.log(2)) > 0.1
     optimizer = make_optimizer(model.parameters(), "adamw", 1e-2, 0.0)
-    loss = dpo_step(model, optimizer, data, lengths, idx, 0.5, "sigmoid", hook=hook)["loss"]
+    loss = dpo_step(model, optimizer, data, lengths, idx, PreferenceLoss(0.5), hook=hook)["loss"]
     assert abs(float(loss) - expected) <= 1e-6
 
 
@@ -122,7 +104,7 @@ def test_fused_adamw_trains_like_the_per_tensor_loop():
     for step in range(3):
         idx = batch_indices(data.n, 2, step, seed=0)
         for model, optimizer in ((fused_model, fused), (loop_model, loop)):
-            dpo_step(model, optimizer, data, lengths, idx, 0.5, "sigmoid", hook=hook)
+            dpo_step(model, optimizer, data, lengths, idx, PreferenceLoss(0.5), hook=hook)
     for a, b in zip(fused_model.parameters(), loop_model.parameters(), strict=True):
         torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
     moved = max(float((a.detach() - before).abs().max()) for a, before in

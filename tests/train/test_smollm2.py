@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from didray.core.dpo import PreferenceLoss
 from didray.data.tensors import PairTensors
-from didray.train.loop import make_optimizer, train_dpo
+from didray.train.loop import Batches, make_optimizer, train_dpo
 from didray.worlds.policy import load_policy
 from didray.worlds.text import batched_response_logps, encode
 
@@ -28,8 +29,8 @@ def test_dpo_steps_on_smollm2_start_at_log2_and_lower_the_loss(smollm2_dir):
     enc = encode(tokenizer, prompts, responses, 96, 64)
     data = PairTensors(enc, batched_response_logps(model.eval(), enc))
     losses = []
-    train_dpo(model, make_optimizer(model.parameters(), "adamw", 2e-5, 0.0), data, beta=0.1,
-              loss_type="sigmoid", steps=3, batch_size=4, grad_accum=1, seed=0,
+    train_dpo(model, make_optimizer(model.parameters(), "adamw", 2e-5, 0.0), data,
+              PreferenceLoss(0.1), Batches(size=4, seed=0), range(3),
               on_step=lambda step, m: losses.append(m["loss"]))
     assert losses[0] == pytest.approx(math.log(2), abs=1e-4)  # step 1 runs at pi_ref
     after = batched_response_logps(model.eval(), enc)

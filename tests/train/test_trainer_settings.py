@@ -4,10 +4,13 @@ import math
 
 import pytest
 import torch
+from support.pairs import toy_pairs
 
+from didray.core.dpo import PreferenceLoss
 from didray.data.tensors import PairTensors
 from didray.eval.pairs import pair_metrics
 from didray.train.loop import (
+    Batches,
     dpo_step,
     lr_factor,
     lr_schedule,
@@ -16,7 +19,6 @@ from didray.train.loop import (
     train_dpo,
 )
 from didray.worlds.text import batched_response_logps
-from train.test_loop import toy_pairs
 
 
 @pytest.mark.parametrize(
@@ -49,8 +51,8 @@ def test_train_dpo_runs_each_step_at_its_scheduled_lr():
     data = PairTensors(enc, batched_response_logps(model, enc, hook))
     optimizer = make_optimizer(model.parameters(), "sgd", 0.1, 0.0)
     seen = []
-    train_dpo(model, optimizer, data, beta=0.5, loss_type="sigmoid", steps=4, batch_size=4,
-              grad_accum=1, seed=0, hook=hook, lr_at=lr_schedule(0.1, 4, "linear", 1),
+    train_dpo(model, optimizer, data, PreferenceLoss(0.5), Batches(size=4, seed=0), range(4),
+              hook=hook, lr_at=lr_schedule(0.1, 4, "linear", 1),
               on_step=lambda step, _: seen.append(optimizer.param_groups[0]["lr"]))
     # warmup: 0; then 1, 2/3, 1/3 of 0.1 over the 3 decaying steps
     assert seen == pytest.approx([0.0, 0.1, 0.1 * 2 / 3, 0.1 / 3])
@@ -67,7 +69,7 @@ def test_clipping_bounds_the_gradient_norm():
         model, hook, enc = toy_pairs()
         data = PairTensors(enc, batched_response_logps(model, enc, hook) - 0.3)
         optimizer = make_optimizer(model.parameters(), "sgd", 0.0, 0.0)  # lr 0: grads only
-        dpo_step(model, optimizer, data, row_lengths(enc), torch.arange(4), 0.5, "sigmoid",
+        dpo_step(model, optimizer, data, row_lengths(enc), torch.arange(4), PreferenceLoss(0.5),
                  hook=hook, max_grad_norm=clip)
         norms[clip] = grad_norm(model)
     assert norms[None] > 1e-2  # the untouched gradient is far above the bound
@@ -79,9 +81,9 @@ def test_label_smoothing_loss_by_hand():
     # of the time the loss is 3/4 log(4/3) + 1/4 log 4 = 0.5623351446188083.
     policy = torch.tensor([-1.0, -2.0, -3.0, -3.0])
     ref = torch.tensor([-2.0, -3.0, -3.0, -3.0])
-    metrics = pair_metrics(policy, ref, math.log(3), "sigmoid", label_smoothing=0.25)
+    metrics = pair_metrics(policy, ref, PreferenceLoss(math.log(3), label_smoothing=0.25))
     assert metrics["dpo_loss"] == pytest.approx(0.75 * math.log(4 / 3) + 0.25 * math.log(4))
-    assert pair_metrics(policy, ref, math.log(3), "sigmoid")["dpo_loss"] == pytest.approx(
+    assert pair_metrics(policy, ref, PreferenceLoss(math.log(3)))["dpo_loss"] == pytest.approx(
         math.log(4 / 3))
 
 
@@ -92,8 +94,8 @@ def test_simpo_step_uses_response_token_counts():
     logps = batched_response_logps(model, enc, None)
     data = PairTensors(enc, logps)
     optimizer = make_optimizer(model.parameters(), "sgd", 0.0, 0.0)
-    loss = dpo_step(model, optimizer, data, row_lengths(enc), torch.arange(4), 2.0, "simpo",
-                    simpo_gamma=0.5)["loss"]
+    loss = dpo_step(model, optimizer, data, row_lengths(enc), torch.arange(4),
+                    PreferenceLoss(2.0, "simpo", simpo_gamma=0.5))["loss"]
     sizes = enc.response_mask.sum(dim=-1).double()  # (8,) response tokens, </s> included
     assert len(set(sizes.tolist())) > 1  # lengths vary: normalising them matters
     (pc, pr), (lc, lr) = logps.double().chunk(2), sizes.chunk(2)
