@@ -1,5 +1,5 @@
-"""Exact toy evaluation's enumeration: scoring every response on its own against reading every
-shorter response from the full-length ones (`didray.worlds.toy.enumerate_logps`).
+"""Exact toy evaluation's enumeration: scoring every response on its own against scoring the
+responses as a tree on each prompt's key-value cache (`didray.worlds.toy.enumerate_logps`).
 
     python bench/enumeration.py [--repeats 5] [--threads 1]
 
@@ -34,10 +34,10 @@ def main() -> None:
         return torch.stack([response_logprobs(model, tokenizer, p.text, responses)
                             for p in world.all_prompts])
 
-    def prefixes() -> torch.Tensor:
+    def tree() -> torch.Tensor:
         return toy.enumerate_logps(model, tokenizer, world)
 
-    runs = {"every response scored": each, "prefix enumeration": prefixes}
+    runs = {"every response scored": each, "tree enumeration": tree}
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(args.repeats):
         for name, run in runs.items():
@@ -49,7 +49,7 @@ def main() -> None:
     print("| method | seconds |\n|---|---|")
     for name, values in seconds.items():
         print(f"| {name} | {statistics.median(values):.2f} [{min(values):.2f}-{max(values):.2f}] |")
-    print(f"largest |log-prob difference|: {float((each() - prefixes()).abs().max()):.2e}")
+    print(f"largest |log-prob difference|: {float((each() - tree()).abs().max()):.2e}")
 
 
 if __name__ == "__main__":

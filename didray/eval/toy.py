@@ -32,6 +32,7 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
+from transformers import PreTrainedTokenizerFast
 
 from didray.config.schema import Judge
 from didray.core.did import did_entropy
@@ -127,16 +128,18 @@ class ToyTables:
     ref: Tensor  # (P, R) pi_ref's log-probs, enumerated once in prepare
     prompts: PromptTables
     judge: Judge
+    enumeration: toy.Enumeration  # the prompts tokenised once, not at every evaluation
 
     @classmethod
     def load(cls, world_dir: Path, enum_file: Path, judge: Judge) -> ToyTables:
         world = toy.read_world(world_dir)
-        return cls(world, torch.load(enum_file), prompt_tables(world), judge)
+        enumeration = toy.Enumeration.of(world, PreTrainedTokenizerFast.from_pretrained(world_dir))
+        return cls(world, torch.load(enum_file), prompt_tables(world), judge, enumeration)
 
     def policy_table(self, model, tokenizer) -> Tensor:
         """The policy's log-prob of every (prompt, response): (P, R)."""
         was_training = model.training
-        table = toy.enumerate_logps(model.eval(), tokenizer, self.world)
+        table = self.enumeration.logps(model.eval(), tokenizer)
         model.train(was_training)
         return table
 

@@ -56,6 +56,29 @@ def test_evaluate_tables_hand_values() -> None:
     assert out["qa_accuracy_seen"] == 1.0
 
 
+def test_did_entropy_away_from_pi_ref_hand_values() -> None:
+    """The evaluation's DID entropy at a policy pi != pi_ref is H(q), q ∝ pi / pi_ref
+    (docs/design.md §1), not its reverse pi_ref / pi, whose entropy differs here.
+
+    Open row: pi = [2/7, 1/7, 4/7], pi_ref = [1/2, 1/4, 1/4] -> pi / pi_ref ∝ [1, 1, 4] ->
+    q = [1/6, 1/6, 2/3] -> H = (1/3) log 6 + (2/3) log(3/2) = 0.8676 (the reverse ratio gives
+    q = [4/9, 4/9, 1/9], H = 0.9650). Fact row: pi uniform, same pi_ref -> pi / pi_ref ∝
+    [1, 2, 2] -> q = [1/5, 2/5, 2/5] -> H = (1/5) log 5 + (4/5) log(5/2) = 1.0549 (reverse:
+    q = [1/2, 1/4, 1/4], H = (3/2) log 2 = 1.0397)."""
+    p = T([[2 / 7, 1 / 7, 4 / 7], [1 / 3, 1 / 3, 1 / 3]], dtype=torch.float64)
+    ref = T([[1 / 2, 1 / 4, 1 / 4], [1 / 2, 1 / 4, 1 / 4]], dtype=torch.float64)
+    tables = PromptTables(scores=torch.zeros(2, 3, dtype=torch.float64),
+                          accepted=torch.zeros(2, 3, dtype=torch.float64),
+                          is_fact=T([False, True]), heldout=T([False, False]),
+                          known=T([False, False]))
+    out = evaluate_tables(p.log(), ref.log(), tables, Judge())
+    open_h = math.log(6) / 3 + 2 / 3 * math.log(3 / 2)
+    fact_h = math.log(5) / 5 + 4 / 5 * math.log(5 / 2)
+    assert out["did_entropy_open"] == pytest.approx(open_h, abs=1e-12)
+    assert out["did_entropy_fact"] == pytest.approx(fact_h, abs=1e-12)
+    assert out["did_entropy"] == pytest.approx((open_h + fact_h) / 2, abs=1e-12)
+
+
 # A world small enough to fit in seconds: 6 words, responses of 1-2 words (42 in all).
 SPEC = toy.ToyWorldSpec(n_open_prompts=4, n_fact_prompts=4, n_heldout_open_prompts=6,
                         n_heldout_fact_prompts=4, response_alphabet=6, max_response_tokens=2,

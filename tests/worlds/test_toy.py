@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from support.toy_helpers import greedy_response, policy_report, sample_responses
 
 from didray.worlds.text import encode, prompt_text
 from didray.worlds.toy import (
+    Enumeration,
     ResponseLogitsProcessor,
     ResponseSpace,
     ToyPrompt,
@@ -140,20 +142,42 @@ def test_tokenizer_round_trip(fresh) -> None:
     assert tok.decode(ids).split() == text.split() + ["red", "blue", "</s>"]
 
 
-def test_prefix_enumeration_equals_scoring_every_response() -> None:
-    """enumerate_logps reads every shorter response's log-prob from the full-length ones: it
-    must give each response the log-prob that scoring it on its own gives (L = 3, so prefixes
-    of 1 and 2 words, and the full 3), within float32 rounding."""
-    spec = SPEC.model_copy(update={"max_response_tokens": 3})
-    world, tok = build_world(spec), build_tokenizer()
-    torch.manual_seed(1)
+def _perturbed_policy(spec: ToyWorldSpec, tok) -> torch.nn.Module:
+    """A policy away from any fitted pi_ref: seeded noise on every weight of a fresh model,
+    large enough that its token laws are far from uniform."""
     model = build_model(spec, tok).eval()
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for weight in model.parameters():
+            weight.add_(0.1 * torch.randn(weight.shape, generator=generator))
+    return model
+
+
+def test_tree_enumeration_equals_scoring_every_response() -> None:
+    """The tree (each prompt run once, continuations on its key-value cache) gives every
+    response the log-prob a full forward pass over prompt + response gives it, at L = 3 (so
+    1-, 2- and 3-word responses), for prompts of two token lengths (an unpadded group
+    each) and with passes cut to a few rows, within float32 rounding."""
+    spec = SPEC.model_copy(update={"max_response_tokens": 3, "n_open_prompts": 1,
+                                   "n_fact_prompts": 1, "n_heldout_open_prompts": 1,
+                                   "n_heldout_fact_prompts": 1})
+    tok = build_tokenizer()
+    world = build_world(spec)
+    longer = ToyPrompt("list 2 red colours", "open", "colours", target_len=2)  # 7 tokens
+    world = replace(world, prompts=(longer, *world.prompts))
+    model = _perturbed_policy(spec, tok)
     responses = enumerate_responses(world)  # 6 + 36 + 216
-    table = enumerate_logps(model, tok, world)  # (P, R)
+    alone = torch.stack([response_logprobs(model, tok, p.text, responses)
+                         for p in world.all_prompts])
+    assert alone.std(-1).min() > 1.0  # far from uniform: a misplaced row or column shows
+    enumeration = Enumeration.of(world, tok)
+    assert sorted(ids.shape[1] for _, ids in enumeration.groups) == [6, 7]
+    table = enumeration.logps(model, tok)  # (P, R)
     assert table.shape == (len(world.all_prompts), 258)
-    for row, p in zip(table, world.all_prompts, strict=True):
-        alone = response_logprobs(model, tok, p.text, responses)
-        assert torch.allclose(row, alone, atol=2e-6, rtol=0), float((row - alone).abs().max())
+    torch.testing.assert_close(table, alone, atol=1e-5, rtol=0)
+    chunked = enumeration.logps(model, tok, max_rows=12)  # 2 prefixes extended a pass
+    torch.testing.assert_close(chunked, alone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(enumerate_logps(model, tok, world), table, atol=0, rtol=0)
 
 
 def _total_mass(model, tok, world: ToyWorld) -> list[float]:

@@ -6,7 +6,8 @@ and DID entropies are computed exactly. Its modules, by lifecycle:
 - `language`: the task language (prompts, rewards, the enumerated response space);
 - `model`: the tokenizer and a freshly initialised tiny Llama;
 - `mask`: the response mask that defines the world's policy (all a sampler needs);
-- `reference`: pi_ref, SFT'd on a teacher's samples and cached, and exact scoring.
+- `reference`: pi_ref, SFT'd on a teacher's samples and cached, and scoring responses;
+- `enumeration`: the log-prob of every response of every prompt, for exact evaluation.
 
 `toy.X` imports X's module on first use, so a sampler that imports only `toy.mask` does not
 load the rest of the world.
@@ -23,8 +24,9 @@ _EXPORTS = {
     ".model": ("CHAT_TEMPLATE", "PAD", "build_model", "build_tokenizer"),
     ".mask": ("ResponseLogitsProcessor", "ResponseSpace", "masked_response_logits",
               "response_hook", "response_space"),
-    ".reference": ("ENUMERATION", "enumerate_logps", "fit_reference", "load_world", "read_world",
-                   "reference_problem", "response_logprobs"),
+    ".reference": ("fit_reference", "load_world", "read_world", "reference_problem",
+                   "response_logprobs"),
+    ".enumeration": ("ENUMERATION", "Enumeration", "enumerate_logps"),
 }
 _HOME = {name: module for module, names in _EXPORTS.items() for name in names}
 __all__ = sorted(_HOME)

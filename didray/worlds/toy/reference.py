@@ -1,4 +1,4 @@
-"""pi_ref: a brief SFT on samples from a teacher, fitted once per spec and cached; exact scoring.
+"""pi_ref: a brief SFT on a teacher's samples, fitted once per spec and cached; response scoring.
 
 The teacher knows only some facts (`ToyWorldSpec.fact_known_rate`) and answers open prompts
 with a mix of good and mediocre responses, so pi_ref's QA accuracy and open reward are both far
@@ -9,7 +9,6 @@ log-prob here is the masked policy's (`didray.worlds.toy.mask`).
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
 import time
@@ -35,7 +34,7 @@ from didray.worlds.toy.language import (
     ToyWorld,
     build_world,
 )
-from didray.worlds.toy.mask import response_hook, response_steps
+from didray.worlds.toy.mask import response_hook
 from didray.worlds.toy.model import build_model, build_tokenizer
 
 # Teacher mixture weights: part of the recipe (bump TOY_RECIPE_VERSION when they change).
@@ -64,45 +63,6 @@ def response_logprobs(
     enc = encode(tokenizer, [prompt] * len(responses), responses)
     hook = response_hook(model, tokenizer, temperature)
     return batched_response_logps(model, enc, hook, batch_size)
-
-
-ENUMERATION = "prefix-v1"  # how enumerate_logps computes: part of the enumeration cache key
-
-
-@torch.no_grad()
-def prefix_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                    world: ToyWorld, prompt: str, batch_size: int = 256) -> Tensor:
-    """(R,) log pi(response | prompt) of every response, `enumerate_responses` order, from one
-    forward pass over the A^L full-length responses only (docs/design.md §2.2): a causal model
-    gives every prefix's next-token law inside the full sequences, so a k-word response's
-    log-prob is its prefix's token log-probs plus log p(</s> | prefix) read at step k of any
-    full sequence that starts with it. All rows have one length: no padding enters."""
-    big_l, a = world.max_response_tokens, len(world.alphabet)
-    full = [" ".join(words) for words in itertools.product(world.alphabet, repeat=big_l)]
-    enc = encode(tokenizer, [prompt] * len(full), full)
-    hook = response_hook(model, tokenizer)
-    laws = []  # per chunk (b, L+1, V): the masked next-token law at response steps 0..L
-    for at in range(0, len(full), batch_size):
-        rows = enc.rows(slice(at, at + batch_size))
-        logits = model(input_ids=rows.input_ids, attention_mask=rows.attention_mask).logits
-        logp = hook(logits.float(), rows.response_mask).log_softmax(-1)  # (b, T, V)
-        at_steps = response_steps(rows.response_mask) >= 0  # (b, T): L+1 positions a row
-        laws.append(logp[at_steps].view(len(rows.input_ids), big_l + 1, -1))
-    law = torch.cat(laws)  # (A^L, L+1, V)
-    words = enc.input_ids[enc.response_mask.bool()].view(len(full), big_l + 1)[:, :big_l]
-    prefix = law[:, :big_l].gather(-1, words.unsqueeze(-1)).squeeze(-1).cumsum(-1)  # (A^L, L)
-    stop = law[:, 1:, tokenizer.eos_token_id]  # (A^L, L): log p(</s> | first k words)
-    # The k-word responses, in product order, are the prefixes of every A^(L-k)-th full one.
-    return torch.cat([(prefix + stop)[:: a ** (big_l - k), k - 1] for k in range(1, big_l + 1)])
-
-
-def enumerate_logps(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: ToyWorld
-) -> Tensor:
-    """log pi(y | x) of every enumerated response of every prompt: (P, R), rows in
-    `world.all_prompts` order (training, then held-out)."""
-    return torch.stack([prefix_logprobs(model, tokenizer, world, p.text)
-                        for p in world.all_prompts])
 
 
 # ----------------------------------------------------------------------------- teacher, SFT
