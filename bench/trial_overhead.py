@@ -1,11 +1,16 @@
-"""What a Tune trial costs beyond its DPO steps, on the embedded local Ray.
+"""What a sweep and a Tune trial cost beyond their DPO steps, on the embedded local Ray.
 
 Runs a toy sweep of `--trials` one-worker trials (seeds 0..n-1, one at a time) twice, with a
-short and a long training run, and separates the per-step cost from the fixed cost of a trial
-(trial start, model and data load, checkpoint, final evaluation). A second table sums each
-phase of the short sweep from `trials.parquet` (time/*_s). Prints tables; asserts nothing.
+short and a long training run, in one storage (the second sweep reuses the first one's caches).
+The first table separates what each sweep pays once (ray.init, prepare, Tune's start and end)
+from what each trial pays: its fixed cost (start, model and data load, checkpoint, final
+evaluation, Tune scheduling it) and the cost of a DPO step. The second sums each phase of the
+short sweep's trials from `trials.parquet` (time/*_s). Prints tables; asserts nothing.
 
-    .venv/bin/python bench/trial_overhead.py [--short 2] [--long 202] [--trials 4]
+    .venv/bin/python bench/trial_overhead.py [--short 2] [--long 202] [--trials 4] [--storage DIR]
+
+A storage holding a cache of the CI world (pi_ref, enumeration, data, reference log-probs)
+makes prepare a cache read; without `--storage` a temporary directory starts empty.
 """
 
 from __future__ import annotations
@@ -37,12 +42,27 @@ def sweep_of(trials: int, steps: int, storage: Path, name: str):
     return parse_sweep(data)
 
 
-def run(sweep) -> tuple[float, pl.DataFrame]:
-    """Seconds the trials took (after prepare) and the sweep's trials table."""
-    run_sweep(sweep, source="bench")
-    out = sweep.storage / sweep.name
+def run(sweep) -> tuple[dict, pl.DataFrame]:
+    """The sweep's run record (prepare_s, trials_s) and its trials table."""
+    out = run_sweep(sweep, source="bench")
     manifest = json.loads((out / "manifest.json").read_text())
-    return manifest["runs"][-1]["trials_s"], pl.read_parquet(out / "trials.parquet")
+    return manifest["runs"][-1], pl.read_parquet(out / "trials.parquet")
+
+
+def overheads(n: int, steps: tuple[int, int], short: tuple[dict, pl.DataFrame],
+              long: tuple[dict, pl.DataFrame]) -> list[tuple[str, float]]:
+    """Per-sweep and per-trial costs. Trials run one at a time, so a sweep's trials phase is
+    its trials' own seconds (time/trial_s, start-up included) plus what Tune spends around
+    them; the step cost comes from the difference of the two sweeps' trial seconds."""
+    trial_s = [float(table["time/trial_s"].sum()) for _, table in (short, long)]
+    per_step = (trial_s[1] - trial_s[0]) / (n * (steps[1] - steps[0]))
+    return [("prepare (first sweep)", short[0]["prepare_s"]),
+            ("prepare (second sweep, cached)", long[0]["prepare_s"]),
+            ("Tune start, scheduling and end, per sweep",
+             short[0]["trials_s"] - trial_s[0]),
+            ("fixed cost of one trial (time/trial_s less its steps)",
+             trial_s[0] / n - steps[0] * per_step),
+            ("DPO step (toy model, batch 8)", per_step)]
 
 
 def main() -> None:
@@ -50,26 +70,27 @@ def main() -> None:
     args.add_argument("--short", type=int, default=2)
     args.add_argument("--long", type=int, default=202)
     args.add_argument("--trials", type=int, default=4)
+    args.add_argument("--storage", type=Path, default=None)
     opts = args.parse_args()
     n = opts.trials
     with tempfile.TemporaryDirectory() as tmp:
+        storage = opts.storage or Path(tmp)
         started = time.perf_counter()
         start_ray(None)
         init_s = time.perf_counter() - started
-        short, table = run(sweep_of(n, opts.short, Path(tmp), "short"))
-        long, _ = run(sweep_of(n, opts.long, Path(tmp), "long"))
-        ray.shutdown()
-    per_step = (long - short) / (n * (opts.long - opts.short))
-    rows = [("ray.init (embedded)", init_s),
-            (f"{n} trials of {opts.short} steps", short),
-            (f"{n} trials of {opts.long} steps", long),
-            ("DPO step (toy model, batch 8)", per_step),
-            ("fixed cost of one trial", short / n - opts.short * per_step)]
-    print(f"{n} one-worker toy trials, one at a time")
-    print(pl.DataFrame(rows, schema=["what", "seconds"], orient="row"))
-    phases = [(m.name, float(table[m.name].sum()) / n) for m in TIMES]
-    print(f"per trial of the {opts.short}-step sweep (trials.parquet, mean)")
-    print(pl.DataFrame(phases, schema=["phase", "seconds"], orient="row"))
+        try:
+            short = run(sweep_of(n, opts.short, storage, "short"))
+            long = run(sweep_of(n, opts.long, storage, "long"))
+        finally:
+            ray.shutdown()
+    rows = [("ray.init (embedded), per sweep", init_s),
+            *overheads(n, (opts.short, opts.long), short, long)]
+    phases = [(m.name, float(short[1][m.name].sum()) / n) for m in TIMES]
+    with pl.Config(fmt_str_lengths=80, tbl_rows=-1):
+        print(f"{n} one-worker toy trials, one at a time, of {opts.short} and {opts.long} steps")
+        print(pl.DataFrame(rows, schema=["what", "seconds"], orient="row"))
+        print(f"per trial of the {opts.short}-step sweep (trials.parquet, mean)")
+        print(pl.DataFrame(phases, schema=["phase", "seconds"], orient="row"))
 
 
 if __name__ == "__main__":
