@@ -9,9 +9,10 @@ import psutil
 import pytest
 import ray
 from ray.cluster_utils import Cluster
-from support.sweeps import CI, TRAINERS, assert_same_results, run_here, warm, write_sweep
+from support.sweeps import CI, TRAINERS, assert_same_results, warm, write_sweep
 
 from didray.analysis import entropy_vs_scores, load
+from didray.cli import main
 
 
 @pytest.fixture
@@ -30,8 +31,9 @@ def test_trials_spread_over_nodes_and_land_in_shared_storage(nodes, warm_cache, 
     path = write_sweep(tmp_path, {
         **CI, "name": "multi", "search": {"beta": [0.1, 0.5], "regime": ["pg"]},
         "scaling": {**CI["scaling"], "max_concurrent_trials": 2}}, name="multi.yaml")
-    assert run_here(["run", str(path), "--storage", str(warm(tmp_path, warm_cache)),
-                     "--address", nodes.address]) == 0
+    # main, not run_here: the test reads the cluster's nodes after the sweep.
+    assert main(["run", str(path), "--storage", str(warm(tmp_path, warm_cache)),
+                 "--address", nodes.address]) == 0
 
     trials = pl.read_parquet(tmp_path / "multi" / "trials.parquet")
     assert trials["status"].to_list() == ["TERMINATED"] * 2
@@ -69,8 +71,8 @@ def test_a_lost_node_costs_a_restart_not_the_sweep(ci_sweep, warm_cache, nodes, 
     killer = threading.Thread(target=remove_after_first_checkpoint, daemon=True)
     ray.init(address=nodes.address)
     killer.start()
-    assert run_here(["run", str(path), "--storage", str(warm(tmp_path, warm_cache)),
-                     "--address", nodes.address]) == 0
+    assert main(["run", str(path), "--storage", str(warm(tmp_path, warm_cache)),
+                 "--address", nodes.address]) == 0
     killer.join(timeout=5)
     assert len([n for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]) == 1
     assert_same_results(out, clean)
