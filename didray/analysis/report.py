@@ -4,7 +4,7 @@ The paper's headline comparison (arXiv:2505.23761): high-entropy DID helps open-
 instruction following, low-entropy DID helps knowledge-intensive QA. Here that reads as the
 sign of the rank correlation between a trained policy's DID entropy and each score, across the
 finished trials of a sweep within each training beta (pooled over regimes and seeds), with its
-bootstrap interval.
+interval from a bootstrap over datasets, the independent units (docs/design.md §3.6).
 """
 
 from __future__ import annotations
@@ -28,6 +28,12 @@ from didray.analysis.tables import (
 from didray.display import print_frame
 
 PRECISION = 3
+# A verdict needs this many independent units (datasets) in all, and in every beta stratum.
+# The bootstrap interval covers 0.9-0.95 at 6 units but under 0.9 at 3 (bench/intervals.py,
+# docs/design.md §3.6), and at 3 units per stratum a perfect rank order still happens by
+# chance one time in six per stratum.
+MIN_UNITS = 6
+MIN_STRATUM_UNITS = 3
 # (score, the sign of its correlation with DID entropy that the paper's claim predicts)
 CLAIMS = (("instruction_score", 1, "high-entropy DID helps instruction following"),
           ("instruction_winrate", 1, "high-entropy DID helps instruction following"),
@@ -62,9 +68,11 @@ def print_tables(results: Results, fmt: str = "table") -> pl.DataFrame:
         ("What each regime's data encode (data DID entropy, label strength, resampling ESS) "
          "and the mean learned DID entropy", regimes(results)),
         ("Correlation of DID entropy with each score across finished trials, within training "
-         "beta (95% bootstrap intervals)", corr),
+         "beta (95% intervals from a bootstrap over independent units: datasets)", corr),
         ("The paper's claims against those correlations (supported / contradicted: the "
-         "Spearman interval excludes 0 on the predicted / opposite side)", verdicts(corr)),
+         "Spearman interval excludes 0 on the predicted / opposite side, with at least "
+         f"{MIN_UNITS} independent units (datasets), {MIN_STRATUM_UNITS} per beta)",
+         verdicts(corr)),
     )
     for i, (title, frame) in enumerate(titled):
         print(("\n" if i else "") + _title(title, fmt))
@@ -87,17 +95,20 @@ def markdown(frame: pl.DataFrame) -> str:
 
 def verdicts(table: pl.DataFrame) -> pl.DataFrame:
     """Each claim of the paper against the Spearman correlations of `correlations()`:
-    supported / contradicted when the interval excludes 0 on the predicted / opposite side,
-    inconclusive otherwise (including when there is no interval)."""
+    supported / contradicted when the interval excludes 0 on the predicted / opposite side and
+    the sweep has enough independent units (MIN_UNITS, MIN_STRATUM_UNITS), inconclusive
+    otherwise (including when there is no interval). The units are shown beside the verdict."""
     claims = pl.DataFrame(CLAIMS, schema=["score", "predicted_sign", "claim"], orient="row")
     signed = pl.col("predicted_sign")
     low, high = pl.col("spearman_ci_low") * signed, pl.col("spearman_ci_high") * signed
-    verdict = (pl.when(pl.min_horizontal(low, high) > 0).then(pl.lit("supported"))
+    enough = (pl.col("units") >= MIN_UNITS) & (pl.col("stratum_units") >= MIN_STRATUM_UNITS)
+    verdict = (pl.when(~enough.fill_null(False)).then(pl.lit("inconclusive"))
+               .when(pl.min_horizontal(low, high) > 0).then(pl.lit("supported"))
                .when(pl.max_horizontal(low, high) < 0).then(pl.lit("contradicted"))
                .otherwise(pl.lit("inconclusive")))
     return (claims.join(table, on="score", how="left", maintain_order="left")
             .with_columns(verdict.alias("verdict"))
-            .select("sweep", ESTIMATOR, "claim", "score", "n",
+            .select("sweep", ESTIMATOR, "claim", "score", "n", "units", "stratum_units",
                     "spearman", "spearman_ci_low", "spearman_ci_high", "verdict"))
 
 
@@ -112,9 +123,11 @@ def capability_report(results: Results, out: Path, title: str) -> Path:
         f"# DID entropy vs capability: {title}",
         "Claim under test (arXiv:2505.23761): high-entropy DID helps open-ended instruction "
         "following, low-entropy DID helps knowledge-intensive QA. Each finished trial is one "
-        "point (DID entropy of the trained policy, score); the verdict reads the 95% bootstrap "
-        "interval of the Spearman correlation within training beta (ranks centred per beta, "
-        "since beta alone moves both the entropy and the scores).",
+        "point (DID entropy of the trained policy, score); the verdict reads the 95% interval "
+        "of the Spearman correlation within training beta (ranks centred per beta, since beta "
+        "alone moves both the entropy and the scores) from a bootstrap over datasets, the "
+        "independent units: a regime's seeds share its data. With fewer than "
+        f"{MIN_UNITS} units, or {MIN_STRATUM_UNITS} in a beta, it is inconclusive.",
         f"Trials: {counts['trials']} ({counts['finished']} finished, {counts['failed']} failed, "
         f"{counts['stopped']} stopped early, {counts['running']} running); only finished "
         "trials are evaluated.",

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import polars as pl
 
 from didray.analysis.load import Results
-from didray.analysis.stats import t_critical
+from didray.analysis.stats import t_critical, unit_bootstrap
 from didray.errors import BadInput
 from didray.metrics import SETTING, lookup
 
@@ -111,11 +111,11 @@ def regimes(results: Results) -> pl.DataFrame:
 
 
 def correlations(results: Results, by: Sequence[str] = ("sweep",),
-                 within: Sequence[str] = ("beta",), resamples: int = 1000, level: float = 0.95,
-                 seed: int = 0) -> pl.DataFrame:
+                 within: Sequence[str] = ("beta",), unit: Sequence[str] | None = None,
+                 resamples: int = 1000, level: float = 0.95, seed: int = 0) -> pl.DataFrame:
     """Pearson and Spearman of DID entropy against each score over finished trials, per `by`
     group and DID-entropy estimator (an exact toy value and an hf estimate are not one
-    variable), with percentile-bootstrap intervals (trials resampled with replacement).
+    variable), with bootstrap intervals over independent units (`stats.unit_bootstrap`).
 
     The correlations are taken *within* strata of `within` (default: the training beta): both
     variables (for Spearman, their ranks in the stratum) are centred on their stratum's mean
@@ -124,54 +124,63 @@ def correlations(results: Results, by: Sequence[str] = ("sweep",),
     even with the opposite sign to every within-beta one (docs/design.md §7.2). With one
     stratum these are the ordinary Pearson and Spearman coefficients.
 
-    n counts the trials with both values. Correlations are null where a score is constant
-    (undefined), intervals null below three trials. Draws come from a seeded hash of
-    (resample, draw), so a table is reproducible; resamples reuse the centred values.
+    Every trial of a regime trains on one dataset, so its seeds replicate training noise, not
+    data: the bootstrap resamples `unit`s (default `default_unit`), a drawn unit bringing all
+    its trials, and re-ranks and re-centres every resample. n counts the trials with both
+    values, `units` the distinct units, `stratum_units` the fewest units in any stratum.
+    Correlations are null where a score is constant (undefined), intervals null below
+    `stats.MIN_INTERVAL_UNITS` units. Draws are seeded and units taken in sorted order, so a
+    table is reproducible and independent of trials.parquet's row order.
     """
-    for axis in (*by, *within):
-        _require(axis, results.trials.collect_schema().names(), "correlations")
+    names = results.trials.collect_schema().names()
+    unit = default_unit(names) if unit is None else list(unit)
+    for axis in (*by, *within, *unit):
+        _require(axis, names, "correlations")
     group = [*by, ESTIMATOR, "score"]
-    strata = [*group, *within]
-    ranked = (results.trials.filter(FINISHED)
-              .unpivot(on=list(CORRELATED), index=[*by, *within, ESTIMATOR, "did_entropy"],
-                       variable_name="score", value_name="value")
-              .drop_nulls(["did_entropy", "value"])
-              # Resampled rows are indexed in this order: sorting by value makes the intervals
-              # independent of the order trials finished in (trials.parquet's row order).
-              .sort([*strata, "did_entropy", "value"])
-              .with_columns(rank_x=pl.col("did_entropy").rank().over(strata),
-                            rank_y=pl.col("value").rank().over(strata)))
-    pairs = (ranked
-             .with_columns((pl.col(a) - pl.col(a).mean().over(strata)).alias(b) for a, b in
-                           (("did_entropy", "x"), ("value", "y"), ("rank_x", "rx"),
-                            ("rank_y", "ry")))
-             .with_columns(i=pl.int_range(pl.len(), dtype=pl.UInt64).over(group),
-                           n=pl.len().over(group).cast(pl.UInt64)))
-    point = pairs.group_by(group).agg(pl.len().alias("n"), *_correlation_exprs())
-    draws = (pairs.select(*group, "n", j="i")
-             .join(pl.LazyFrame({"b": range(resamples)}), how="cross")
-             .with_columns(i=pl.struct("b", "j").hash(seed) % pl.col("n"))
-             .join(pairs.select(*group, "i", "x", "y", "rx", "ry"), on=[*group, "i"]))
-    tail = (1 - level) / 2
-    spread = (draws.group_by([*group, "b"]).agg(*_correlation_exprs())
-              .group_by(group)
-              .agg(*[pl.col(m).quantile(q, "linear").alias(f"{m}_ci_{side}")
-                     for m in ("pearson", "spearman")
-                     for side, q in (("low", tail), ("high", 1 - tail))]))
-    intervals = [f"{m}_ci_{side}" for m in ("pearson", "spearman") for side in ("low", "high")]
-    table = (point.join(spread, on=group, how="left")
-             .with_columns(pl.when(pl.col("n") >= 3).then(pl.col(c)).alias(c) for c in intervals)
-             .select(*group, "n", "pearson", "pearson_ci_low", "pearson_ci_high", "spearman",
-                     "spearman_ci_low", "spearman_ci_high")
-             .sort(group))
-    return table.collect()
+    pairs = (results.trials.filter(FINISHED)
+             .unpivot(on=list(CORRELATED),
+                      index=list(dict.fromkeys([*by, *within, *unit, ESTIMATOR, "did_entropy"])),
+                      variable_name="score", value_name="value")
+             .drop_nulls(["did_entropy", "value"])
+             .with_columns(_codes(within, group).alias("_stratum"),
+                           _codes(unit, group).alias("_unit"))
+             .sort([*group, "_stratum", "_unit", "did_entropy", "value"], nulls_last=True)
+             .collect())
+    rows = [{**dict(zip(group, key, strict=True)), **_effective_n(frame),
+             **unit_bootstrap(*_arrays(frame), resamples, level, seed)}
+            for key, frame in pairs.partition_by(group, as_dict=True,
+                                                 maintain_order=True).items()]
+    schema = {**pairs.select(group).schema, "n": pl.UInt32, "units": pl.UInt32,
+              "stratum_units": pl.UInt32,
+              **{f"{m}{end}": pl.Float64 for m in ("pearson", "spearman")
+                 for end in ("", "_ci_low", "_ci_high")}}
+    return pl.DataFrame(rows, schema=schema)
 
 
-def _correlation_exprs() -> list[pl.Expr]:
-    """Pearson of the centred values and of the centred ranks (`correlations`); NaN (a
-    constant column) becomes null."""
-    return [pl.corr(x, y).fill_nan(None).clip(-1.0, 1.0).alias(name)  # rounding past ±1
-            for x, y, name in (("x", "y", "pearson"), ("rx", "ry", "spearman"))]
+def default_unit(columns: Sequence[str]) -> list[str]:
+    """The independent unit of a sweep: its dataset, i.e. the (sweep, regime) and the data
+    seed where trials carry one (`data.seed` swept across sweeps pooled together)."""
+    return ["sweep", "regime", *(["data.seed"] if "data.seed" in columns else [])]
+
+
+def _codes(columns: Sequence[str], group: Sequence[str]) -> pl.Expr:
+    """0, 1, ... for the distinct values of `columns` within each `group`, in sorted order."""
+    if not columns:
+        return pl.lit(0, pl.Int64)
+    return (pl.struct(columns).rank("dense").over(group) - 1).cast(pl.Int64)
+
+
+def _arrays(frame: pl.DataFrame) -> list:
+    """DID entropy, score, stratum and unit codes of one group's trials, as unit_bootstrap
+    takes them."""
+    return [frame[c].to_numpy() for c in ("did_entropy", "value", "_stratum", "_unit")]
+
+
+def _effective_n(frame: pl.DataFrame) -> dict[str, int]:
+    """Trials, independent units, and the fewest units in any stratum of one group."""
+    per_stratum = frame.group_by("_stratum").agg(pl.col("_unit").n_unique())["_unit"]
+    return {"n": frame.height, "units": frame["_unit"].n_unique(),
+            "stratum_units": per_stratum.min()}
 
 
 def dynamics(results: Results) -> pl.DataFrame:

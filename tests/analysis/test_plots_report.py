@@ -6,7 +6,6 @@ import math
 import polars as pl
 import pytest
 from matplotlib.container import ErrorbarContainer
-from polars.testing import assert_frame_equal
 
 from didray.analysis import correlations, load
 from didray.analysis.load import Results
@@ -18,7 +17,7 @@ from didray.analysis.plots import (
     save,
     write_plots,
 )
-from didray.analysis.report import capability_report, readable, verdicts
+from didray.analysis.report import capability_report, print_tables, readable, verdicts
 
 MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF-"}
 
@@ -54,13 +53,14 @@ def test_headline_panels_labels_and_size(results, width, inches):
 def test_headline_annotates_spearman_within_beta(results):
     """Within beta 0.1 the five finished trials rank the same on DID entropy and instruction
     score (rho 1); on QA accuracy (1, 0, 1, 0, 0 at increasing entropy) rho is
-    -5 / sqrt(10 * 7.5) = -0.58; beta 0.5 has one trial, which adds nothing."""
+    -5 / sqrt(10 * 7.5) = -0.58; beta 0.5 has one trial, which adds nothing. The trials come
+    from two regimes, two datasets: too few independent units for an interval."""
     titles = [a.get_title() for a in shown(plot_headline(results))]
     table = correlations(results).filter(pl.col("score").is_in(["instruction_score",
                                                                  "qa_accuracy"]))
     for title, row in zip(titles, table.sort("score").iter_rows(named=True), strict=True):
         assert f"ρ within β = {number(row['spearman'])}, n = 6" in title
-        assert f"95% CI [{number(row['spearman_ci_low'])}, " in title
+        assert row["units"] == 2 and "95% CI" not in title
     assert titles[0].startswith("ρ within β = 1.00") and "−0.58" in titles[1]
 
 
@@ -121,16 +121,60 @@ def test_save_writes_the_formats_asked(results, tmp_path):
     assert_image(paths[0])
 
 
-def test_verdicts_read_the_interval_against_the_predicted_sign():
+SCORES = ["instruction_score", "instruction_winrate", "qa_accuracy", "qa_expected"]
+
+
+def verdicts_of(units: list[int], stratum_units: list[int], low: list, high: list) -> list:
     table = pl.DataFrame({
-        "sweep": ["s"] * 4, "did_entropy_estimator": ["exact"] * 4,
-        "score": ["instruction_score", "instruction_winrate", "qa_accuracy", "qa_expected"],
-        "n": [9, 9, 9, 2], "spearman": [0.5, -0.7, -0.8, -1.0],
-        "spearman_ci_low": [0.1, -0.9, -0.9, None], "spearman_ci_high": [0.9, -0.2, 0.3, None]})
-    got = verdicts(table).select("score", "verdict")
-    assert_frame_equal(got, pl.DataFrame({
-        "score": ["instruction_score", "instruction_winrate", "qa_accuracy", "qa_expected"],
-        "verdict": ["supported", "contradicted", "inconclusive", "inconclusive"]}))
+        "sweep": ["s"] * 4, "did_entropy_estimator": ["exact"] * 4, "score": SCORES,
+        "n": [18] * 4, "units": units, "stratum_units": stratum_units,
+        "spearman": [0.5] * 4, "spearman_ci_low": low, "spearman_ci_high": high})
+    return verdicts(table)["verdict"].to_list()
+
+
+def test_verdicts_read_the_interval_against_the_predicted_sign():
+    """Signs predicted: +, +, -, -. With enough units: above 0 supports +, below 0
+    contradicts +, an interval across 0 or none says nothing."""
+    assert verdicts_of([6] * 4, [6] * 4, [0.1, -0.9, -0.9, None], [0.9, -0.2, 0.3, None]) == [
+        "supported", "contradicted", "inconclusive", "inconclusive"]
+
+
+def test_verdicts_need_six_units_and_three_per_beta():
+    """The same intervals that would support or contradict say nothing with 5 units, 2 in a
+    beta, or no count."""
+    assert verdicts_of([6, 5, 6, None], [3, 5, 2, None], [0.1, 0.1, -0.9, -0.9],
+                       [0.9, 0.9, -0.2, -0.2]) == [
+        "supported", "inconclusive", "inconclusive", "inconclusive"]
+
+
+def grid_results(regimes: int, betas: list[float], seeds: int) -> Results:
+    """Finished trials whose scores follow DID entropy exactly, as the claims predict:
+    instruction score rises with it, QA accuracy falls."""
+    rows = [{"trial_id": f"r{r}b{b}s{s}", "regime": f"r{r}", "beta": b, "seed": s,
+             "status": "TERMINATED", "did_entropy": r + b + s / 10,
+             "instruction_score": r + b + s / 10, "qa_accuracy": -(r + b + s / 10)}
+            for r in range(regimes) for b in betas for s in range(seeds)]
+    return Results.of(pl.DataFrame(rows), sweep="s")
+
+
+def test_the_ci_sweep_shape_is_inconclusive_and_says_why(capsys):
+    """sweeps/ci.yaml with one seed: 2 regimes x 2 betas. A perfect rank order from two
+    datasets is no evidence: inconclusive, with its 2 units printed (it used to read
+    supported and contradicted, from an interval of [1, 1])."""
+    table = verdicts(correlations(grid_results(2, [0.1, 0.5], 1)))
+    scored = table.filter(pl.col("score").is_in(["instruction_score", "qa_accuracy"]))
+    assert scored.select("n", "units", "stratum_units", "spearman", "verdict").rows() == [
+        (4, 2, 2, 1.0, "inconclusive"), (4, 2, 2, -1.0, "inconclusive")]
+    print_tables(grid_results(2, [0.1, 0.5], 1))
+    verdict_table = capsys.readouterr().out.split("The paper's claims")[1]
+    assert "units" in verdict_table and "stratum_units" in verdict_table
+
+
+def test_many_datasets_in_rank_order_support_the_claims():
+    table = verdicts(correlations(grid_results(8, [0.5, 1.0, 2.0], 2)))
+    scored = table.filter(pl.col("score").is_in(["instruction_score", "qa_accuracy"]))
+    assert scored.select("n", "units", "stratum_units", "verdict").rows() == [
+        (48, 8, 8, "supported"), (48, 8, 8, "supported")]
 
 
 def test_capability_report_embeds_its_figures(results, tmp_path):

@@ -1,13 +1,15 @@
-"""t critical values: closed forms at 1 and 2 degrees of freedom, a property elsewhere."""
+"""t critical values (closed forms at 1 and 2 degrees of freedom, a property elsewhere) and
+the weighted within-strata correlations the bootstrap resamples."""
 
 import math
 from statistics import NormalDist
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from didray.analysis.stats import _central_mass, t_critical
+from didray.analysis.stats import _central_mass, t_critical, within_correlations
 
 
 def test_closed_forms():
@@ -28,3 +30,14 @@ def test_critical_value_has_the_level_and_shrinks_to_normal(df):
 def test_rejects_no_degrees_of_freedom():
     with pytest.raises(ValueError, match=">= 1"):
         t_critical(0)
+
+
+def test_a_trial_drawn_twice_counts_twice_and_ties_with_itself():
+    """(1, 1), (2, 3), (3, 2): Spearman 0.5. Drawn 2, 1, 0 times: (1, 1) twice and (2, 3),
+    mid-ranks 1.5, 1.5, 3 on both sides: 1. Drawn 0, 1, 2 times: x ranks 1, 2.5, 2.5 against
+    y ranks 3, 1.5, 1.5: -1. A draw of one value only is undefined."""
+    x, y = np.array([1.0, 2.0, 3.0]), np.array([1.0, 3.0, 2.0])
+    weights = np.array([[1, 1, 1], [2, 1, 0], [0, 1, 2], [3, 0, 0]])
+    spearman = within_correlations(x, y, np.zeros(3), weights)[:, 1]
+    assert spearman[:3] == pytest.approx([0.5, 1.0, -1.0])
+    assert np.isnan(spearman[3])

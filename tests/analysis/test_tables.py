@@ -20,6 +20,7 @@ from didray.errors import BadInput
 T1 = math.tan(0.95 * math.pi / 2)  # t_{0.975} with 1 d.o.f.: the Cauchy quantile
 T2 = 0.95 * math.sqrt(2 / (1 - 0.95**2))  # with 2 d.o.f.: solves t / sqrt(2 + t^2) = 0.95
 COUNT = pl.UInt32
+INTERVALS = ["pearson_ci_low", "pearson_ci_high", "spearman_ci_low", "spearman_ci_high"]
 
 
 def test_entropy_vs_scores_by_hand(results):
@@ -71,15 +72,18 @@ def test_stopped_trials_are_counted_apart_and_never_averaged(results):
 
 
 def correlation_results(did: list, score: list, extra_status: bool = True) -> Results:
+    """One trial per regime (its own dataset, an independent unit), all at one beta."""
     n = len(did)
-    rows = {"trial_id": [f"t{i}" for i in range(n)], "status": ["TERMINATED"] * n,
+    rows = {"trial_id": [f"t{i}" for i in range(n)], "regime": [f"r{i}" for i in range(n)],
+            "status": ["TERMINATED"] * n,
             "did_entropy": did, "did_entropy_estimator": ["exact"] * n,
             "instruction_score": score, "qa_accuracy": [0.5] * n,
             "chosen_displacement": [2.0 * x for x in did]}
     frame = pl.DataFrame(rows)
     if extra_status:  # failed, running and stopped trials with values that would spoil everything
         frame = pl.concat([frame, pl.DataFrame(
-            {"trial_id": ["f", "r", "x"], "status": ["ERROR", "RUNNING", "STOPPED"],
+            {"trial_id": ["f", "r", "x"], "regime": ["f", "r", "x"],
+             "status": ["ERROR", "RUNNING", "STOPPED"],
              "did_entropy": [9.0, 9.0, 9.0], "did_entropy_estimator": [None, None, "exact"],
              "instruction_score": [-9.0, -9.0, -9.0], "qa_accuracy": [0.0, 1.0, 0.0],
              "chosen_displacement": [0.0, 0.0, 0.0]})])
@@ -93,28 +97,73 @@ def test_correlations_by_hand():
     expected = pl.DataFrame(
         {"sweep": ["s"] * 3, "did_entropy_estimator": ["exact"] * 3,
          "score": ["chosen_displacement", "instruction_score", "qa_accuracy"],
-         "n": [4, 4, 4], "pearson": [1.0, 13 / math.sqrt(250), None],
+         "n": [4, 4, 4], "units": [4, 4, 4], "stratum_units": [4, 4, 4],
+         "pearson": [1.0, 13 / math.sqrt(250), None],
          "pearson_ci_low": [1.0, None, None], "pearson_ci_high": [1.0, None, None],
          "spearman": [1.0, 0.8, None],
          "spearman_ci_low": [1.0, None, None], "spearman_ci_high": [1.0, None, None]},
-        schema_overrides={"n": COUNT, **{c: pl.Float64 for c in (
-            "pearson_ci_low", "pearson_ci_high", "spearman_ci_low", "spearman_ci_high")}})
-    intervals = ["pearson_ci_low", "pearson_ci_high", "spearman_ci_low", "spearman_ci_high"]
-    assert_frame_equal(table.drop(intervals), expected.drop(intervals))
+        schema_overrides={"n": COUNT, "units": COUNT, "stratum_units": COUNT,
+                          **{c: pl.Float64 for c in INTERVALS}})
+    assert_frame_equal(table.drop(INTERVALS), expected.drop(INTERVALS))
     linear = table.filter(pl.col("score") == "chosen_displacement")
-    assert_frame_equal(linear, expected.head(1))
+    # atanh(1) is infinite: the bootstrap works with 1 - 1e-6 (stats.FISHER_CLIP)
+    assert_frame_equal(linear, expected.head(1), abs_tol=1e-5)
     row = table.filter(pl.col("score") == "instruction_score").row(0, named=True)
     for method in ("pearson", "spearman"):
-        assert -1 <= row[f"{method}_ci_low"] <= row[f"{method}_ci_high"] <= 1
+        assert -1 <= row[f"{method}_ci_low"] < row[method] < row[f"{method}_ci_high"] <= 1
 
 
-def test_correlations_are_reproducible_and_need_three_trials_for_an_interval():
+def test_correlations_are_reproducible_and_need_three_units_for_an_interval():
     results = correlation_results([1.0, 2.0, 3.0, 4.0, 6.0], [1.0, 3.0, 2.0, 10.0, 4.0])
     assert_frame_equal(correlations(results), correlations(results))
     pair = correlations(correlation_results([1.0, 2.0], [3.0, 5.0], extra_status=False))
     row = pair.filter(pl.col("score") == "instruction_score").row(0, named=True)
-    assert (row["n"], row["pearson"], row["spearman"]) == (2, 1.0, 1.0)
+    assert (row["n"], row["units"], row["pearson"], row["spearman"]) == (2, 2, 1.0, 1.0)
     assert row["pearson_ci_low"] is None and row["spearman_ci_high"] is None
+
+
+def grid(regimes: int, betas: list[float], seeds: int, score, spread: float = 0.1) -> Results:
+    """A finished grid sweep: regime r's DID entropy is r + beta + spread * seed, its
+    `instruction_score` score(entropy, regime)."""
+    rows = [{"trial_id": f"r{r}b{b}s{s}", "regime": f"r{r}", "beta": b, "seed": s,
+             "status": "TERMINATED", "did_entropy": r + b + spread * s,
+             "instruction_score": score(r + b + spread * s, r)}
+            for r in range(regimes) for b in betas for s in range(seeds)]
+    return Results.of(pl.DataFrame(rows), sweep="s")
+
+
+def score_row(results: Results, **kwargs) -> dict:
+    table = correlations(results, **kwargs)
+    return table.filter(pl.col("score") == "instruction_score").row(0, named=True)
+
+
+def test_the_ci_sweep_shape_has_two_units_and_no_interval():
+    """sweeps/ci.yaml with one seed: 2 regimes x 2 betas, 4 trials. Two points per beta always
+    lie on a line, so Spearman is 1 and every resample repeats it or is undefined: there is no
+    interval (it used to print [1, 1]) and two units, not four trials."""
+    row = score_row(grid(2, [0.1, 0.5], 1, lambda did, r: did))
+    assert (row["n"], row["units"], row["stratum_units"], row["spearman"]) == (4, 2, 2, 1.0)
+    assert row["spearman_ci_low"] is None and row["spearman_ci_high"] is None
+
+
+def test_seeds_that_repeat_a_dataset_add_no_information():
+    """The independent unit is the regime's dataset: a second seed with the first seed's values
+    leaves every correlation and interval as it was (resampling trials narrowed them)."""
+    def noisy(did, regime):  # not monotone in DID entropy
+        return [0.3, 0.1, 0.5, 0.2, 0.9, 0.4][regime] + did / 10
+
+    one = score_row(grid(6, [0.5, 1.0], 1, noisy))
+    two = score_row(grid(6, [0.5, 1.0], 2, noisy, spread=0.0))
+    assert (one["units"], two["units"], one["n"], two["n"]) == (6, 6, 12, 24)
+    assert -1 < one["spearman_ci_low"] < one["spearman"] < one["spearman_ci_high"] < 1
+    for column in ("spearman", "spearman_ci_low", "spearman_ci_high", "pearson_ci_low"):
+        assert two[column] == pytest.approx(one[column], abs=1e-12), column
+
+
+def test_correlations_do_not_depend_on_row_order():
+    results = grid(6, [0.5, 1.0, 2.0], 2, lambda did, r: (did * 7919) % 13)
+    shuffled = Results.of(results.trials.collect().sample(fraction=1.0, shuffle=True, seed=3))
+    assert_frame_equal(correlations(results), correlations(shuffled))
 
 
 def test_dynamics_by_hand(results):
