@@ -4,11 +4,14 @@ exit 2 with one paragraph. tests/test_jobs.py runs the commands against a real h
 from __future__ import annotations
 
 import pytest
-from test_jobs import CI_SWEEP, ROOT, free_port
+from support.fixtures import free_port
+from support.sweeps import ROOT
 
 from didray.cli import Parser, main
 from didray.errors import BadInput
 from didray.jobs_cli import add_job_commands
+
+CI_SWEEP = ROOT / "sweeps" / "ci.yaml"
 
 
 def parse(*argv: str):

@@ -1,8 +1,12 @@
-"""The test tiers' reading of test code (support.tiers): which tests start Ray or a sweep."""
+"""The test tiers' reading of test code (support.tiers): which tests start Ray or a sweep; and
+the shared helpers' rule."""
+
+from pathlib import Path
 
 import pytest
 import ray
 from support import tiers
+from support.imports import imports
 
 MODULE = '''
 import ray
@@ -41,13 +45,13 @@ def test_heavy_functions_follow_calls_within_the_module():
         "test_own_head"}
 
 
-def test_a_real_end_to_end_test_is_read_as_heavy_and_a_contract_test_is_not(request):
-    from sweep import test_ci_sweep, test_sweep
-
-    assert tiers.starts_ray(test_sweep.test_two_ddp_workers_train_one_trial)
-    assert tiers.starts_ray(test_sweep.test_moved_sweep_resumes_in_its_new_place)  # via helper
-    assert not tiers.starts_ray(test_ci_sweep.test_steps_start_at_pi_ref)
-    assert request.node.get_closest_marker("slow") is None
+def test_the_real_end_to_end_tests_are_read_as_heavy_and_the_contract_tests_are_not():
+    sweep_tests = Path(__file__).parent / "sweep"
+    heavy = tiers.heavy_functions((sweep_tests / "test_sweep.py").read_text())
+    assert {"test_two_ddp_workers_train_one_trial",
+            "test_moved_sweep_resumes_in_its_new_place",  # through its helper
+            "move_interrupted_sweep"} <= heavy
+    assert tiers.heavy_functions((sweep_tests / "test_ci_sweep.py").read_text()) == set()
 
 
 def test_starting_ray_in_an_unmarked_test_fails_it():
@@ -55,3 +59,14 @@ def test_starting_ray_in_an_unmarked_test_fails_it():
     with pytest.raises(pytest.fail.Exception, match="is not marked slow"):
         start(num_cpus=1)
     assert not ray.is_initialized()
+
+
+def test_no_test_module_imports_another():
+    """Shared helpers live in tests/support: a test module used as a library drags its tests
+    and fixtures into the importer (and broke CI once, a `tests.` path CI's pytest lacks)."""
+    tests = Path(__file__).parent
+    found = {f"{path.relative_to(tests)}: {name}"
+             for path in tests.rglob("*.py")
+             for name in imports(path.read_text(), path.relative_to(tests.parent))
+             if name.rsplit(".", 1)[-1].startswith("test_")}
+    assert found == set()
