@@ -72,8 +72,9 @@ def read_json(path: Path, default: object = None) -> object:
                        "restore it from a copy or remove it") from None
 
 
-def read_manifest(path: Path) -> dict:
-    """A sweep's manifest.json ({} when the sweep wrote none yet)."""
+def manifest_json(path: Path) -> dict:
+    """A sweep's manifest.json, any version ({} when the sweep wrote none yet): what
+    `didray analyze` checks; `didray.sweep.state.read_manifest` types it."""
     manifest = read_json(path, {})
     if not isinstance(manifest, dict):
         raise BadInput(f"{path}: a sweep manifest is a JSON object, this holds a "

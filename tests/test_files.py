@@ -14,8 +14,8 @@ from didray.files import (
     build_once,
     damage,
     file_damage,
+    manifest_json,
     read_json,
-    read_manifest,
     seal_path,
     sealed_write,
     write_index,
@@ -65,11 +65,11 @@ def test_corrupt_json_and_manifests_are_named_errors(tmp_path):
     assert read_json(path, {"default": 1}) == {"default": 1}
     path.write_text(json.dumps({"version": 2, "sweep": {"name": "x"}})[:20])
     with pytest.raises(BadInput, match=r"manifest.json: not readable JSON .*truncated"):
-        read_manifest(path)
+        manifest_json(path)
     path.write_text("[1, 2]")
     with pytest.raises(BadInput, match="manifest.json: a sweep manifest is a JSON object, "
                                        "this holds a list"):
-        read_manifest(path)
+        manifest_json(path)
 
 
 def test_a_seal_catches_truncation_and_alteration(tmp_path):

@@ -126,6 +126,18 @@ def test_module_cycle_through_a_lazy_import() -> None:
     assert cycles(unit_graph(sources)) == []  # one package: the unit graph cannot see it
 
 
+def test_an_import_for_type_checkers_only_is_no_edge() -> None:
+    """config's rules name the schema's types for type checkers while the schema calls the
+    rules: no import runs in a circle. Outside `if TYPE_CHECKING:` the same line is one."""
+    config = Path("didray/config")
+    typed = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .schema import Sweep\n"
+    sources = {config / "checks.py": typed, config / "schema.py": "from . import checks\n",
+               config / "__init__.py": ""}
+    assert cycles(module_graph(sources)) == []
+    sources[config / "checks.py"] = "from .schema import Sweep\n"
+    assert cycles(module_graph(sources)) == ["didray.config.checks", "didray.config.schema"]
+
+
 def test_train_worker_imports_no_data_or_sampling_stack() -> None:
     """A Train worker process imports the worker module; it must not pay for `datasets`,
     the scorers or the sampler pool (each DDP rank would load them)."""

@@ -18,7 +18,7 @@ import polars as pl
 
 from didray import metrics
 from didray.errors import BadInput
-from didray.files import TABLES, check_sealed, read_manifest, seal_path
+from didray.files import TABLES, check_sealed, manifest_json, seal_path
 from didray.storage import Storage, is_uri
 
 DTYPES = {"float": pl.Float64(), "int": pl.Int64(), "str": pl.String()}
@@ -152,7 +152,7 @@ def _sweep_dirs(paths: Iterable[str | Path]) -> list[Path]:
     for path in dirs:
         if not path.is_dir():
             raise BadInput(f"{path}: no such results directory")
-        read_manifest(path / "manifest.json")  # a corrupt one is named, not ignored
+        manifest_json(path / "manifest.json")  # a corrupt one is named, not ignored
         if not (path / "trials.parquet").is_file():
             raise BadInput(f"{path}: no results here (no trials.parquet; is it a sweep's "
                            "<storage>/<name>/ directory, and has a trial started?)")

@@ -61,7 +61,7 @@ class ResultsWriter(tune.Callback):
     def _locate(self, trial) -> None:
         """Follow the sweep to where Tune now keeps it: a moved or copied sweep resumes there,
         while this writer (pickled with the Tuner) still holds the old path. A remote storage's
-        sweep stays where it was written (`didray.sweep.driver.check_state`)."""
+        sweep stays where it was written (`didray.sweep.state.plan`)."""
         if self.storage.remote:
             return
         sweep_dir = Path(trial.storage.experiment_fs_path).parent

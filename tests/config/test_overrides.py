@@ -9,8 +9,8 @@ from didray import jobs
 from didray.cli import main, parse
 from didray.config.load import SweepFileError, load_sweep
 from didray.storage import Storage
-from didray.sweep.driver import sweep_change, write_manifest
 from didray.sweep.prepare import PreparedSweep
+from didray.sweep.state import manifest_of, write_manifest
 
 CI = Path(__file__).parents[2] / "sweeps/ci.yaml"
 
@@ -75,22 +75,13 @@ def test_interpolation_syntax_is_plain_text():
 def test_manifest_records_the_overrides(tmp_path):
     sweep = load_sweep(CI, ["train.lr=0.002", "search.seed=[0,1]"])
     prepared = PreparedSweep(world_dir=tmp_path, world_hash="h", regimes={})
-    write_manifest(sweep, CI.read_text(), prepared, {}, [], Storage.of(tmp_path), tmp_path,
-                   ["train.lr=0.002", "search.seed=[0,1]"])
+    written = manifest_of(sweep, CI.read_text(), prepared,
+                          ["train.lr=0.002", "search.seed=[0,1]"], {}, [], [])
+    write_manifest(written, Storage.of(tmp_path), tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert manifest["overrides"] == ["train.lr=0.002", "search.seed=[0,1]"]
     assert manifest["sweep"]["search"]["seed"] == [0, 1]
     assert manifest["sweep_file"] == CI.read_text()
-
-
-def test_resume_compares_the_resolved_sweep():
-    run = ["train.lr=0.002", "search.seed=[0,1]"]
-    manifest = {"sweep": load_sweep(CI, run).model_dump(mode="json"), "overrides": run}
-    same = ["train.lr=2e-3", "search.seed=[0, 1]"]
-    assert sweep_change(manifest, load_sweep(CI, same), same) is None
-    other = ["train.lr=0.002"]
-    assert sweep_change(manifest, load_sweep(CI, other), other) == (
-        "changed: search; overrides then: train.lr=0.002 search.seed=[0,1], now: train.lr=0.002")
 
 
 def test_submit_validates_and_passes_the_overrides_to_the_job():

@@ -1,7 +1,8 @@
 """The modules a source file imports, read statically with `ast` (the purity and layering tests).
 
 Read from the text, so the answer cannot depend on what other tests happened to import, and
-every import counts wherever it sits, a function body included: a lazy import is still an edge.
+every import that can run counts wherever it sits, a function body included: a lazy import is
+still an edge (one under `if TYPE_CHECKING:` is not).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def imports(source: str, path: Path) -> set[str]:
     string literal of a call to `import_module` or `__import__`."""
     package = module_name(path) if path.name == "__init__.py" else module_name(path.parent)
     names: set[str] = set()
-    for node in ast.walk(ast.parse(source, filename=str(path))):
+    for node in _runtime_nodes(ast.parse(source, filename=str(path))):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -37,6 +38,24 @@ def imports(source: str, path: Path) -> set[str]:
             dots = len(literal) - len(literal.lstrip("."))
             names.add(_absolute(literal[dots:], dots, package))
     return names
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node of `tree` but those under `if TYPE_CHECKING:`: an import made only for type
+    checkers never runs, so it is no edge (a module may name its importer's types that way)."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        yield node
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            todo.extend(node.orelse)
+        else:
+            todo.extend(ast.iter_child_nodes(node))
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    name = test.id if isinstance(test, ast.Name) else getattr(test, "attr", None)
+    return name == "TYPE_CHECKING"
 
 
 def _absolute(module: str, level: int, package: str) -> str:

@@ -6,11 +6,7 @@ import shutil
 from pathlib import Path
 
 import polars as pl
-import pytest
 from support.sweeps import CI, comparable, run_cli, write_sweep
-
-from didray.config.load import parse_sweep
-from didray.sweep.driver import SweepStateError, extension
 
 
 def cached_counts(manifest: dict) -> dict[str, int]:
@@ -39,24 +35,6 @@ def test_a_second_sweep_reuses_the_first_ones_data_and_reference_caches(ci_sweep
     got = comparable(out, "trials").with_columns(regime=pl.lit("pg"))
     want = comparable(clean, "trials").filter(pl.col("beta") == 0.1, pl.col("regime") == "pg")
     assert got.select(want.columns).equals(want)
-
-
-def test_extend_refuses_anything_but_added_search_values(ci_sweep):
-    _, clean = ci_sweep
-    manifest = json.loads((clean / "manifest.json").read_text())
-    lr = parse_sweep({**CI, "train": {**CI["train"], "lr": 0.5}})
-    with pytest.raises(SweepStateError, match="also changed: train"):
-        extension(lr, manifest)
-    fewer = parse_sweep({**CI, "search": {**CI["search"], "beta": [0.1, 1.0]}})
-    with pytest.raises(SweepStateError, match="2 of them are missing"):
-        extension(fewer, manifest)
-    with pytest.raises(SweepStateError, match="adds no search point"):
-        extension(parse_sweep(CI), manifest)
-    more = parse_sweep({**CI, "search": {**CI["search"], "seed": [0, 1]}})
-    added = extension(more, manifest)
-    assert added["dir"] == "tune-2"
-    assert sorted((p["beta"], p["regime"], p["seed"]) for p in added["points"]) == [
-        (0.1, "pg", 1), (0.1, "powerlaw-t1", 1), (0.5, "pg", 1), (0.5, "powerlaw-t1", 1)]
 
 
 def old_rows(out: Path, name: str, ids: list[str], columns: list[str]) -> pl.DataFrame:
