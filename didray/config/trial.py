@@ -89,7 +89,7 @@ class Trial:
 
     @classmethod
     def of(cls, spec: TrialSpec, config: dict, trial_id: str) -> Trial:
-        """The trial of a Tune config (`didray.sweep.driver.search_space`)."""
+        """The trial of a Tune config (`didray.sweep.space.search_space`)."""
         axes = setting_axes(config)
         train, eval = with_axes(spec.train, spec.eval, axes)
         return cls(spec, config["beta"], config["regime"], config["seed"], trial_id, train,
