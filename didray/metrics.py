@@ -105,6 +105,12 @@ STEP = (
        "prompts)", "", TOY, axis="instruction score"),
     _m("eval/qa_accuracy", "float", "steps", "exact qa_accuracy (held-out fact prompts)",
        "fraction", TOY, axis="QA accuracy"),
+    _m("optimum_tv", "float", "steps", "tilted regimes: total variation between the policy "
+       "and the population DPO optimum of its cell (docs/design.md §1.11), mean over training "
+       "prompts", "fraction", TOY, axis="TV to the optimum"),
+    _m("optimum_kl", "float", "steps", "tilted regimes: KL(optimum || policy) to the "
+       "population DPO optimum of its cell, mean over training prompts", "nats", TOY,
+       axis="KL(optimum ‖ π)"),
 )
 
 # Means over prompts of the K-sample estimates in evals.parquet (not exact values). Their names
@@ -165,6 +171,19 @@ TRIAL = (
        "reward > rejected", "fraction", axis="reward accuracy"),
 )
 
+# The cell's population DPO optimum, evaluated as a trained policy is (didray/eval/optimum.py):
+# one column per exact toy evaluation column, prefixed.
+OPTIMUM_OF = ("did_entropy", "did_entropy_open", "did_entropy_fact", "instruction_score",
+              "instruction_judge", "instruction_coverage", "instruction_winrate",
+              "instruction_score_seen", "qa_accuracy", "qa_accuracy_known",
+              "qa_accuracy_unknown", "qa_expected", "qa_accuracy_seen")
+_UNITS = {m.name: m.unit for m in TRIAL}
+OPTIMUM = tuple(
+    _m(f"optimum_{name}", "float", "trials", f"tilted regimes: {name} of the population DPO "
+       "optimum of the trial's cell at its training beta, exact (docs/design.md §1.11)",
+       _UNITS[name], TOY)
+    for name in OPTIMUM_OF)
+
 # The trial's cost breakdown (seconds of its last attempt): the worker's phases, and the whole
 # trial as its process saw it; the difference is Ray Tune/Train start-up and latency.
 TIMES = (
@@ -190,8 +209,8 @@ ESTIMATE = (
        "nats"),
 )
 
-REGISTRY: dict[str, Metric] = {m.name: m for m in (*AXES, *DATA, *STEP, *TRIAL, *TIMES,
-                                                    *ESTIMATE)}
+REGISTRY: dict[str, Metric] = {m.name: m for m in (*AXES, *DATA, *STEP, *TRIAL, *OPTIMUM,
+                                                    *TIMES, *ESTIMATE)}
 FINAL = "final/"  # trials.parquet carries each step metric of the last report under this prefix
 
 

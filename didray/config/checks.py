@@ -11,6 +11,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from didray.config.fields import MAX_TRIALS, repeated
 from didray.config.paths import get, parse, put
+from didray.config.regimes import Tilted
 
 if TYPE_CHECKING:
     from didray.config.schema import Sweep, Train
@@ -42,7 +43,14 @@ def smoothing_defined(train: Train) -> str | None:
     return None
 
 
-TRAIN_RULES = (checkpoints_at_reports, warmup_fits, smoothing_defined)
+def population_loss_defined(train: Train) -> str | None:
+    if train.objective == "population" and train.loss_type == "simpo":
+        return ("train.objective: population takes the loss over log-ratios to pi_ref; "
+                "loss_type simpo's length-normalised reward is not one (use sigmoid or ipo)")
+    return None
+
+
+TRAIN_RULES = (checkpoints_at_reports, warmup_fits, smoothing_defined, population_loss_defined)
 HF_ONLY = ("model.hf", "data.source", "eval.scorer", "eval.qa")
 
 
@@ -144,8 +152,29 @@ def trials_bounded(sweep: Sweep) -> str | None:
     return None
 
 
+def population_law_known(sweep: Sweep) -> str | None:
+    """The population objective needs every response enumerated, a regime whose pair law is
+    known in closed form (docs/design.md §1.11), and one worker: the enumeration runs many
+    forward passes per backward, which DDP does not allow."""
+    if sweep.train.objective != "population":
+        return None
+    if sweep.world != "toy":
+        return (f"train.objective: population needs world: toy (world is {sweep.world}): "
+                "only toy responses can be enumerated; use train.objective: sampled")
+    untilted = [n for n in sweep.regime_names()
+                if not (isinstance(regime := sweep.regime(n), Tilted) and regime.needs_tilt())]
+    if untilted:
+        return (f"train.objective: population needs regimes with a known pair law (powerlaw, "
+                f"or pg with chosen: tilted); {', '.join(untilted)} has none")
+    if sweep.scaling.workers_per_trial != 1:
+        return ("train.objective: population needs scaling.workers_per_trial: 1 (its "
+                "enumeration takes many forward passes per backward, which DDP refuses)")
+    return None
+
+
 SWEEP_RULES = (hf_sections_in_toy, hf_world_complete, evaluations_at_reports, asha_fits,
-               responses_fit, regimes_known, batch_splits, trials_bounded)
+               responses_fit, regimes_known, batch_splits, trials_bounded,
+               population_law_known)
 
 
 

@@ -167,6 +167,10 @@ class Train(Strict):
         "(less than steps)")
     max_grad_norm: Positive | None = Field(
         None, description="clip each step's gradient to this global L2 norm (default: off)")
+    objective: Literal["sampled", "population"] = Field(
+        "sampled", description="sampled: the loss over batches of the regime's sampled pairs; "
+        "population: its expectation under the regime's exact pair law over every enumerated "
+        "response (world: toy, tilted regimes, one worker; docs/design.md §1.11)")
     loss_type: Literal["sigmoid", "ipo", "simpo"] = Field(
         "sigmoid", description="sigmoid: DPO; ipo: IPO's squared loss; simpo: SimPO, "
         "reference-free and length-normalised (didray/core/dpo.py)")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from didray.config.paths import parse, put
+from didray.config.regimes import Regime
 from didray.config.schema import Eval, SamplerSettings, Scaling, SweepSearch, Train
 from didray.core.dpo import PreferenceLoss
 from didray.storage import Storage
@@ -21,9 +22,28 @@ def threads_for(cpus: float) -> int:
 
 
 @dataclass(frozen=True)
+class PairLaw:
+    """A tilted regime's exact pair law (docs/design.md §1.11): the sampler that is pi_ref
+    tilted by exp(±beta_data score / tau), the other being pi_ref, and Bradley-Terry labels."""
+
+    tilted: Literal["chosen", "rejected"]  # pg tilts pi_w up, powerlaw tilts pi_l down
+    beta_data: float
+    tau: float
+
+    @classmethod
+    def of(cls, regime: Regime, tau: float | None) -> PairLaw | None:
+        """The law of a regime whose data were built at `tau` (given or solved; None: the
+        regime is not tilted)."""
+        if tau is None:
+            return None
+        return cls("chosen" if regime.kind == "pg" else "rejected", regime.beta_data, tau)
+
+
+@dataclass(frozen=True)
 class RegimeFiles:
     data_dir: Path  # the datasets.Dataset (TRL columns + metadata)
     ref_file: Path  # pair tensors and reference log-probs, shared by the regime's trials
+    law: PairLaw | None = None  # tilted regimes only: offpolicy and given pg follow no tilt
 
 
 @dataclass(frozen=True)

@@ -185,6 +185,14 @@ def js_divergence(logp: Tensor, logq: Tensor, dim: int = -1) -> Tensor:
     return 0.5 * (kl(logp, logm, dim=dim) + kl(logq, logm, dim=dim))  # (...,)
 
 
+def tilted_logprobs(logp_ref: Tensor, scores: Tensor, tau: float, dim: int = -1) -> Tensor:
+    """Normalised ``log pi*`` of the score tilt ``pi* ∝ pi_ref exp(scores / tau)`` (§1.4).
+
+    Example (N=2): pi_ref = [1/2, 1/2], scores = [log 4, 0], tau = 1 -> pi* = [4/5, 1/5].
+    """
+    return torch.log_softmax(logp_ref + scores / tau, dim=dim)  # (..., N)
+
+
 def tilt_entropy(scores: Tensor, tau: float, dim: int = -1) -> Tensor:
     """``H(q_{pi*/pi_ref})`` for the score tilt ``pi* ∝ pi_ref exp(scores / tau)`` (reduces dim).
 

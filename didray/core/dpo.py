@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -171,3 +172,36 @@ class PreferenceLoss:
             gamma=self.simpo_gamma,
             label_smoothing=self.label_smoothing,
         )
+
+
+def pair_law(logp_w: Tensor, logp_l: Tensor) -> Tensor:
+    """``law[..., i, j]``: the probability that a pair reads "i chosen, j rejected" when
+    ``y_w ~ pi_w``, ``y_l ~ pi_l`` and the order is kept with ``sigma(R_w - R_l)``,
+    ``R = log pi_w - log pi_l`` (docs/design.md §1.2): (..., N) twice -> (..., N, N).
+
+    The draw (i, j) kept and the draw (j, i) swapped both end as "i over j"; the sum equals
+    ``pi_w(i) pi_l(j)`` (§1.10 (a)), computed the long way so a wrong sampler shows.
+    Example (N=2): pi_w = pi_l = [1/2, 1/2] -> every entry 1/4.
+    """
+    draw = (logp_w.unsqueeze(-1) + logp_l.unsqueeze(-2)).exp()  # (..., N, N) [i, j]: w=i, l=j
+    reward = logp_w - logp_l  # (..., N)
+    keep = torch.sigmoid(reward.unsqueeze(-1) - reward.unsqueeze(-2))  # (..., N, N)
+    return draw * keep + (draw * (1 - keep)).transpose(-1, -2)  # (..., N, N)
+
+
+def population_loss(logp: Tensor, logp_ref: Tensor, law: Tensor, loss: PreferenceLoss
+                    ) -> Tensor:
+    """The expected pair loss of the policy ``logp`` under the pair law ``law`` (docs/design.md
+    §1.11): ``sum_{i,j} law[i, j] loss(i over j)`` per prompt, mean over prompts.
+
+    logp, logp_ref: (..., N) normalised; law: (..., N, N) from `pair_law`. Every ordered pair
+    is evaluated, N^2 per prompt. Example: at logp = logp_ref every margin is 0, so the
+    sigmoid loss is log 2 whatever the law.
+    """
+    n = logp.shape[-1]
+    shape = (*logp.shape, n)  # (..., N, N)
+    chosen, rejected = logp.unsqueeze(-1).expand(shape), logp.unsqueeze(-2).expand(shape)
+    ref_c, ref_r = logp_ref.unsqueeze(-1).expand(shape), logp_ref.unsqueeze(-2).expand(shape)
+    losses, _ = loss(chosen.reshape(-1), rejected.reshape(-1), ref_c.reshape(-1),
+                     ref_r.reshape(-1))  # (... * N * N,)
+    return (law * losses.view(shape)).sum(dim=(-2, -1)).mean()  # ()

@@ -148,4 +148,5 @@ class ToyTables:
         return table[: len(self.world.prompts)]
 
     def evaluate(self, table: Tensor) -> dict[str, float]:
-        return evaluate_tables(table, self.ref, self.prompts, self.judge)
+        """A policy's table (P, R), in float32 as trained or float64 as a computed optimum."""
+        return evaluate_tables(table, self.ref.to(table.dtype), self.prompts, self.judge)

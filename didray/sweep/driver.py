@@ -17,7 +17,7 @@ from pathlib import Path
 
 from didray.config.checks import last_cut
 from didray.config.schema import Sweep
-from didray.config.trial import RegimeFiles, TrialSpec
+from didray.config.trial import PairLaw, RegimeFiles, TrialSpec
 from didray.errors import BadInput
 from didray.files import TABLES, atomic_write
 from didray.metrics import TIMES, labels
@@ -43,7 +43,8 @@ def trial_spec(sweep: Sweep, prepared: PreparedSweep, storage: Storage,
         sampler=sweep.sampler, scaling=sweep.scaling, dtype=model_dtype(sweep),
         gradient_checkpointing=bool(sweep.model.hf and sweep.model.hf.gradient_checkpointing),
         storage=storage, sweep_dir=sweep_dir, world_dir=prepared.world_dir,
-        regimes={name: RegimeFiles(r.data_dir, r.ref_file)
+        regimes={name: RegimeFiles(r.data_dir, r.ref_file,
+                                   PairLaw.of(sweep.regime(name), r.stats["tau"]))
                  for name, r in prepared.regimes.items()},
         enum_file=prepared.enum_file, eval_file=prepared.eval_file)
 

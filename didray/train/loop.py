@@ -9,10 +9,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from transformers import PreTrainedTokenizerBase
 
-from didray.core.dpo import PreferenceLoss
+from didray.core.dpo import PreferenceLoss, population_loss
 from didray.data.tensors import PairTensors
 from didray.worlds.text import Encoded, LogitsHook, response_logps
+from didray.worlds.toy.enumeration import Enumeration
 
 
 def batch_indices(n: int, batch_size: int, step: int, seed: int, rank: int = 0,
@@ -135,6 +137,32 @@ def dpo_step(
     return {**totals, "tokens": int(lengths[torch.cat([idx, idx + data.n])].sum())}
 
 
+@dataclass(frozen=True)
+class Population:
+    """The population objective's fixed parts (docs/design.md §1.11): the training prompts'
+    enumeration, pi_ref's log-probs on them and the regime's exact pair law."""
+
+    enumeration: Enumeration  # training prompts only
+    tokenizer: PreTrainedTokenizerBase
+    ref: Tensor  # (P, R) on the model's device
+    law: Tensor  # (P, R, R) P(i chosen, j rejected), on the model's device
+
+
+def population_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    population: Population, loss: PreferenceLoss,
+                    max_grad_norm: float | None = None) -> dict[str, Tensor]:
+    """One optimizer step on the expected loss over every pair of every training prompt: the
+    policy's log-prob table is enumerated with gradients on, so no pair is sampled."""
+    optimizer.zero_grad(set_to_none=True)
+    table = population.enumeration.table(model, population.tokenizer)  # (P, R)
+    value = population_loss(table, population.ref, population.law, loss)  # ()
+    value.backward()
+    if max_grad_norm is not None:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    return {"loss": value.detach()}
+
+
 def train_dpo(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -147,24 +175,29 @@ def train_dpo(
     on_step: Callable[[int, dict[str, Tensor | float]], None] | None = None,
     lr_at: Callable[[int], float] | None = None,
     max_grad_norm: float | None = None,
+    population: Population | None = None,
 ) -> None:
     """Run `steps` (a resumed run starts past 0); `on_step(step_done, metrics)` after each
     (for reporting). `lr_at(step)` sets the learning rate of each step (None: the optimizer's
-    stays); `max_grad_norm` is dpo_step's.
+    stays); `max_grad_norm` is dpo_step's. With `population`, every step is a
+    `population_step` and `data` is not read.
 
-    `metrics` are 0-d device tensors (convert with `as_floats` on the steps that report) and
-    `tokens_per_s`, a float: the host's pace, which is the device's once its queue is full.
+    `metrics` are 0-d device tensors (convert with `as_floats` on the steps that report) and,
+    for sampled pairs, `tokens_per_s`, a float: the host's pace, which is the device's once
+    its queue is full.
     """
     model.train()
     lengths = row_lengths(data.enc)
     for step in steps:
-        idx = batches.at(data.n, step)
         if lr_at is not None:
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
-        started = time.perf_counter()
-        metrics = dpo_step(model, optimizer, data, lengths, idx, loss, batches.micro_batches,
-                           hook, max_grad_norm=max_grad_norm)
-        metrics["tokens_per_s"] = metrics.pop("tokens") / (time.perf_counter() - started)
+        if population is not None:
+            metrics = population_step(model, optimizer, population, loss, max_grad_norm)
+        else:
+            started = time.perf_counter()
+            metrics = dpo_step(model, optimizer, data, lengths, batches.at(data.n, step), loss,
+                               batches.micro_batches, hook, max_grad_norm=max_grad_norm)
+            metrics["tokens_per_s"] = metrics.pop("tokens") / (time.perf_counter() - started)
         if on_step is not None:
             on_step(step + 1, metrics)

@@ -20,16 +20,25 @@ import ray.tune
 import torch
 from transformers import AutoModelForCausalLM
 
-from didray.config.trial import Trial
+from didray.config.trial import PairLaw, Trial
 from didray.data.tensors import PairTensors, load_pair_tensors
 from didray.eval.estimates import entropy_estimates
+from didray.eval.optimum import distance, optimum_columns, optimum_table, training_law
 from didray.eval.pairs import dataset_step_metrics, pair_metrics
 from didray.eval.toy import ToyTables
 from didray.files import damage, write_index
 from didray.train.gauges import export_step_metrics
-from didray.train.loop import Batches, as_floats, lr_schedule, make_optimizer, train_dpo
+from didray.train.loop import (
+    Batches,
+    Population,
+    as_floats,
+    lr_schedule,
+    make_optimizer,
+    train_dpo,
+)
 from didray.worlds.policy import load_policy
 from didray.worlds.text import batched_response_logps
+from didray.worlds.toy.enumeration import Enumeration
 
 HISTORY_FILE = "history.json"  # in every checkpoint: every report up to its step
 EVALUATION_FILE = "evaluation.json"  # in the final checkpoint: the trial's final evaluation
@@ -85,8 +94,19 @@ EXACT_STEP_METRICS = {"did/entropy": "did_entropy", "eval/instruction_score": "i
                       "eval/qa_accuracy": "qa_accuracy"}
 
 
+def exact_report(tables: ToyTables, table: torch.Tensor, optimum: torch.Tensor | None
+                 ) -> dict:
+    """A report's exact step metrics from the policy's enumerated table (P, R), with its
+    distance to the cell's optimum where there is one (docs/design.md §1.11)."""
+    exact = tables.evaluate(table)
+    metrics = {name: exact[key] for name, key in EXACT_STEP_METRICS.items()}
+    if optimum is not None:
+        metrics |= distance(tables, table, optimum)
+    return metrics
+
+
 def reference_report(data: PairTensors, trial: Trial, tables: ToyTables | None,
-                     workers: int) -> dict:
+                     optimum: torch.Tensor | None, workers: int) -> dict:
     """Step 0 of the history: pi_ref before any update, the curves' first point. The step
     metrics over the whole dataset with pi_ref as the policy (reward margins and accuracy 0
     and the sigmoid loss log 2 by construction; log-probs the dataset's reference ones) and,
@@ -99,17 +119,18 @@ def reference_report(data: PairTensors, trial: Trial, tables: ToyTables | None,
               **dataset_step_metrics(ref, ref, trial.loss,
                                      data.enc.response_mask.sum(dim=-1).cpu())}
     if tables is not None and trial.evaluates_at(0):
-        exact = tables.evaluate(tables.ref)
-        report |= {name: exact[key] for name, key in EXACT_STEP_METRICS.items()}
+        report |= exact_report(tables, tables.ref, optimum)
     return report
 
 
 def final_evaluation(model: torch.nn.Module, tokenizer, hook, data: PairTensors, trial: Trial,
-                     tables: ToyTables | None, table: torch.Tensor | None) -> dict:
+                     tables: ToyTables | None, table: torch.Tensor | None,
+                     optimum: torch.Tensor | None = None) -> dict:
     """The trained policy's evaluation that needs no sampler: the dataset's pair metrics (both
     worlds, on exactly the tensors it trained on) and, in the toy world, the exact scores and
     K-sample DID-entropy estimates from the table the last report enumerated (the estimates
-    on the training prompts, like the exact DID-entropy columns they are graded against)."""
+    on the training prompts, like the exact DID-entropy columns they are graded against),
+    and the cell's optimum evaluated the same way (`optimum_*`, docs/design.md §1.11)."""
     model.eval()
     policy = batched_response_logps(model, data.enc, hook, batch_size=64).cpu()
     metrics = pair_metrics(policy, data.ref_logps.cpu(), trial.loss,
@@ -117,6 +138,8 @@ def final_evaluation(model: torch.nn.Module, tokenizer, hook, data: PairTensors,
     estimates = []
     if tables is not None:
         metrics |= tables.evaluate(table)
+        if optimum is not None:
+            metrics |= optimum_columns(tables, optimum)
         estimates = entropy_estimates(tables.training_rows(table),
                                       tables.training_rows(tables.ref),
                                       trial.eval.did_samples,
@@ -208,9 +231,12 @@ def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
     tables = (ToyTables.load(spec.world_dir, spec.enum_file, trial.eval.judge)
               if spec.world == "toy" and rank == 0 else None)
 
+    law = trial.files.law
+    # The cell's optimum, once per trial: it depends on the regime and beta only.
+    optimum = optimum_table(tables, law, trial.beta) if tables and law else None
     start, optimizer_state, history = restore(model, session.latest_checkpoint())
     if start == 0 and rank == 0:  # a resumed run has step 0 in its restored history
-        history.append(reference_report(data, trial, tables, world_size))
+        history.append(reference_report(data, trial, tables, optimum, world_size))
     model = session.prepare(model)
     optimizer = make_optimizer(model.parameters(), train.optimizer, train.lr,
                                train.weight_decay)
@@ -234,8 +260,7 @@ def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
         if tables is not None and trial.evaluates_at(step):
             with clock("eval"):
                 table = tables.policy_table(plain, tokenizer)  # (P, R)
-                exact = tables.evaluate(table)
-            metrics |= {name: exact[key] for name, key in EXACT_STEP_METRICS.items()}
+                metrics |= exact_report(tables, table, optimum)
         if rank == 0:
             export_step_metrics(metrics, trial.tags)
             history.append(metrics)
@@ -246,7 +271,7 @@ def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
                 if last:
                     with clock("eval"):
                         evaluation = final_evaluation(plain, tokenizer, hook, data, trial,
-                                                      tables, table)
+                                                      tables, table, optimum)
                     evaluation["metrics"] |= clock.seconds()
                     extra = {EVALUATION_FILE: evaluation}
                 with clock("checkpoint"):
@@ -261,4 +286,14 @@ def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
                       world_size=world_size),
               range(start, train.steps), hook=hook, on_step=on_step,
               lr_at=lr_schedule(train.lr, train.steps, train.lr_schedule, train.warmup_steps),
-              max_grad_norm=train.max_grad_norm)
+              max_grad_norm=train.max_grad_norm,
+              population=population_objective(tables, law, tokenizer, device)
+              if train.objective == "population" else None)
+
+
+def population_objective(tables: ToyTables, law: PairLaw, tokenizer, device: str) -> Population:
+    """The population objective's tables (docs/design.md §1.11); the sweep's rules made sure
+    the world is toy, the regime tilted and this the only rank."""
+    return Population(Enumeration.of(tables.world, tokenizer, training_only=True), tokenizer,
+                      tables.training_rows(tables.ref).to(device),
+                      training_law(tables, law).float().to(device))

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from didray.core.dpo import dpo_loss
+from didray.core.did import tilted_logprobs
+from didray.core.dpo import dpo_loss, pair_law
 
 # Reward parameterisations the report compares (the paper's figure 1, plus IPO's squared loss).
 PARAMETERIZATIONS = ("dpo", "ipo", "simpo", "reffree")
@@ -59,7 +60,7 @@ def retilt(inst: TabularInstance, tau: float) -> TabularInstance:
 
     Only tau changes, so a grid of taus over one draw moves the DID entropy and nothing else.
     """
-    logp_star = torch.log_softmax(inst.logp_ref + inst.score / tau, dim=-1)  # (N,)
+    logp_star = tilted_logprobs(inst.logp_ref, inst.score, tau)  # (N,)
     return TabularInstance(inst.logp_ref, logp_star, inst.lengths, inst.score, tau)
 
 
@@ -72,10 +73,7 @@ def population_pairs(logp_w: Tensor, logp_l: Tensor) -> Pairs:
     docs/design.md §1.10.)
     """
     n = logp_w.shape[-1]
-    draw = (logp_w[:, None] + logp_l[None, :]).exp()  # (N, N) [i, j]: y_w = i, y_l = j
-    reward = logp_w - logp_l  # (N,) the Bradley-Terry reward R
-    keep = torch.sigmoid(reward[:, None] - reward[None, :])  # (N, N)
-    labelled = draw * keep + (draw * (1 - keep)).T  # (N, N) [i, j]: i chosen, j rejected
+    labelled = pair_law(logp_w, logp_l)  # (N, N) [i, j]: i chosen, j rejected
     i, j = torch.meshgrid(torch.arange(n), torch.arange(n), indexing="ij")  # (N, N) each
     return Pairs(i.reshape(-1), j.reshape(-1), labelled.reshape(-1))
 

@@ -289,3 +289,22 @@ def test_any_train_or_eval_setting_is_an_axis_typed_by_its_field():
 def test_bad_axes_are_named(search, expected):
     errors = errors_of(swept(**search))
     assert any(e.startswith(expected) for e in errors), errors
+
+
+def test_population_objective_needs_a_known_pair_law():
+    """docs/design.md §1.11: the population objective enumerates responses (toy), takes a
+    tilted regime's law, trains on one worker and a log-ratio loss."""
+    population = {**CI["train"], "objective": "population"}
+    tilted = [{"kind": "powerlaw", "name": "p", "tau": 1.0}]
+    assert errors_of({**with_("train", population), "regimes": CI["regimes"]}) == [
+        "(top level): train.objective: population needs regimes with a known pair law "
+        "(powerlaw, or pg with chosen: tilted); pg has none"]
+    hf = {**HF, "train": population, "regimes": tilted}
+    assert "train.objective: population needs world: toy" in " ".join(errors_of(hf))
+    many = {**with_("train", population), "regimes": tilted,
+            "scaling": {**CI["scaling"], "workers_per_trial": 2}}
+    assert "workers_per_trial: 1" in " ".join(errors_of(many))
+    simpo = {**with_("train", {**population, "loss_type": "simpo"}), "regimes": tilted}
+    assert "loss_type simpo" in " ".join(errors_of(simpo))
+    ok = parse_sweep({**with_("train", population), "regimes": tilted})
+    assert ok.train.objective == "population" and parse_sweep(CI).train.objective == "sampled"

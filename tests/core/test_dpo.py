@@ -10,7 +10,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from didray.core.dpo import LOSS_TYPES, PreferenceLoss, dpo_loss
+from didray.core.did import dpo_optimum_logprobs, optimal_rejected_logprobs, tilted_logprobs
+from didray.core.dpo import LOSS_TYPES, PreferenceLoss, dpo_loss, pair_law, population_loss
+from didray.worlds.tabular import minimize
 
 
 def _t(*xs: float, grad: bool = False) -> torch.Tensor:
@@ -158,3 +160,47 @@ def test_invalid_arguments_raise() -> None:
         dpo_loss(a, a, None, None, beta=0.1)
     with pytest.raises(ValueError, match="label_smoothing"):
         dpo_loss(a, a, a, a, beta=0.1, label_smoothing=0.7)
+
+
+def _log(*ps: float) -> torch.Tensor:
+    return torch.tensor(ps, dtype=torch.float64).log()  # (N,)
+
+
+def test_pair_law_hand_values() -> None:
+    # pi_w = [0.8, 0.2], pi_l = [0.2, 0.8]: R = [log 4, -log 4]. "0 over 1": draw (0, 1) kept,
+    # 0.64 * 16/17, plus draw (1, 0) swapped, 0.04 * 16/17: 0.64. A tie is either draw, 0.16.
+    law = pair_law(_log(0.8, 0.2), _log(0.2, 0.8))  # (2, 2)
+    torch.testing.assert_close(law, torch.tensor([[0.16, 0.64], [0.04, 0.16]],
+                                                 dtype=torch.float64), rtol=1e-12, atol=0)
+
+
+def test_population_loss_and_its_minimiser_by_hand() -> None:
+    """Two responses, pi_ref = [1/2, 1/2], the law above: the pair {0, 1} reads "0 over 1"
+    with probability 0.64 / 0.68 = 16/17 = sigma(log 16), so at beta 2 the loss is least at
+    2 (g_0 - g_1) = log 16, pi = [4/5, 1/5] (docs/design.md §1.11), where it is
+    0.32 log 2 + 0.64 log(17/16) + 0.04 log 17 (the ties' h is 0)."""
+    ref, law, loss = _log(0.5, 0.5), pair_law(_log(0.8, 0.2), _log(0.2, 0.8)), PreferenceLoss(2.0)
+
+    def at(theta: torch.Tensor) -> torch.Tensor:
+        return population_loss(torch.log_softmax(theta, -1), ref, law, loss)
+
+    best = _log(0.8, 0.2).requires_grad_()
+    value = at(best)
+    expected = 0.32 * math.log(2) + 0.64 * math.log(17 / 16) + 0.04 * math.log(17)
+    assert value.item() == pytest.approx(expected, rel=1e-12)
+    (grad,) = torch.autograd.grad(value, best)
+    assert grad.abs().max().item() < 1e-12  # stationary: the convex loss's minimum
+    assert at(ref).item() == pytest.approx(math.log(2), rel=1e-12)  # every margin 0
+    assert at(ref).item() > value.item()
+
+
+def test_population_loss_minimiser_is_the_tilt_optimum() -> None:
+    """Three responses, powerlaw's law (pi_w = pi_ref, §1.4's pi_l): Newton on the population
+    loss at beta_t lands on §1.9's closed form pi_ref (pi_star / pi_ref)^(beta_data / beta_t)."""
+    ref, scores = _log(0.5, 0.3, 0.2), torch.tensor([1.0, 0.0, 0.5], dtype=torch.float64)
+    star = tilted_logprobs(ref, scores, 0.5)
+    law = pair_law(ref, optimal_rejected_logprobs(ref, star, 0.7))
+    loss = PreferenceLoss(1.4)
+    fit = minimize(lambda t: population_loss(torch.log_softmax(t, -1), ref, law, loss), ref)
+    optimum = dpo_optimum_logprobs(ref, star, 0.7, 1.4)
+    torch.testing.assert_close(torch.log_softmax(fit, -1), optimum, rtol=0, atol=1e-9)

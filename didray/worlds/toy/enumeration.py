@@ -37,15 +37,19 @@ class Enumeration:
     n_prompts: int
 
     @classmethod
-    def of(cls, world: ToyWorld, tokenizer: PreTrainedTokenizerBase) -> Enumeration:
+    def of(cls, world: ToyWorld, tokenizer: PreTrainedTokenizerBase,
+           training_only: bool = False) -> Enumeration:
+        """All prompts (`world.all_prompts`), or the training prompts alone (`world.prompts`,
+        which come first): the population objective needs only those (§1.11)."""
         by_length = defaultdict(list)
-        for row, prompt in enumerate(world.all_prompts):
+        prompts = world.prompts if training_only else world.all_prompts
+        for row, prompt in enumerate(prompts):
             ids = prompt_ids(tokenizer, prompt.text)
             by_length[len(ids)].append((row, ids))
         groups = tuple((torch.tensor([row for row, _ in group]),
                         torch.tensor([ids for _, ids in group]))
                        for group in by_length.values())
-        return cls(groups, len(world.all_prompts))
+        return cls(groups, len(prompts))
 
     @torch.no_grad()
     def logps(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -53,6 +57,12 @@ class Enumeration:
         """(P, R) log pi(y | x) of the masked policy, rows in `world.all_prompts` order,
         responses in `enumerate_responses` order. A pass after the prompts' own extends at
         most max_rows // A prefixes (at least one) by its A words."""
+        return self.table(model, tokenizer, max_rows).cpu()
+
+    def table(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+              max_rows: int = MAX_ROWS) -> Tensor:
+        """`logps` on the model's device, differentiable in the model's parameters when
+        gradients are on: the population objective trains through it (§1.11)."""
         space = ResponseSpace.from_model(model, tokenizer)
         tables = [None] * self.n_prompts
         for rows, ids in self.groups:
@@ -61,7 +71,7 @@ class Enumeration:
             _descend(model, space, out.logits[:, -1], out.past_key_values, laws, max_rows)
             for row, table in zip(rows.tolist(), _responses(space, laws), strict=True):
                 tables[row] = table
-        return torch.stack(tables).cpu()
+        return torch.stack(tables)
 
 
 def _descend(model: PreTrainedModel, space: ResponseSpace, logits: Tensor,
