@@ -28,8 +28,12 @@ def nodes():
 
 
 def test_trials_spread_over_nodes_and_land_in_shared_storage(nodes, warm_cache, tmp_path):
+    # Trials long enough (a few seconds) that both run at once: a 6-step trial can end
+    # before the other node's trial process has started, and Tune then reuses the first
+    # node's process for the second trial (seen once, after the evaluation got fast).
     path = write_sweep(tmp_path, {
         **CI, "name": "multi", "search": {"beta": [0.1, 0.5], "regime": ["pg"]},
+        "train": {**CI["train"], "steps": 300, "report_every": 150, "checkpoint_every": 150},
         "scaling": {**CI["scaling"], "max_concurrent_trials": 2}}, name="multi.yaml")
     # main, not run_here: the test reads the cluster's nodes after the sweep.
     assert main(["run", str(path), "--storage", str(warm(tmp_path, warm_cache)),
