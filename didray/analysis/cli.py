@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from didray.analysis.load import Results
 
 FORMATS = ("table", "md", "csv", "parquet")
-TABLES = ("entropy_vs_scores", "regimes", "correlations", "dynamics")  # didray.analysis.tables
+# didray.analysis.tables
+TABLES = ("entropy_vs_scores", "regimes", "optimum", "correlations", "dynamics")
 
 
 def add_analyze_command(subparsers: argparse._SubParsersAction) -> None:

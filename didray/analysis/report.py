@@ -23,6 +23,7 @@ from didray.analysis.tables import (
     compare,
     correlations,
     entropy_vs_scores,
+    optimum,
     regimes,
 )
 from didray.display import print_frame
@@ -67,6 +68,9 @@ def print_tables(results: Results, fmt: str = "table") -> pl.DataFrame:
          "over seeds, null with one seed)", table),
         ("What each regime's data encode (data DID entropy, label strength, resampling ESS) "
          "and the mean learned DID entropy", regimes(results)),
+        ("The known answer of each tilted cell: its population DPO optimum's DID entropy next "
+         "to the learned one, and the final TV / KL to it (docs/design.md §1.11)",
+         optimum(results)),
         ("Correlation of DID entropy with each score across finished trials, within training "
          "beta (95% intervals from a bootstrap over independent units: datasets)", corr),
         ("The paper's claims against those correlations (supported / contradicted: the "
@@ -74,6 +78,8 @@ def print_tables(results: Results, fmt: str = "table") -> pl.DataFrame:
          f"{MIN_UNITS} independent units (datasets), {MIN_STRATUM_UNITS} per beta)",
          verdicts(corr)),
     )
+    # A sweep without a known optimum (hf, offpolicy) has no rows to show for it.
+    titled = tuple((title, frame) for title, frame in titled if frame.height)
     for i, (title, frame) in enumerate(titled):
         print(("\n" if i else "") + _title(title, fmt))
         print_frame(readable(frame, fmt), fmt, PRECISION)
@@ -133,6 +139,8 @@ def capability_report(results: Results, out: Path, title: str) -> Path:
         "trials are evaluated.",
         "## Verdicts", markdown(verdicts(correlations(results))),
         "## What each regime's data encode", markdown(regimes(results)),
+        *(["## Each cell's known optimum against the learned policy", markdown(known)]
+          if (known := optimum(results)).height else []),
         "## DID entropy by regime and beta", markdown(compare(results, "did_entropy")),
         "## Instruction score by regime and beta",
         markdown(compare(results, "instruction_score")),

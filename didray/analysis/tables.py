@@ -110,6 +110,32 @@ def regimes(results: Results) -> pl.DataFrame:
     return table.collect()
 
 
+def optimum(results: Results) -> pl.DataFrame:
+    """One row per (sweep, regime, beta, swept settings) of the tilted regimes' toy trials:
+    the level the data encode, the DID entropy of the cell's population DPO optimum (the
+    closed form, docs/design.md §1.11), the mean learned one over finished trials, their gap,
+    and the policies' final TV and KL to the optimum. Where the gap is large, finite data and
+    steps (or a bug) moved the policy off the answer the data define (§7.7). Empty for a sweep
+    with no optimum (hf, offpolicy, pg with given chosen responses)."""
+    by = keys(results.trials)
+    names = results.trials.collect_schema().names()
+    if "optimum_did_entropy" not in names:
+        return pl.DataFrame(schema={c: pl.String for c in by})
+    finished = pl.col("_finished")
+    table = (flag_status(results.trials).filter(pl.col("optimum_did_entropy").is_not_null())
+             .group_by(by)
+             .agg(pl.col("data_did_entropy").first(), pl.col("optimum_did_entropy").first(),
+                  finished.sum().alias("finished"),
+                  *[pl.col(c).filter(finished).mean().alias(alias) for c, alias in (
+                      ("did_entropy", "learned_did_entropy"), ("final/optimum_tv", "optimum_tv"),
+                      ("final/optimum_kl", "optimum_kl"))])
+             .with_columns(gap=pl.col("learned_did_entropy") - pl.col("optimum_did_entropy"))
+             .select(*by, "data_did_entropy", "finished", "optimum_did_entropy",
+                     "learned_did_entropy", "gap", "optimum_tv", "optimum_kl")
+             .sort(by, nulls_last=True))
+    return table.collect()
+
+
 def correlations(results: Results, by: Sequence[str] = ("sweep",),
                  within: Sequence[str] = ("beta",), unit: Sequence[str] | None = None,
                  resamples: int = 1000, level: float = 0.95, seed: int = 0) -> pl.DataFrame:

@@ -32,7 +32,7 @@ def test_csv_to_out_is_one_file_per_table(sweep_dir, tmp_path):
     out = tmp_path / "out"
     assert analyze([str(sweep_dir), "--format", "csv", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "correlations.csv", "dynamics.csv", "entropy_vs_scores.csv", "regimes.csv"]
+        "correlations.csv", "dynamics.csv", "entropy_vs_scores.csv", "optimum.csv", "regimes.csv"]
     table = pl.read_csv(out / "entropy_vs_scores.csv")
     assert table["trials"].sum() == 8  # as the parquet table: every trial counted once
 
@@ -73,7 +73,7 @@ def test_parquet_and_plots_go_to_out(sweep_dir, tmp_path, capsys):
     assert names == ["correlations.parquet", "dynamics.parquet", "dynamics.pdf", "dynamics.png",
                      "entropy_vs_scores.parquet", "entropy_vs_scores.pdf",
                      "entropy_vs_scores.png", "headline-page.pdf", "headline-page.png",
-                     "headline.pdf", "headline.png", "regimes.parquet"]
+                     "headline.pdf", "headline.png", "optimum.parquet", "regimes.parquet"]
     assert pl.read_parquet(out / "entropy_vs_scores.parquet")["trials"].sum() == 8
     assert all((out / name).stat().st_size > 0 for name in names)
 

@@ -13,6 +13,7 @@ from didray.analysis.tables import (
     correlations,
     dynamics,
     entropy_vs_scores,
+    optimum,
     regimes,
 )
 from didray.errors import BadInput
@@ -219,6 +220,31 @@ def test_regimes_table_keeps_what_the_data_encode_and_the_learned_mean():
     assert table["learned_did_entropy"].to_list() == [1.0, 5.5]
     assert table["finished"].to_list() == [1, 2]
     assert table["data_margin_abs"].to_list() == [15.0, 2.9]
+
+
+def test_optimum_table_sets_the_learned_entropy_beside_the_closed_form():
+    """Per (regime, beta): the optimum's DID entropy, the finished trials' mean learned one
+    (the failed trial's 9.0 must not count), their gap and mean final TV / KL; a regime
+    without an optimum (offpolicy: null columns) has no row."""
+    frame = pl.DataFrame(
+        {"trial_id": list("abcde"), "regime": ["low", "low", "low", "high", "off"],
+         "beta": [0.5, 0.5, 0.5, 0.5, 0.5],
+         "status": ["TERMINATED", "TERMINATED", "ERROR", "TERMINATED", "TERMINATED"],
+         "did_entropy": [1.5, 2.5, 9.0, 4.0, 3.0], "data_did_entropy": [1.0, 1.0, 1.0, 5.5, 4.0],
+         "optimum_did_entropy": [1.75, 1.75, 1.75, 4.25, None],
+         "final/optimum_tv": [0.1, 0.3, 0.9, 0.05, None],
+         "final/optimum_kl": [0.02, 0.04, 0.9, 0.01, None]})
+    table = optimum(Results.of(frame, sweep="s"))
+    assert table["regime"].to_list() == ["high", "low"]
+    assert table["finished"].to_list() == [1, 2]
+    assert table["learned_did_entropy"].to_list() == [4.0, 2.0]
+    assert table["gap"].to_list() == pytest.approx([-0.25, 0.25])
+    assert table["optimum_tv"].to_list() == pytest.approx([0.05, 0.2])
+    assert table["optimum_kl"].to_list() == pytest.approx([0.01, 0.03])
+
+
+def test_optimum_table_of_a_sweep_without_one_is_empty(results):
+    assert optimum(results).height == 0
 
 
 def two_estimator_results() -> Results:
