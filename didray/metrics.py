@@ -58,6 +58,9 @@ AXES = (
        "pi_ref exp(score/tau), given or solved from the requested DID entropy"),
     _m("beta_data", "float", "trials steps evals", "tilted regimes: exponent that built the "
        "data"),
+    _m("data.seed", "int", "trials steps evals", "the seed of the trial's dataset where "
+       "data.seed is a search axis (replicate datasets of every regime, the independent unit "
+       "of the analysis; docs/design.md §3.7)"),
     # Written for the search axes a sweep has (`search: {train.lr: ...}`), typed as the setting.
     _m("train.{setting}", "setting", "trials steps evals", "a swept train setting: the "
        "trial's value"),

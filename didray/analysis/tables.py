@@ -97,16 +97,18 @@ DATA_COLUMNS = ("regime_kind", "tau", "beta_data", "data_did_entropy", "data_did
 
 
 def regimes(results: Results) -> pl.DataFrame:
-    """One row per (sweep, regime): what its data encode (docs/design.md §5.4: the DID entropy
-    of the data and how it was computed, label strength, resampling ESS) next to the mean
-    learned DID entropy of its finished trials, so regimes compared in a sweep can be checked
-    for comparable label information."""
+    """One row per dataset (sweep, regime, and data.seed where it is an axis): what its data
+    encode (docs/design.md §5.4: the DID entropy of the data and how it was computed, label
+    strength, resampling ESS) next to the mean learned DID entropy of its finished trials, so
+    regimes compared in a sweep can be checked for comparable label information, and the
+    replicate datasets of a regime for how much they differ."""
+    unit = default_unit(results.trials.collect_schema().names())
     table = (flag_status(results.trials)
-             .group_by("sweep", "regime")
+             .group_by(unit)
              .agg(*[pl.col(c).first() for c in DATA_COLUMNS], *status_counts(),
                   pl.col("did_entropy").filter("_finished").mean().alias("learned_did_entropy"))
-             .sort("sweep", "data_did_entropy", "regime", nulls_last=True)
-             .select("sweep", "regime", *DATA_COLUMNS, "finished", "learned_did_entropy"))
+             .sort("sweep", "data_did_entropy", *unit[1:], nulls_last=True)
+             .select(*unit, *DATA_COLUMNS, "finished", "learned_did_entropy"))
     return table.collect()
 
 

@@ -350,6 +350,12 @@ class Sweep(Strict):
     def regime_names(self) -> list[str]:
         return list(self.search.regime or [r.name for r in self.regimes])
 
+    def datasets(self) -> list[tuple[str, int | None]]:
+        """(regime name, data seed) of every dataset prepare builds: each regime once, or once
+        per value of a data.seed axis (None: no axis, the file's data.seed)."""
+        seeds = self.search.data_seeds() or [None]
+        return [(name, seed) for name in self.regime_names() for seed in seeds]
+
     def regime(self, name: str) -> OffPolicy | PolicyGradientPairs | PowerLaw:
         return next(r for r in self.regimes if r.name == name)
 

@@ -100,6 +100,12 @@ PREPARED = ("data", "train.max_prompt_tokens", "train.max_response_tokens", "eva
             "eval.prompts", "eval.scorer", "eval.qa")
 
 
+# The one prepared setting that is an axis: each value is its own dataset of every regime,
+# built in prepare like the others (docs/design.md §3.7), so its values must be known before
+# any trial starts: a list, or choice in random mode.
+DATA_SEED = "data.seed"
+
+
 # What ASHA may compare trials on: a number every report carries in either world (the exact
 # toy metrics are only at the reports eval.every picks).
 ASHA_METRICS = tuple(m.name for m in STEP if m.dtype == "float" and m.worlds == BOTH)
@@ -159,7 +165,8 @@ class Search(Strict):
     """The swept axes. grid: every combination; random: num_samples draws. At most 10,000
     trials either way. Besides beta, regime and seed, any train.* or eval.* setting is an
     axis under its dotted name (`train.lr: [1e-4, 1e-3]`): a list of values, or in random
-    mode also {loguniform: [lo, hi]}, {uniform: [lo, hi]} or {choice: [...]}."""
+    mode also {loguniform: [lo, hi]}, {uniform: [lo, hi]} or {choice: [...]}. `data.seed`
+    is one too: replicate datasets of every regime (a list, or choice)."""
 
     # Dotted keys are the extra axes; `_known_keys` refuses any other unknown key.
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -196,7 +203,7 @@ class Search(Strict):
     @classmethod
     def check_key(cls, key: str) -> None:
         """Refuse a search key that is no sweepable setting, saying why."""
-        if any(key == p or key.startswith(f"{p}.") for p in PREPARED):
+        if key != DATA_SEED and any(key == p or key.startswith(f"{p}.") for p in PREPARED):
             raise ValueError(
                 f"`{key}` cannot be a search axis: it is read while the regime datasets, "
                 "reference caches and evaluation data are prepared, once for all trials "
@@ -227,6 +234,14 @@ class Search(Strict):
             if drawn:
                 raise ValueError(f"{', '.join(drawn)}: a distribution needs mode: random "
                                  "(grid mode takes a list of values)")
+        return self
+
+    @model_validator(mode="after")
+    def _data_seeds_known(self) -> Search:
+        axis = self.axes.get(DATA_SEED)
+        if isinstance(axis, Distribution) and axis.kind != "choice":
+            raise ValueError(f"{DATA_SEED}: each value is a dataset built before the trials "
+                             "start, so give a list or {choice: [...]}, not a range")
         return self
 
     @model_validator(mode="after")
@@ -261,8 +276,14 @@ class Search(Strict):
 
     @property
     def axes(self) -> dict[str, Axis]:
-        """The train.* / eval.* axes, by dotted path."""
+        """The train.* / eval.* axes and data.seed, by dotted path."""
         return dict(self.__pydantic_extra__ or {})
+
+    def data_seeds(self) -> list[int] | None:
+        """The data.seed axis's values, each a dataset of every regime (None: no such axis,
+        every trial uses the file's data.seed)."""
+        axis = self.axes.get(DATA_SEED)
+        return None if axis is None else axis_values(axis)
 
     def points(self) -> list[dict[str, tuple[tuple, object]]]:
         """The settings the rules across fields are checked on, each value with its place in

@@ -12,8 +12,15 @@ from typing import Literal
 from didray.config.paths import parse, put
 from didray.config.regimes import Regime
 from didray.config.schema import Eval, SamplerSettings, Scaling, SweepSearch, Train
+from didray.config.search import DATA_SEED
 from didray.core.dpo import PreferenceLoss
 from didray.storage import Storage
+
+
+def dataset_key(regime: str, data_seed: int | None) -> str:
+    """The name of one prepared dataset: the regime's name, and its data seed where
+    `data.seed` is an axis (each value is a replicate dataset of every regime)."""
+    return regime if data_seed is None else f"{regime}@data.seed={data_seed}"
 
 
 def threads_for(cpus: float) -> int:
@@ -62,7 +69,7 @@ class TrialSpec:
     storage: Storage  # where sweep_dir and the caches below live (their mirror paths)
     sweep_dir: Path
     world_dir: Path
-    regimes: dict[str, RegimeFiles]
+    regimes: dict[str, RegimeFiles]  # by dataset_key
     enum_file: Path | None = None  # toy: pi_ref's log-prob of every (prompt, response)
     eval_file: Path | None = None  # hf: pi_ref's evaluation samples and scores
 
@@ -70,15 +77,15 @@ class TrialSpec:
     def threads(self) -> int:
         return threads_for(self.scaling.cpus_per_worker)
 
-    def fetch(self, regime: str) -> None:
-        """Pull what a trial of `regime` reads into this node's mirror of a remote storage
-        (on a cluster without a shared disk the driver's node alone has them)."""
-        files = (self.world_dir, self.regimes[regime].ref_file, self.enum_file, self.eval_file)
+    def fetch(self, dataset: str) -> None:
+        """Pull what a trial of `dataset` (a dataset_key) reads into this node's mirror of a
+        remote storage (on a cluster without a shared disk the driver's node alone has them)."""
+        files = (self.world_dir, self.regimes[dataset].ref_file, self.enum_file, self.eval_file)
         self.storage.ensure(*(f for f in files if f is not None))
 
 
 def setting_axes(config: dict) -> dict[str, object]:
-    """The train.* / eval.* search axes of a Tune trial config."""
+    """The train.* / eval.* search axes (and data.seed) of a Tune trial config."""
     return {k: v for k, v in config.items() if k in SweepSearch.settings()}
 
 
@@ -89,6 +96,8 @@ def with_axes(train: Train, eval: Eval, axes: dict[str, object]) -> tuple[Train,
     refused)."""
     sections = {"train": train, "eval": eval}
     for key, value in axes.items():
+        if key == DATA_SEED:  # picks the trial's dataset (Trial.dataset), not a setting
+            continue
         sections = put(sections, parse(key), SweepSearch.field_type(key).validate_python(value))
     return sections["train"], sections["eval"]
 
@@ -105,7 +114,7 @@ class Trial:
     trial_id: str
     train: Train
     eval: Eval
-    axes: dict[str, object] = field(default_factory=dict)  # train.* / eval.* axis values
+    axes: dict[str, object] = field(default_factory=dict)  # train.*, eval.*, data.seed values
 
     @classmethod
     def of(cls, spec: TrialSpec, config: dict, trial_id: str) -> Trial:
@@ -116,8 +125,13 @@ class Trial:
                    eval, axes)
 
     @property
+    def dataset(self) -> str:
+        """The dataset_key of the data it trains on."""
+        return dataset_key(self.regime, self.axes.get(DATA_SEED))
+
+    @property
     def files(self) -> RegimeFiles:
-        return self.spec.regimes[self.regime]
+        return self.spec.regimes[self.dataset]
 
     @property
     def loss(self) -> PreferenceLoss:

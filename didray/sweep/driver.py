@@ -43,9 +43,9 @@ def trial_spec(sweep: Sweep, prepared: PreparedSweep, storage: Storage,
         sampler=sweep.sampler, scaling=sweep.scaling, dtype=model_dtype(sweep),
         gradient_checkpointing=bool(sweep.model.hf and sweep.model.hf.gradient_checkpointing),
         storage=storage, sweep_dir=sweep_dir, world_dir=prepared.world_dir,
-        regimes={name: RegimeFiles(r.data_dir, r.ref_file,
-                                   PairLaw.of(sweep.regime(name), r.stats["tau"]))
-                 for name, r in prepared.regimes.items()},
+        regimes={key: RegimeFiles(r.data_dir, r.ref_file,
+                                  PairLaw.of(sweep.regime(r.name), r.stats["tau"]))
+                 for key, r in prepared.regimes.items()},
         enum_file=prepared.enum_file, eval_file=prepared.eval_file)
 
 
@@ -187,14 +187,15 @@ def fit(tuner, sweep: Sweep, eval_file: Path | None):
 
 
 def regime_columns(sweep: Sweep, prepared: PreparedSweep) -> dict[str, dict]:
-    """Per regime, the columns results carry next to the regime name: its kind, beta_data
-    and what its data encode (tau solved or given, data DID entropy, label statistics)."""
+    """Per dataset (a regime, at a data seed where data.seed is an axis), the columns results
+    carry next to the regime name: its kind, beta_data and what its data encode (tau solved
+    or given, data DID entropy, label statistics)."""
     def beta_data(name: str, stats: dict) -> float | None:
         return sweep.regime(name).beta_data if stats["tau"] is not None else None
 
-    return {name: {"regime_kind": sweep.regime(name).kind,
-                   "beta_data": beta_data(name, r.stats), **r.stats}
-            for name, r in prepared.regimes.items()}
+    return {key: {"regime_kind": sweep.regime(r.name).kind,
+                  "beta_data": beta_data(r.name, r.stats), **r.stats}
+            for key, r in prepared.regimes.items()}
 
 
 def run_sweep(sweep: Sweep, source: str, address: str | None = None,

@@ -27,7 +27,7 @@ import torch
 
 from didray import display
 from didray.config.schema import Sweep
-from didray.config.trial import threads_for
+from didray.config.trial import dataset_key, threads_for
 from didray.data.regimes import Sources, build_pairs, warnings
 from didray.data.sources import PoolFactory, hf_sources, toy_sources
 from didray.data.tensors import PairTensors, save_pair_tensors
@@ -110,7 +110,7 @@ class PreparedRegime:
 class PreparedSweep:
     world_dir: Path
     world_hash: str
-    regimes: dict[str, PreparedRegime]
+    regimes: dict[str, PreparedRegime]  # by dataset_key (config.trial)
     enum_file: Path | None = None  # toy: pi_ref's log-prob of every (prompt, response): (P, R)
     eval_file: Path | None = None  # hf: pi_ref's evaluation samples and scores
 
@@ -298,8 +298,9 @@ def prepare(sweep: Sweep, caches: Caches, progress: Progress) -> PreparedSweep:
     pool = LazyPool(world.dir, sweep, progress)
     try:
         sources = world.sources(pool)
-        data = {name: build_regime(sweep, name, world, sources, caches, progress)
-                for name in sweep.regime_names()}
+        data = {dataset_key(name, seed): build_regime(sweep, name, seed, world, sources,
+                                                      caches, progress)
+                for name, seed in sweep.datasets()}
         eval_file = world.evaluate_ref(pool) if world.evaluate_ref else None
     finally:
         pool.close()
@@ -309,12 +310,16 @@ def prepare(sweep: Sweep, caches: Caches, progress: Progress) -> PreparedSweep:
     return PreparedSweep(world.dir, world.hash, regimes, world.enum_file, eval_file)
 
 
-def build_regime(sweep: Sweep, name: str, world: World, sources: Sources, caches: Caches,
-                 progress: Progress) -> tuple[Path, str, dict]:
-    """The regime's dataset, built once (keyed by its recipe, not its name: two sweeps naming
-    one regime differently share it): its directory, hash and the `data_*` statistics of
-    what it encodes (kept in the dataset's metadata, which holds no name either)."""
+def build_regime(sweep: Sweep, name: str, seed: int | None, world: World, sources: Sources,
+                 caches: Caches, progress: Progress) -> tuple[str, Path, str, dict]:
+    """The regime's dataset at data seed `seed` (None: the file's data.seed), built once
+    (keyed by its recipe, not its name: two sweeps naming one regime differently share it):
+    the regime's name, its directory, hash and the `data_*` statistics of what it encodes
+    (kept in the dataset's metadata, which holds no name either)."""
     regime, data_cfg = sweep.regime(name), sweep.data
+    if seed is not None:
+        data_cfg = data_cfg.model_copy(update={"seed": seed})
+    shown = dataset_key(name, seed)
     sampled = sampling_key(sweep) if regime.kind != "offpolicy" else None
     # "stats-v1": datasets carry their data_* statistics; older ones are rebuilt.
     recipe = regime.model_dump(exclude={"name"})
@@ -325,7 +330,7 @@ def build_regime(sweep: Sweep, name: str, world: World, sources: Sources, caches
     store.fetch(data_dir, lambda: unusable(data_dir, Path.exists))
     built = not reusable(data_dir, unusable(data_dir, Path.exists), progress)
     if built:
-        progress(f"data: building regime {name!r} ({regime.kind})")
+        progress(f"data: building regime {shown!r} ({regime.kind})")
         pairs = build_pairs(regime, sources, data_cfg.pairs_per_prompt, data_cfg.seed)
         meta = {"regime": recipe, "data_hash": data_hash, "world_hash": world.hash,
                 "stats": pairs.stats()}
@@ -336,13 +341,13 @@ def build_regime(sweep: Sweep, name: str, world: World, sources: Sources, caches
     caches.note(f"data/{data_hash}", built)
     stats = regime_stats(data_dir)
     if stats["data_did_entropy"] is not None:
-        progress(f"data: {name!r} encodes a DID entropy of {stats['data_did_entropy']:.3f} nats "
+        progress(f"data: {shown!r} encodes a DID entropy of {stats['data_did_entropy']:.3f} nats "
                  f"({stats['data_did_entropy_method']}, "
                  + (f"tau {stats['tau']:.4g})" if stats["tau"] else "labels deterministic in "
                     "the score: the tau -> 0 limit)"))
     for warning in warnings(stats, getattr(regime, "candidates", None)):
-        progress(f"warning: regime {name!r}: {warning}")
-    return data_dir, data_hash, stats
+        progress(f"warning: regime {shown!r}: {warning}")
+    return name, data_dir, data_hash, stats
 
 
 def regime_stats(data_dir: Path) -> dict:
@@ -351,7 +356,7 @@ def regime_stats(data_dir: Path) -> dict:
     return meta["stats"]
 
 
-def references(sweep: Sweep, world: World, data: dict[str, tuple[Path, str, dict]],
+def references(sweep: Sweep, world: World, data: dict[str, tuple[str, Path, str, dict]],
                caches: Caches, progress: Progress) -> dict[str, PreparedRegime]:
     """Each regime's reference cache, computed once (keyed by model, data, max lengths and
     the device kind: trials compare their log-probs with these, so a GPU sweep does not reuse
@@ -359,24 +364,24 @@ def references(sweep: Sweep, world: World, data: dict[str, tuple[Path, str, dict
     train, scaling = sweep.train, sweep.scaling
     lengths = (train.max_prompt_tokens, train.max_response_tokens)
     regimes, missing = {}, {}
-    for name, (data_dir, data_hash, stats) in data.items():
+    for key, (name, data_dir, data_hash, stats) in data.items():
         dataset = datasets.load_from_disk(str(data_dir))
         if len(dataset) < train.batch_size:
-            raise BadInput(f"regime {name!r} has {len(dataset)} pairs, fewer than "
+            raise BadInput(f"regime {key!r} has {len(dataset)} pairs, fewer than "
                            f"train.batch_size={train.batch_size}; raise data.pairs_per_prompt")
         device = "gpu" if scaling.gpus_per_worker else "cpu"
         ref_hash = content_hash(world.hash, data_hash, lengths, device)
         store = Store.of(sweep)
         ref_file = store.ref(ref_hash)
         store.fetch(ref_file, lambda ref_file=ref_file: file_damage(ref_file))
-        regimes[name] = PreparedRegime(name, data_dir, data_hash, ref_file, ref_hash,
+        regimes[key] = PreparedRegime(name, data_dir, data_hash, ref_file, ref_hash,
                                        len(dataset), stats)
         # Two regimes of one sweep may differ by name alone: one computation for both.
         fresh = ref_file not in missing and not reusable(ref_file, file_damage(ref_file),
                                                          progress)
         caches.note(f"ref/{ref_hash}", fresh)
         if fresh:
-            progress(f"data: reference log-probs for {name!r} ({len(dataset)} pairs)")
+            progress(f"data: reference log-probs for {key!r} ({len(dataset)} pairs)")
             missing[ref_file] = (list(dataset["prompt"]) * 2,
                                  list(dataset["chosen"]) + list(dataset["rejected"]))
     if missing:

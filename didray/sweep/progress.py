@@ -13,7 +13,8 @@ from pathlib import Path
 import polars as pl
 from ray import tune
 
-from didray.config.trial import setting_axes
+from didray.config.search import DATA_SEED
+from didray.config.trial import dataset_key, setting_axes
 from didray.files import seal_path
 from didray.metrics import FINAL, lookup, step_values
 from didray.storage import Storage
@@ -78,8 +79,9 @@ class ResultsWriter(tune.Callback):
 
     def _axes(self, trial) -> dict:
         axes = {k: trial.config[k] for k in AXES}
-        return {"trial_id": trial.trial_id, **axes, **setting_axes(trial.config),
-                **self.regimes[axes["regime"]]}
+        settings = setting_axes(trial.config)
+        return {"trial_id": trial.trial_id, **axes, **settings,
+                **self.regimes[dataset_key(axes["regime"], settings.get(DATA_SEED))]}
 
     def _trial_row(self, trial, status: str, **extra) -> None:
         row = {**self._trials.get(trial.trial_id, {}), **self._axes(trial), "status": status}

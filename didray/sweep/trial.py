@@ -169,7 +169,7 @@ def run_trial(config: dict, spec: TrialSpec) -> None:
     killed before Tune saved that it finished) reports them again instead of rerunning."""
     trial = Trial.of(spec, config,
                      ray.tune.get_context().get_trial_id())  # Ray: stable across Tuner.restore
-    spec.fetch(trial.regime)
+    spec.fetch(trial.dataset)
     spec.storage.pull(done_file(trial))
     final = read_json(done_file(trial))
     if final is None:

@@ -218,7 +218,7 @@ def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
     clock = Clock()
     spec, train = trial.spec, trial.train
     torch.set_num_threads(spec.threads)
-    spec.fetch(trial.regime)
+    spec.fetch(trial.dataset)
     # Train V2 logs every report at INFO on a logger named by file path, which its
     # LoggingConfig does not reach; the root level does, and didray prints progress itself.
     logging.getLogger().setLevel(logging.WARNING)

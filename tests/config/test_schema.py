@@ -268,6 +268,17 @@ def test_any_train_or_eval_setting_is_an_axis_typed_by_its_field():
     assert drawn.trial_count() == 4
 
 
+def test_data_seeds_are_replicate_datasets_of_every_regime():
+    """docs/design.md §3.7: each data.seed value is one dataset of each regime."""
+    sweep = parse_sweep(swept(**{"data.seed": [3, 1, 2]}))
+    assert sweep.datasets() == [("pg", 3), ("pg", 1), ("pg", 2), ("powerlaw-t1", 3),
+                                ("powerlaw-t1", 1), ("powerlaw-t1", 2)]
+    assert sweep.trial_count() == 2 * 2 * 3  # beta x regime x data.seed
+    assert parse_sweep(CI).datasets() == [("pg", None), ("powerlaw-t1", None)]
+    drawn = parse_sweep(swept(mode="random", num_samples=5, **{"data.seed": {"choice": [0, 7]}}))
+    assert drawn.search.data_seeds() == [0, 7]
+
+
 @pytest.mark.parametrize(("search", "expected"), [
     ({"train.lr": [1e-3, -1]}, "search.train.lr[1]: must be > 0 (got -1)"),
     # applied to the whole sweep: ci.yaml's train.steps is 6
@@ -282,8 +293,11 @@ def test_any_train_or_eval_setting_is_an_axis_typed_by_its_field():
     ({"train.lr": {"loguniform": [1e-4, 1e-2]}}, "search: train.lr: a distribution needs mode: "
      "random"),
     ({"train.lrr": [1e-3]}, "search: unknown setting `train.lrr`; did you mean `train.lr`?"),
-    ({"data.seed": [0, 1]}, "search: `data.seed` cannot be a search axis: it is read while "
-     "the regime datasets"),
+    ({"data.pairs_per_prompt": [4, 8]}, "search: `data.pairs_per_prompt` cannot be a search "
+     "axis: it is read while the regime datasets"),
+    ({"mode": "random", "data.seed": {"uniform": [0, 4]}}, "search: data.seed: each value is "
+     "a dataset built before the trials start, so give a list or {choice: [...]}"),
+    ({"data.seed": [0, -1]}, "search.data.seed[1]: must be >= 0"),
     ({"train.lr": [1e-3, 1e-3]}, "search.train.lr: values must be distinct; repeated: 0.001"),
 ])
 def test_bad_axes_are_named(search, expected):

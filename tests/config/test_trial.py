@@ -6,7 +6,7 @@ from pydantic import ValidationError
 from support.schema import CI, errors_of, swept
 
 from didray.config.load import parse_sweep
-from didray.config.trial import setting_axes, with_axes
+from didray.config.trial import dataset_key, setting_axes, with_axes
 
 
 def test_swept_values_land_in_the_trials_settings_and_nothing_else_moves():
@@ -58,3 +58,13 @@ def test_random_mode_checks_each_value_with_the_files_settings():
                  **{"train.warmup_steps": {"choice": [0, 6]}})
     assert errors_of(data) == ["search.train.warmup_steps.choice[1]: warmup_steps (6) must be "
                                "< steps (6): training would end before the warmup does"]
+
+
+def test_a_data_seed_picks_the_trials_dataset_and_changes_no_setting():
+    sweep = parse_sweep(swept(**{"data.seed": [0, 5]}))
+    config = {"beta": 0.1, "regime": "pg", "seed": 0, "data.seed": 5}
+    assert setting_axes(config) == {"data.seed": 5}  # a column of its results
+    train, eval = with_axes(sweep.train, sweep.eval, setting_axes(config))
+    assert (train, eval) == (sweep.train, sweep.eval)
+    assert dataset_key("pg", 5) == "pg@data.seed=5"
+    assert dataset_key("pg", None) == "pg"  # no axis: the regime's one dataset
