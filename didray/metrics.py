@@ -157,6 +157,11 @@ TRIAL = (
        "knew", "fraction", TOY),
     _m("qa_accuracy_unknown", "float", "trials", "qa_accuracy on held-out facts the SFT "
        "teacher did not know", "fraction", TOY),
+    _m("qa_accuracy_teachable", "float", "trials", "qa_accuracy on held-out facts the pairs "
+       "can teach: a training fact of the same relation has the same answer word",
+       "fraction", TOY),
+    _m("qa_accuracy_unteachable", "float", "trials", "qa_accuracy on held-out facts no "
+       "training fact of the same relation shares the answer of", "fraction", TOY),
     _m("qa_expected", "float", "trials", "mean p(answer) over held-out fact prompts",
        "fraction", TOY, axis="expected QA p(answer)"),
     _m("qa_accuracy_seen", "float", "trials", "qa_accuracy on the training fact prompts",
@@ -176,7 +181,8 @@ TRIAL = (
 OPTIMUM_OF = ("did_entropy", "did_entropy_open", "did_entropy_fact", "instruction_score",
               "instruction_judge", "instruction_coverage", "instruction_winrate",
               "instruction_score_seen", "qa_accuracy", "qa_accuracy_known",
-              "qa_accuracy_unknown", "qa_expected", "qa_accuracy_seen")
+              "qa_accuracy_unknown", "qa_accuracy_teachable", "qa_accuracy_unteachable",
+              "qa_expected", "qa_accuracy_seen")
 _UNITS = {m.name: m.unit for m in TRIAL}
 OPTIMUM = tuple(
     _m(f"optimum_{name}", "float", "trials", f"tilted regimes: {name} of the population DPO "
