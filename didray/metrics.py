@@ -147,8 +147,10 @@ TRIAL = (
        "samples, held-out open prompts", "fraction", TOY),
     _m("instruction_coverage", "float", "trials", "distinct acceptable responses in k samples / "
        "min(k, #acceptable), held-out", "fraction", TOY),
-    _m("instruction_winrate", "float", "trials", "win rate against pi_ref, ties half (toy: "
-       "judge verdicts, held-out prompts)", "fraction", axis="win rate vs π_ref"),
+    _m("instruction_winrate", "float", "trials", "win rate against pi_ref, ties half; derived "
+       "from the judge, no verdict of its own (toy: 1/2 + (instruction_judge - pi_ref's) / 2 "
+       "exactly; hf: the same greedy scores as instruction_score)", "fraction",
+       axis="win rate vs π_ref"),
     _m("instruction_score_seen", "float", "trials", "instruction_score on the training open "
        "prompts", "", TOY),
     _m("qa_accuracy", "float", "trials", "knowledge-QA accuracy (toy: greedy exact match, "

@@ -34,9 +34,11 @@ PRECISION = 3
 # chance one time in six per stratum.
 MIN_UNITS = 6
 MIN_STRATUM_UNITS = 3
-# (score, the sign of its correlation with DID entropy that the paper's claim predicts)
+# (score, the sign of its correlation with DID entropy that the paper's claim predicts).
+# instruction_winrate is no row: it is derived from the judge scores instruction_score is
+# made of (toy: exactly 1/2 + (judge - pi_ref's judge) / 2), not a second measurement
+# (docs/design.md §3.6, §6.1).
 CLAIMS = (("instruction_score", 1, "high-entropy DID helps instruction following"),
-          ("instruction_winrate", 1, "high-entropy DID helps instruction following"),
           ("qa_accuracy", -1, "low-entropy DID helps knowledge QA"),
           ("qa_expected", -1, "low-entropy DID helps knowledge QA"))
 

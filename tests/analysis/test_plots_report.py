@@ -121,30 +121,42 @@ def test_save_writes_the_formats_asked(results, tmp_path):
     assert_image(paths[0])
 
 
-SCORES = ["instruction_score", "instruction_winrate", "qa_accuracy", "qa_expected"]
+SCORES = ["instruction_score", "qa_accuracy", "qa_expected"]
 
 
-def verdicts_of(units: list[int], stratum_units: list[int], low: list, high: list) -> list:
+def verdicts_of(units: list, stratum_units: list, low: list, high: list) -> list:
     table = pl.DataFrame({
-        "sweep": ["s"] * 4, "did_entropy_estimator": ["exact"] * 4, "score": SCORES,
-        "n": [18] * 4, "units": units, "stratum_units": stratum_units,
-        "spearman": [0.5] * 4, "spearman_ci_low": low, "spearman_ci_high": high})
+        "sweep": ["s"] * 3, "did_entropy_estimator": ["exact"] * 3, "score": SCORES,
+        "n": [18] * 3, "units": units, "stratum_units": stratum_units,
+        "spearman": [0.5] * 3, "spearman_ci_low": low, "spearman_ci_high": high})
     return verdicts(table)["verdict"].to_list()
 
 
 def test_verdicts_read_the_interval_against_the_predicted_sign():
-    """Signs predicted: +, +, -, -. With enough units: above 0 supports +, below 0
-    contradicts +, an interval across 0 or none says nothing."""
-    assert verdicts_of([6] * 4, [6] * 4, [0.1, -0.9, -0.9, None], [0.9, -0.2, 0.3, None]) == [
-        "supported", "contradicted", "inconclusive", "inconclusive"]
+    """Signs predicted: +, -, -. With enough units: above 0 supports +, below 0 supports -,
+    an interval across 0 or none says nothing; below 0 contradicts +."""
+    assert verdicts_of([6] * 3, [6] * 3, [0.1, -0.9, None], [0.9, -0.2, None]) == [
+        "supported", "supported", "inconclusive"]
+    assert verdicts_of([6] * 3, [6] * 3, [-0.9, -0.9, 0.1], [-0.2, 0.3, 0.9]) == [
+        "contradicted", "inconclusive", "contradicted"]
 
 
 def test_verdicts_need_six_units_and_three_per_beta():
     """The same intervals that would support or contradict say nothing with 5 units, 2 in a
     beta, or no count."""
-    assert verdicts_of([6, 5, 6, None], [3, 5, 2, None], [0.1, 0.1, -0.9, -0.9],
-                       [0.9, 0.9, -0.2, -0.2]) == [
-        "supported", "inconclusive", "inconclusive", "inconclusive"]
+    assert verdicts_of([5, 6, None], [5, 2, None], [0.1, -0.9, -0.9], [0.9, -0.2, -0.2]) == [
+        "inconclusive", "inconclusive", "inconclusive"]
+
+
+def test_the_win_rate_is_no_verdict_row():
+    """instruction_winrate is derived from the judge score (docs/design.md §6.1): a
+    correlation of it, however clear, adds no claim row."""
+    scores = [*SCORES, "instruction_winrate"]
+    table = verdicts(pl.DataFrame({
+        "sweep": ["s"] * 4, "did_entropy_estimator": ["exact"] * 4, "score": scores,
+        "n": [18] * 4, "units": [6] * 4, "stratum_units": [3] * 4, "spearman": [-0.5] * 4,
+        "spearman_ci_low": [-0.9] * 4, "spearman_ci_high": [-0.2] * 4}))
+    assert table["score"].to_list() == SCORES
 
 
 def grid_results(regimes: int, betas: list[float], seeds: int) -> Results:

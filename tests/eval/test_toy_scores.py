@@ -59,6 +59,20 @@ def test_evaluate_tables_hand_values() -> None:
     assert out["qa_accuracy_seen"] == 1.0
 
 
+def test_winrate_is_derived_from_the_judge() -> None:
+    """A 0/1 judge makes the win rate 1/2 + (p(A) - q(A)) / 2, whatever else p and q are:
+    p(A) = .75, q(A) = .5; wins .75 x .5 = .375, ties .75 x .5 + .25 x .5 = .5, so .625 =
+    .5 + .25 / 2. Hence no verdict row of its own (docs/design.md §6.1)."""
+    p = T([[0.5, 0.25, 0.25]], dtype=torch.float64)
+    ref = T([[0.2, 0.3, 0.5]], dtype=torch.float64)
+    tables = PromptTables(scores=torch.zeros(1, 3, dtype=torch.float64),
+                          accepted=T([[1.0, 1.0, 0.0]], dtype=torch.float64), is_fact=T([False]),
+                          heldout=T([True]), known=T([False]), teachable=T([False]))
+    out = evaluate_tables(p.log(), ref.log(), tables, Judge())
+    assert out["instruction_winrate"] == pytest.approx(0.625)
+    assert out["instruction_winrate"] == pytest.approx(0.5 + (out["instruction_judge"] - 0.5) / 2)
+
+
 def test_did_entropy_away_from_pi_ref_hand_values() -> None:
     """The evaluation's DID entropy at a policy pi != pi_ref is H(q), q ∝ pi / pi_ref
     (docs/design.md §1), not its reverse pi_ref / pi, whose entropy differs here.
