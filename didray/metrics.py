@@ -143,6 +143,9 @@ TRIAL = (
     *TRIAL_ESTIMATES,
     _m("instruction_score", "float", "trials", "toy: (1-w) judge + w coverage, w from "
        "eval.judge; hf: greedy scorer value", axis="instruction score"),
+    _m("judge_weight", "float", "trials", "w of instruction_score: eval.judge.diversity_weight, "
+       "the pre-registered weight its verdict is read at (didray analyze: every w)", "", TOY,
+       axis="judge weight w"),
     _m("instruction_judge", "float", "trials", "expected judge verdict of the policy's "
        "samples, held-out open prompts", "fraction", TOY),
     _m("instruction_coverage", "float", "trials", "distinct acceptable responses in k samples / "
