@@ -6,6 +6,7 @@ import math
 import polars as pl
 import pytest
 from matplotlib.container import ErrorbarContainer
+from support.judged import judge_frame
 
 from didray.analysis import correlations, load
 from didray.analysis.load import Results
@@ -14,10 +15,18 @@ from didray.analysis.plots import (
     plot_dynamics,
     plot_entropy_vs_scores,
     plot_headline,
+    plot_judge_weights,
     save,
     write_plots,
 )
-from didray.analysis.report import capability_report, print_tables, readable, verdicts
+from didray.analysis.report import (
+    capability_report,
+    judge_weights,
+    print_tables,
+    readable,
+    verdicts,
+)
+from didray.analysis.tables import weight_correlations
 
 MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF-"}
 
@@ -218,3 +227,41 @@ def test_readable_shows_the_estimator_only_when_there_are_several():
     two = one.with_columns(did_entropy_estimator=pl.Series(["exact", "snis_ref_k8"]))
     assert readable(two, "md").columns == ["sweep", "did_entropy_estimator", "did_entropy"]
     assert readable(one, "csv").columns == one.columns
+
+
+def test_the_verdict_row_names_its_weight_and_the_verdict_at_every_weight():
+    """judge_frame (support/judged.py) read at w = 0.45: contradicted there and at every w up
+    to it, supported from 0.5 on; the verdict row says so, the QA rows name no weight."""
+    results = Results.of(judge_frame(0.45), sweep="s")
+    weights = judge_weights(results)
+    assert weights["verdict"].to_list() == ["contradicted"] * 6 + ["supported"] * 6
+    table = verdicts(correlations(results), weights)
+    assert table.select("score", "verdict", "judge_weight", "verdict_by_weight").rows() == [
+        ("instruction_score", "contradicted", 0.45,
+         "contradicted at w 0 to 0.45; supported at w 0.5 to 1"),
+        ("qa_accuracy", "inconclusive", None, None), ("qa_expected", "inconclusive", None, None)]
+
+
+def test_print_tables_shows_the_weights_only_where_trials_have_the_parts(results, capsys):
+    print_tables(Results.of(judge_frame(0.5), sweep="s"))
+    out = capsys.readouterr().out
+    assert "The instruction claim at every judge weight" in out and "preregistered" in out
+    print_tables(results)  # conftest's trials, as an hf sweep's: no judge parts
+    assert "every judge weight" not in capsys.readouterr().out
+
+
+def test_judge_weight_figure_marks_the_weight_and_the_sign_change(tmp_path):
+    """The curve is the table's Spearman at each w; the pre-registered w = 0.5 is a dotted
+    line, and the sign change, -1 at 0.4 to +1 at 0.5, is placed halfway, at 0.45."""
+    results = Results.of(judge_frame(0.5), sweep="s")
+    figure = plot_judge_weights(weight_correlations(results))
+    (axis,) = figure.axes
+    curve = axis.get_lines()[0]
+    assert list(curve.get_xdata()) == pytest.approx([i / 10 for i in range(11)])
+    assert list(curve.get_ydata()) == pytest.approx([-1.0] * 5 + [1.0] * 6)
+    texts = [t.get_text() for t in axis.texts]
+    assert texts == ["pre-registered w = 0.5", "ρ = 0 near w = 0.45"]
+    assert axis.get_xlabel() == "judge weight w"
+    paths = write_plots(results, tmp_path)
+    assert [p.name for p in paths][-2:] == ["judge_weights.png", "judge_weights.pdf"]
+    assert_image(tmp_path / "judge_weights.png")
