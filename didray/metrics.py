@@ -146,12 +146,17 @@ TRIAL = (
     *TRIAL_ESTIMATES,
     _m("instruction_score", "float", "trials", "toy: (1-w) judge + w coverage, w from "
        "eval.judge; hf: greedy scorer value", axis="instruction score"),
+    _m("judge_weight", "float", "trials", "w of instruction_score: eval.judge.diversity_weight, "
+       "the pre-registered weight its verdict is read at (didray analyze: every w)", "", TOY,
+       axis="judge weight w"),
     _m("instruction_judge", "float", "trials", "expected judge verdict of the policy's "
        "samples, held-out open prompts", "fraction", TOY),
     _m("instruction_coverage", "float", "trials", "distinct acceptable responses in k samples / "
        "min(k, #acceptable), held-out", "fraction", TOY),
-    _m("instruction_winrate", "float", "trials", "win rate against pi_ref, ties half (toy: "
-       "judge verdicts, held-out prompts)", "fraction", axis="win rate vs π_ref"),
+    _m("instruction_winrate", "float", "trials", "win rate against pi_ref, ties half; derived "
+       "from the judge, no verdict of its own (toy: 1/2 + (instruction_judge - pi_ref's) / 2 "
+       "exactly; hf: the same greedy scores as instruction_score)", "fraction",
+       axis="win rate vs π_ref"),
     _m("instruction_score_seen", "float", "trials", "instruction_score on the training open "
        "prompts", "", TOY),
     _m("qa_accuracy", "float", "trials", "knowledge-QA accuracy (toy: greedy exact match, "
@@ -160,6 +165,11 @@ TRIAL = (
        "knew", "fraction", TOY),
     _m("qa_accuracy_unknown", "float", "trials", "qa_accuracy on held-out facts the SFT "
        "teacher did not know", "fraction", TOY),
+    _m("qa_accuracy_teachable", "float", "trials", "qa_accuracy on held-out facts the pairs "
+       "can teach: a training fact of the same relation has the same answer word",
+       "fraction", TOY),
+    _m("qa_accuracy_unteachable", "float", "trials", "qa_accuracy on held-out facts no "
+       "training fact of the same relation shares the answer of", "fraction", TOY),
     _m("qa_expected", "float", "trials", "mean p(answer) over held-out fact prompts",
        "fraction", TOY, axis="expected QA p(answer)"),
     _m("qa_accuracy_seen", "float", "trials", "qa_accuracy on the training fact prompts",
@@ -179,7 +189,8 @@ TRIAL = (
 OPTIMUM_OF = ("did_entropy", "did_entropy_open", "did_entropy_fact", "instruction_score",
               "instruction_judge", "instruction_coverage", "instruction_winrate",
               "instruction_score_seen", "qa_accuracy", "qa_accuracy_known",
-              "qa_accuracy_unknown", "qa_expected", "qa_accuracy_seen")
+              "qa_accuracy_unknown", "qa_accuracy_teachable", "qa_accuracy_unteachable",
+              "qa_expected", "qa_accuracy_seen")
 _UNITS = {m.name: m.unit for m in TRIAL}
 OPTIMUM = tuple(
     _m(f"optimum_{name}", "float", "trials", f"tilted regimes: {name} of the population DPO "

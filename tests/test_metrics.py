@@ -28,7 +28,8 @@ def test_exact_evaluation_names_are_registered():
     flags = torch.tensor([False, True] * 2)
     tables = PromptTables(torch.ones(4, 2, dtype=torch.float64),
                           torch.ones(4, 2, dtype=torch.float64), is_fact=flags,
-                          heldout=torch.tensor([False, False, True, True]), known=flags)
+                          heldout=torch.tensor([False, False, True, True]), known=flags,
+                          teachable=flags)
     out = evaluate_tables(logp, logp, tables, Judge())
     pairs = pair_metrics(torch.tensor([-1.0, -2.0]), torch.tensor([-1.5, -1.5]),
                          PreferenceLoss(0.1))

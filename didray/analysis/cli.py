@@ -21,8 +21,9 @@ if TYPE_CHECKING:
     from didray.analysis.load import Results
 
 FORMATS = ("table", "md", "csv", "parquet")
-# didray.analysis.tables
-TABLES = ("entropy_vs_scores", "regimes", "optimum", "correlations", "dynamics")
+# didray.analysis.tables, but judge_weights, whose verdicts are report's
+TABLES = ("entropy_vs_scores", "regimes", "optimum", "correlations", "judge_weights",
+          "dynamics")
 
 
 def add_analyze_command(subparsers: argparse._SubParsersAction) -> None:
@@ -42,15 +43,15 @@ def add_analyze_command(subparsers: argparse._SubParsersAction) -> None:
     analyze.add_argument("--columns", action="store_true",
                          help="print the dictionary of every results column and exit")
     analyze.add_argument("--plot", action="store_true",
-                         help="write the figures (headline, entropy_vs_scores, dynamics; PNG "
-                              "and PDF) to --out")
+                         help="write the figures (headline, entropy_vs_scores, dynamics, "
+                              "judge_weights; PNG and PDF) to --out")
     analyze.set_defaults(func=cmd_analyze)
 
 
 def build_table(results: Results, name: str) -> pl.DataFrame:
-    from didray.analysis import tables
+    from didray.analysis import report, tables
 
-    return getattr(tables, name)(results)
+    return getattr(report if name == "judge_weights" else tables, name)(results)
 
 
 def write_tables(results: Results, out: Path, fmt: str = "parquet") -> list[Path]:

@@ -30,10 +30,11 @@ def _schema(names: Iterable[str]) -> pl.Schema:
 
 AXES = _schema(m.name for m in metrics.AXES if not m.patterned)  # settings: as swept
 # Only exact values unpivot into the long-form evals: the estimate means (patterned names) stay
-# wide, and `did_entropy` repeats either the exact value or an estimate. The exact DID entropy
-# becomes metric "did_entropy", the quantity evals.parquet's estimates estimate.
+# wide, `did_entropy` repeats either the exact value or an estimate, and `judge_weight` is a
+# setting of the evaluation, not a value of it. The exact DID entropy becomes metric
+# "did_entropy", the quantity evals.parquet's estimates estimate.
 EVAL_METRICS = tuple(m.name for m in metrics.TRIAL if m.dtype == "float"
-                     and not m.patterned and m.name != "did_entropy")
+                     and not m.patterned and m.name not in ("did_entropy", "judge_weight"))
 EXACT_METRIC = {"did_entropy_exact": "did_entropy"}
 # A patterned name is one column per K: the ones a sweep wrote load as its extra columns.
 TRIALS_SCHEMA = _schema([m.name for m in metrics.columns("trials") if not m.patterned]

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import polars as pl
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -28,6 +29,7 @@ from didray.analysis.tables import (
     FINISHED,
     correlations,
     dynamics,
+    weight_correlations,
 )
 from didray.metrics import axis_label
 
@@ -230,6 +232,52 @@ def _curves(axis: Axes, curves: pl.DataFrame, metric: str, style: Style) -> None
                           linewidth=0)
 
 
+def plot_judge_weights(weights: pl.DataFrame) -> Figure:
+    """The instruction claim against the judge weight w (docs/design.md §3.6): Spearman within
+    β of DID entropy and instruction_score recomputed at w, its 95% interval as a band, one
+    line per sweep (and estimator); a dotted line at the pre-registered w and, where the
+    correlation changes sign, the w it crosses 0 at (linear between the two weights around
+    it). `weights` is `tables.weight_correlations`."""
+    with matplotlib.rc_context(STYLE):
+        figure = Figure(figsize=(WIDTHS["column"], 2.6), layout="constrained")
+        axis = figure.subplots()
+        groups = weights.drop_nulls("spearman").partition_by("sweep", ESTIMATOR,
+                                                               maintain_order=True)
+        for i, group in enumerate(groups):
+            colour, (sweep, estimator) = f"C{i % 10}", group.row(0)[:2]
+            w, rho = group["judge_weight"].to_numpy(), group["spearman"].to_numpy()
+            axis.plot(w, rho, color=colour, marker="o", markersize=3, linewidth=1.0,
+                      label=f"{sweep}, {estimator}" if len(groups) > 1 else None)
+            band = group.drop_nulls("spearman_ci_low")
+            axis.fill_between(band["judge_weight"], band["spearman_ci_low"],
+                              band["spearman_ci_high"], color=colour, alpha=0.15, linewidth=0)
+            for own in group.filter("preregistered")["judge_weight"]:
+                axis.axvline(own, color=colour, linestyle=":", linewidth=1.0)
+                # above the panel, where no curve or band can hide it
+                axis.annotate(f"pre-registered w = {own:g}", (own, 1.0), fontsize=6.5,
+                              xycoords=("data", "axes fraction"), xytext=(0, 2),
+                              textcoords="offset points", ha="center", va="bottom")
+            for k in np.flatnonzero(np.sign(rho[:-1]) * np.sign(rho[1:]) < 0):
+                cross = w[k] + (w[k + 1] - w[k]) * rho[k] / (rho[k] - rho[k + 1])
+                axis.plot([cross], [0], marker="x", color=colour, markersize=5)
+                right = cross < 0.5  # the label on the side with room, inside the panel
+                axis.annotate(f"ρ = 0 near w = {cross:.2f}", (cross, 0), fontsize=6.5,
+                              xytext=(5 if right else -5, -5), textcoords="offset points",
+                              ha="left" if right else "right", va="top", color=colour,
+                              bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.8,
+                                    "pad": 1})
+        axis.axhline(0, color="0.4", linewidth=0.6)
+        axis.set(xlim=(0, 1), ylim=(-1.05, 1.05), xlabel=axis_label("judge_weight"),
+                 ylabel="ρ(DID entropy, instruction) within β")
+        axis.grid(alpha=0.3, linewidth=0.5)
+        if len(groups) > 1:
+            axis.legend(frameon=False, loc="lower right")
+        if not groups:
+            axis.text(0.5, 0.5, "ρ undefined at every w: too few finished trials",
+                      transform=axis.transAxes, ha="center", va="center", color="0.4")
+    return figure
+
+
 def save(figure: Figure, stem: Path, formats: Sequence[str] = FORMATS) -> list[Path]:
     """`stem`.png, `stem`.pdf (or the given formats); returns their paths."""
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -241,10 +289,14 @@ def save(figure: Figure, stem: Path, formats: Sequence[str] = FORMATS) -> list[P
 
 
 def write_plots(results: Results, out: Path) -> list[Path]:
-    """The headline figure (column and page width), entropy_vs_scores and dynamics under
-    `out`, each as PNG and PDF; returns their paths, PNGs first of each."""
+    """The headline figure (column and page width), entropy_vs_scores, dynamics and, where
+    trials store the judge's two parts (toy), judge_weights under `out`, each as PNG and PDF;
+    returns their paths, PNGs first of each."""
     figures = {"headline": plot_headline(results, "column"),
                "headline-page": plot_headline(results, "page"),
                "entropy_vs_scores": plot_entropy_vs_scores(results),
                "dynamics": plot_dynamics(results)}
+    weights = weight_correlations(results)
+    if not weights.is_empty():
+        figures["judge_weights"] = plot_judge_weights(weights)
     return [path for name, figure in figures.items() for path in save(figure, out / name)]

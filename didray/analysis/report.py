@@ -25,6 +25,7 @@ from didray.analysis.tables import (
     entropy_vs_scores,
     optimum,
     regimes,
+    weight_correlations,
 )
 from didray.display import print_frame
 
@@ -35,11 +36,14 @@ PRECISION = 3
 # chance one time in six per stratum.
 MIN_UNITS = 6
 MIN_STRATUM_UNITS = 3
-# (score, the sign of its correlation with DID entropy that the paper's claim predicts)
+# (score, the sign of its correlation with DID entropy that the paper's claim predicts).
+# instruction_winrate is no row: it is derived from the judge scores instruction_score is
+# made of (toy: exactly 1/2 + (judge - pi_ref's judge) / 2), not a second measurement
+# (docs/design.md §3.6, §6.1).
 CLAIMS = (("instruction_score", 1, "high-entropy DID helps instruction following"),
-          ("instruction_winrate", 1, "high-entropy DID helps instruction following"),
           ("qa_accuracy", -1, "low-entropy DID helps knowledge QA"),
           ("qa_expected", -1, "low-entropy DID helps knowledge QA"))
+SIGNS = {score: sign for score, sign, _ in CLAIMS}
 
 
 def _title(text: str, fmt: str) -> str:
@@ -63,6 +67,7 @@ def print_tables(results: Results, fmt: str = "table") -> pl.DataFrame:
     """Print the entropy-vs-scores table, the regimes, the correlations and the verdicts;
     return the first (its status counts decide `didray run`'s exit code)."""
     table, corr = entropy_vs_scores(results), correlations(results)
+    weights = judge_weights(results)
     titled = (
         ("DID entropy vs downstream scores (per regime x beta; finished trials; 95% t interval "
          "over seeds, null with one seed)", table),
@@ -75,10 +80,12 @@ def print_tables(results: Results, fmt: str = "table") -> pl.DataFrame:
          "beta (95% intervals from a bootstrap over independent units: datasets)", corr),
         ("The paper's claims against those correlations (supported / contradicted: the "
          "Spearman interval excludes 0 on the predicted / opposite side, with at least "
-         f"{MIN_UNITS} independent units (datasets), {MIN_STRATUM_UNITS} per beta)",
-         verdicts(corr)),
+         f"{MIN_UNITS} independent units (datasets), {MIN_STRATUM_UNITS} per beta); "
+         "instruction_score at the sweep's pre-registered judge weight (judge_weight), "
+         "verdict_by_weight: the verdict at every weight", verdicts(corr, weights)),
+        (WEIGHTS_TITLE, weights),
     )
-    # A sweep without a known optimum (hf, offpolicy) has no rows to show for it.
+    # A sweep without a known optimum (hf, offpolicy) or judge parts (hf) has no rows there.
     titled = tuple((title, frame) for title, frame in titled if frame.height)
     for i, (title, frame) in enumerate(titled):
         print(("\n" if i else "") + _title(title, fmt))
@@ -99,23 +106,70 @@ def markdown(frame: pl.DataFrame) -> str:
         return str(frame)
 
 
-def verdicts(table: pl.DataFrame) -> pl.DataFrame:
-    """Each claim of the paper against the Spearman correlations of `correlations()`:
-    supported / contradicted when the interval excludes 0 on the predicted / opposite side and
-    the sweep has enough independent units (MIN_UNITS, MIN_STRATUM_UNITS), inconclusive
-    otherwise (including when there is no interval). The units are shown beside the verdict."""
-    claims = pl.DataFrame(CLAIMS, schema=["score", "predicted_sign", "claim"], orient="row")
+def _verdict() -> pl.Expr:
+    """supported / contradicted when the Spearman interval excludes 0 on the side of
+    `predicted_sign` / the other side and there are enough independent units (MIN_UNITS,
+    MIN_STRATUM_UNITS), inconclusive otherwise (including when there is no interval)."""
     signed = pl.col("predicted_sign")
     low, high = pl.col("spearman_ci_low") * signed, pl.col("spearman_ci_high") * signed
     enough = (pl.col("units") >= MIN_UNITS) & (pl.col("stratum_units") >= MIN_STRATUM_UNITS)
-    verdict = (pl.when(~enough.fill_null(False)).then(pl.lit("inconclusive"))
-               .when(pl.min_horizontal(low, high) > 0).then(pl.lit("supported"))
-               .when(pl.max_horizontal(low, high) < 0).then(pl.lit("contradicted"))
-               .otherwise(pl.lit("inconclusive")))
-    return (claims.join(table, on="score", how="left", maintain_order="left")
-            .with_columns(verdict.alias("verdict"))
-            .select("sweep", ESTIMATOR, "claim", "score", "n", "units", "stratum_units",
-                    "spearman", "spearman_ci_low", "spearman_ci_high", "verdict"))
+    return (pl.when(~enough.fill_null(False)).then(pl.lit("inconclusive"))
+            .when(pl.min_horizontal(low, high) > 0).then(pl.lit("supported"))
+            .when(pl.max_horizontal(low, high) < 0).then(pl.lit("contradicted"))
+            .otherwise(pl.lit("inconclusive")).alias("verdict"))
+
+
+def verdicts(table: pl.DataFrame, weights: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Each claim of the paper against the Spearman correlations of `correlations()`, by
+    `_verdict`; the units are shown beside the verdict. With the `judge_weights` table, the
+    instruction row also names the weight its score was read at (the sweep's pre-registered
+    one; null where the sweep's trials used several) and the verdict at every weight, since
+    that weight alone can decide it (docs/design.md §3.6)."""
+    claims = pl.DataFrame(CLAIMS, schema=["score", "predicted_sign", "claim"], orient="row")
+    table = (claims.join(table, on="score", how="left", maintain_order="left")
+             .with_columns(_verdict())
+             .select("sweep", ESTIMATOR, "claim", "score", "n", "units", "stratum_units",
+                     "spearman", "spearman_ci_low", "spearman_ci_high", "verdict"))
+    if weights is None:
+        return table
+    return table.join(_by_weight(weights), on=["sweep", ESTIMATOR, "score"], how="left",
+                      maintain_order="left")
+
+
+WEIGHTS_TITLE = ("The instruction claim at every judge weight w (instruction_score = (1 - w) "
+                 "judge + w coverage, recomputed from the two parts each trial stores; "
+                 "preregistered: the sweep's eval.judge.diversity_weight)")
+
+
+def judge_weights(results: Results) -> pl.DataFrame:
+    """The instruction claim's verdict at every judge weight: `weight_correlations` with the
+    verdict `verdicts` would give each row (docs/design.md §3.6)."""
+    return (weight_correlations(results)
+            .with_columns(predicted_sign=pl.lit(SIGNS["instruction_score"]))
+            .with_columns(_verdict()).drop("predicted_sign"))
+
+
+def _by_weight(weights: pl.DataFrame) -> pl.DataFrame:
+    """Per (sweep, estimator): the pre-registered weight (null unless the trials share one)
+    and the verdicts along the weights, e.g. "contradicted at w 0 to 0.7; supported at w 0.8
+    to 1"."""
+    rows = []
+    for (sweep, estimator), group in weights.group_by("sweep", ESTIMATOR, maintain_order=True):
+        own = group.filter("preregistered")["judge_weight"]
+        runs: list[list] = []  # [verdict, first w, last w]
+        for w, verdict in group.sort("judge_weight").select("judge_weight", "verdict").rows():
+            if runs and runs[-1][0] == verdict:
+                runs[-1][2] = w
+            else:
+                runs.append([verdict, w, w])
+        rows.append({"sweep": sweep, ESTIMATOR: estimator, "score": "instruction_score",
+                     "judge_weight": own.item() if own.len() == 1 else None,
+                     "verdict_by_weight": "; ".join(
+                         f"{v} at w {a:g}" + (f" to {b:g}" if b != a else "")
+                         for v, a, b in runs)})
+    return pl.DataFrame(rows, schema={"sweep": pl.String, ESTIMATOR: pl.String,
+                                      "score": pl.String, "judge_weight": pl.Float64,
+                                      "verdict_by_weight": pl.String})
 
 
 def capability_report(results: Results, out: Path, title: str) -> Path:
@@ -123,8 +177,14 @@ def capability_report(results: Results, out: Path, title: str) -> Path:
     PDF); return the report's path."""
     out.mkdir(parents=True, exist_ok=True)
     figures = write_plots(results, out)
-    table = entropy_vs_scores(results)
+    table, weights = entropy_vs_scores(results), judge_weights(results)
     counts = table.select(*COUNTS).sum().row(0, named=True)
+    by_weight = [] if weights.is_empty() else [  # hf trials have no judge parts
+        "## The instruction claim at every judge weight",
+        "The instruction verdict above is read at the sweep's pre-registered judge weight "
+        "(`judge_weight`: eval.judge.diversity_weight, chosen before the run). The same "
+        "trials, their instruction score recomputed at every weight from its two parts:",
+        markdown(weights)]
     sections = [
         f"# DID entropy vs capability: {title}",
         "Claim under test (arXiv:2505.23761): high-entropy DID helps open-ended instruction "
@@ -137,7 +197,7 @@ def capability_report(results: Results, out: Path, title: str) -> Path:
         f"Trials: {counts['trials']} ({counts['finished']} finished, {counts['failed']} failed, "
         f"{counts['stopped']} stopped early, {counts['running']} running); only finished "
         "trials are evaluated.",
-        "## Verdicts", markdown(verdicts(correlations(results))),
+        "## Verdicts", markdown(verdicts(correlations(results), weights)), *by_weight,
         "## What each regime's data encode", markdown(regimes(results)),
         *(["## Each cell's known optimum against the learned policy", markdown(known)]
           if (known := optimum(results)).height else []),

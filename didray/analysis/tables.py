@@ -21,8 +21,11 @@ KEYS = ("sweep", "regime", "beta")
 DESCRIPTORS = ("regime_kind", "tau", "beta_data")
 SCORES = ("instruction_score", "instruction_winrate", "qa_accuracy", "chosen_displacement",
           "rejected_displacement", "reward_accuracy")
-CORRELATED = ("instruction_score", "instruction_winrate", "qa_accuracy", "qa_expected",
-              "chosen_displacement", "rejected_displacement", "reward_accuracy")
+# QA split by what the data can teach (toy, docs/design.md §2.2): correlated, not a verdict
+# row of its own; the claim stays on qa_accuracy as a benchmark would score it.
+CORRELATED = ("instruction_score", "instruction_winrate", "qa_accuracy", "qa_accuracy_teachable",
+              "qa_accuracy_unteachable", "qa_expected", "chosen_displacement",
+              "rejected_displacement", "reward_accuracy")
 CURVES = ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected",
           "did/entropy", "eval/instruction_score", "eval/qa_accuracy")
 # What `did_entropy` holds (exact, or e.g. snis_ref_k32): values of different estimators are
@@ -140,9 +143,10 @@ def optimum(results: Results) -> pl.DataFrame:
 
 def correlations(results: Results, by: Sequence[str] = ("sweep",),
                  within: Sequence[str] = ("beta",), unit: Sequence[str] | None = None,
-                 resamples: int = 1000, level: float = 0.95, seed: int = 0) -> pl.DataFrame:
-    """Pearson and Spearman of DID entropy against each score over finished trials, per `by`
-    group and DID-entropy estimator (an exact toy value and an hf estimate are not one
+                 resamples: int = 1000, level: float = 0.95, seed: int = 0,
+                 scores: Sequence[str] = CORRELATED) -> pl.DataFrame:
+    """Pearson and Spearman of DID entropy against each of `scores` over finished trials, per
+    `by` group and DID-entropy estimator (an exact toy value and an hf estimate are not one
     variable), with bootstrap intervals over independent units (`stats.unit_bootstrap`).
 
     The correlations are taken *within* strata of `within` (default: the training beta): both
@@ -166,7 +170,7 @@ def correlations(results: Results, by: Sequence[str] = ("sweep",),
         _require(axis, names, "correlations")
     group = [*by, ESTIMATOR, "score"]
     pairs = (results.trials.filter(FINISHED)
-             .unpivot(on=list(CORRELATED),
+             .unpivot(on=list(scores),
                       index=list(dict.fromkeys([*by, *within, *unit, ESTIMATOR, "did_entropy"])),
                       variable_name="score", value_name="value")
              .drop_nulls(["did_entropy", "value"])
@@ -183,6 +187,41 @@ def correlations(results: Results, by: Sequence[str] = ("sweep",),
               **{f"{m}{end}": pl.Float64 for m in ("pearson", "spearman")
                  for end in ("", "_ci_low", "_ci_high")}}
     return pl.DataFrame(rows, schema=schema)
+
+
+# The judge weights the instruction verdict is shown at (docs/design.md §3.6); a sweep's own,
+# pre-registered weight is added where it is not among them.
+JUDGE_WEIGHTS = tuple(i / 10 for i in range(11))
+
+
+def instruction_at(w: float) -> pl.Expr:
+    """instruction_score at judge weight `w`, from the two parts every toy trial stores:
+    (1 - w) instruction_judge + w instruction_coverage (docs/design.md §6.1)."""
+    return (1 - w) * pl.col("instruction_judge") + w * pl.col("instruction_coverage")
+
+
+def weight_correlations(results: Results,
+                        weights: Sequence[float] = JUDGE_WEIGHTS) -> pl.DataFrame:
+    """The instruction claim's correlation at every judge weight: one row per (sweep,
+    estimator, w) with the Spearman of DID entropy and `instruction_at(w)` within beta, its
+    interval over independent units, n and units, exactly as `correlations` computes them for
+    instruction_score. `preregistered` marks the sweep's own weight, its
+    trials' `judge_weight` (eval.judge.diversity_weight), which the headline verdict is read
+    at. No rows for trials without the two parts (the hf world)."""
+    own = (results.trials.filter(FINISHED).select("sweep", "judge_weight").drop_nulls().unique()
+           .collect())
+    grid = sorted({*weights, *own["judge_weight"]})
+    names = {f"_w{i}": w for i, w in enumerate(grid)}
+    trials = results.trials.with_columns(instruction_at(w).alias(n) for n, w in names.items())
+    table = correlations(Results(trials, results.steps, results.evals), scores=list(names))
+    return (table.with_columns(pl.col("score").replace_strict(names, return_dtype=pl.Float64)
+                               .alias("judge_weight"), score=pl.lit("instruction_score"))
+            .join(own.with_columns(preregistered=pl.lit(True)), on=["sweep", "judge_weight"],
+                  how="left", maintain_order="left")
+            .select("sweep", ESTIMATOR, "score", "judge_weight",
+                    pl.col("preregistered").fill_null(False), "n", "units", "stratum_units",
+                    "spearman", "spearman_ci_low", "spearman_ci_high")
+            .sort("sweep", ESTIMATOR, "judge_weight"))
 
 
 def default_unit(columns: Sequence[str]) -> list[str]:

@@ -248,11 +248,15 @@ class Judge(Strict):
 
     instruction_score = (1 - w) E_{y~pi}[judge(y)] + w coverage_k(pi). w decides whether
     instruction following means answering acceptably (w = 0) or also covering the many
-    acceptable answers of an open prompt; it changes no data and no pi_ref.
+    acceptable answers of an open prompt; it changes no data and no pi_ref. It can decide the
+    instruction verdict's sign, so the sweep file's w is the pre-registered one the verdict is
+    read at, and `didray analyze` shows the verdict at every other w too (docs/design.md §3.6).
     """
 
     diversity_weight: Float = Field(
-        0.5, ge=0, le=1, description="w, the weight of coverage in instruction_score, 0 to 1")
+        0.5, ge=0, le=1, description="w, the weight of coverage in instruction_score, 0 to 1; "
+        "the pre-registered weight the instruction verdict is read at (chosen before the run; "
+        "didray analyze also shows every other w)")
     k: Int = count(32, 1024, "samples per prompt behind coverage_k (the paper draws 32)")
 
 

@@ -20,7 +20,9 @@ Why each score stands in for the paper's benchmarks (docs/design.md §6.1):
 - Knowledge QA is exact-match accuracy of the most likely answer, split into facts the SFT
   teacher knew (pi_ref already leans to the answer: sharpening helps) and facts it did not
   (pi_ref leans to a wrong belief: sharpening hurts), as benchmark questions split into what
-  the base model knows and what it does not.
+  the base model knows and what it does not; and, across that, into facts the preference data
+  can teach (a training fact of the same relation has the same answer word) and facts they
+  cannot, where only pi_ref's own knowledge can answer.
 
 DID entropy stays over the training prompts, where the preference data moved the policy.
 """
@@ -66,6 +68,7 @@ class PromptTables:
     is_fact: Tensor  # (P,) bool
     heldout: Tensor  # (P,) bool: never in a preference pair
     known: Tensor  # (P,) bool: fact prompts whose answer the SFT teacher knows
+    teachable: Tensor  # (P,) bool: fact prompts whose answer the pairs can teach (§2.2)
 
 
 def prompt_tables(world: toy.ToyWorld) -> PromptTables:
@@ -79,7 +82,8 @@ def prompt_tables(world: toy.ToyWorld) -> PromptTables:
     return PromptTables(table(world.reward), table(world.judge),
                         torch.tensor([p.family == "fact" for p in prompts]),
                         torch.tensor([i >= len(world.prompts) for i in range(len(prompts))]),
-                        torch.tensor([bool(p.teacher_knows) for p in prompts]))
+                        torch.tensor([bool(p.teacher_knows) for p in prompts]),
+                        torch.tensor([world.teachable(p) for p in prompts]))
 
 
 def _mean(values: Tensor, mask: Tensor) -> float:
@@ -115,6 +119,8 @@ def evaluate_tables(logp: Tensor, logp_ref: Tensor, tables: PromptTables,
         "qa_accuracy": _mean(correct, held_fact),
         "qa_accuracy_known": _mean(correct, held_fact & tables.known),
         "qa_accuracy_unknown": _mean(correct, held_fact & ~tables.known),
+        "qa_accuracy_teachable": _mean(correct, held_fact & tables.teachable),
+        "qa_accuracy_unteachable": _mean(correct, held_fact & ~tables.teachable),
         "qa_expected": _mean(acceptable, held_fact),
         "qa_accuracy_seen": _mean(correct, train & fact),
     }

@@ -137,7 +137,9 @@ def final_evaluation(model: torch.nn.Module, tokenizer, hook, data: PairTensors,
                            data.enc.response_mask.sum(dim=-1).cpu())
     estimates = []
     if tables is not None:
-        metrics |= tables.evaluate(table)
+        # The weight instruction_score was read at, so analysis can name it next to the
+        # verdict and recompute the score at any other (docs/design.md §3.6).
+        metrics |= tables.evaluate(table) | {"judge_weight": tables.judge.diversity_weight}
         if optimum is not None:
             metrics |= optimum_columns(tables, optimum)
         estimates = entropy_estimates(tables.training_rows(table),

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from support.judged import judge_frame
 
 from didray.analysis.load import Results
 from didray.sweep.results import write_parquet
@@ -71,4 +72,13 @@ def sealed_sweep_dir(tmp_path: Path) -> Path:
     path = tmp_path / "sealed"
     write_parquet(trials_frame(), path / "trials.parquet")
     write_parquet(steps_frame(), path / "steps.parquet")
+    return path
+
+
+@pytest.fixture
+def judge_sweep_dir(tmp_path: Path) -> Path:
+    """A results directory `<tmp>/judged/` of `judge_frame(0.5)`."""
+    path = tmp_path / "judged"
+    path.mkdir()
+    judge_frame(0.5).write_parquet(path / "trials.parquet")
     return path

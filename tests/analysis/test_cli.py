@@ -32,7 +32,8 @@ def test_csv_to_out_is_one_file_per_table(sweep_dir, tmp_path):
     out = tmp_path / "out"
     assert analyze([str(sweep_dir), "--format", "csv", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
-        "correlations.csv", "dynamics.csv", "entropy_vs_scores.csv", "optimum.csv", "regimes.csv"]
+        "correlations.csv", "dynamics.csv", "entropy_vs_scores.csv", "judge_weights.csv",
+        "optimum.csv", "regimes.csv"]
     table = pl.read_csv(out / "entropy_vs_scores.csv")
     assert table["trials"].sum() == 8  # as the parquet table: every trial counted once
 
@@ -73,9 +74,23 @@ def test_parquet_and_plots_go_to_out(sweep_dir, tmp_path, capsys):
     assert names == ["correlations.parquet", "dynamics.parquet", "dynamics.pdf", "dynamics.png",
                      "entropy_vs_scores.parquet", "entropy_vs_scores.pdf",
                      "entropy_vs_scores.png", "headline-page.pdf", "headline-page.png",
-                     "headline.pdf", "headline.png", "optimum.parquet", "regimes.parquet"]
+                     "headline.pdf", "headline.png", "judge_weights.parquet",
+                     "optimum.parquet", "regimes.parquet"]
     assert pl.read_parquet(out / "entropy_vs_scores.parquet")["trials"].sum() == 8
     assert all((out / name).stat().st_size > 0 for name in names)
+
+
+def test_the_judge_weight_table_and_figure_go_to_out(judge_sweep_dir, tmp_path):
+    """support/judged.py's sweep (pre-registered w = 0.5): its verdict at every weight as a
+    CSV, contradicted up to w = 0.4 and supported from 0.5, and the figure as PNG and PDF."""
+    out = tmp_path / "out"
+    assert analyze([str(judge_sweep_dir), "--format", "csv", "--out", str(out), "--plot"]) == 0
+    table = pl.read_csv(out / "judge_weights.csv")
+    assert table["judge_weight"].to_list() == pytest.approx([i / 10 for i in range(11)])
+    assert table["verdict"].to_list() == ["contradicted"] * 5 + ["supported"] * 6
+    assert table.filter("preregistered")["judge_weight"].to_list() == [0.5]
+    for name in ("judge_weights.png", "judge_weights.pdf"):
+        assert (out / name).stat().st_size > 1000
 
 
 @pytest.mark.parametrize(

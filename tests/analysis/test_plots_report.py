@@ -6,6 +6,7 @@ import math
 import polars as pl
 import pytest
 from matplotlib.container import ErrorbarContainer
+from support.judged import judge_frame
 
 from didray.analysis import correlations, load
 from didray.analysis.load import Results
@@ -14,10 +15,18 @@ from didray.analysis.plots import (
     plot_dynamics,
     plot_entropy_vs_scores,
     plot_headline,
+    plot_judge_weights,
     save,
     write_plots,
 )
-from didray.analysis.report import capability_report, print_tables, readable, verdicts
+from didray.analysis.report import (
+    capability_report,
+    judge_weights,
+    print_tables,
+    readable,
+    verdicts,
+)
+from didray.analysis.tables import weight_correlations
 
 MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF-"}
 
@@ -121,30 +130,42 @@ def test_save_writes_the_formats_asked(results, tmp_path):
     assert_image(paths[0])
 
 
-SCORES = ["instruction_score", "instruction_winrate", "qa_accuracy", "qa_expected"]
+SCORES = ["instruction_score", "qa_accuracy", "qa_expected"]
 
 
-def verdicts_of(units: list[int], stratum_units: list[int], low: list, high: list) -> list:
+def verdicts_of(units: list, stratum_units: list, low: list, high: list) -> list:
     table = pl.DataFrame({
-        "sweep": ["s"] * 4, "did_entropy_estimator": ["exact"] * 4, "score": SCORES,
-        "n": [18] * 4, "units": units, "stratum_units": stratum_units,
-        "spearman": [0.5] * 4, "spearman_ci_low": low, "spearman_ci_high": high})
+        "sweep": ["s"] * 3, "did_entropy_estimator": ["exact"] * 3, "score": SCORES,
+        "n": [18] * 3, "units": units, "stratum_units": stratum_units,
+        "spearman": [0.5] * 3, "spearman_ci_low": low, "spearman_ci_high": high})
     return verdicts(table)["verdict"].to_list()
 
 
 def test_verdicts_read_the_interval_against_the_predicted_sign():
-    """Signs predicted: +, +, -, -. With enough units: above 0 supports +, below 0
-    contradicts +, an interval across 0 or none says nothing."""
-    assert verdicts_of([6] * 4, [6] * 4, [0.1, -0.9, -0.9, None], [0.9, -0.2, 0.3, None]) == [
-        "supported", "contradicted", "inconclusive", "inconclusive"]
+    """Signs predicted: +, -, -. With enough units: above 0 supports +, below 0 supports -,
+    an interval across 0 or none says nothing; below 0 contradicts +."""
+    assert verdicts_of([6] * 3, [6] * 3, [0.1, -0.9, None], [0.9, -0.2, None]) == [
+        "supported", "supported", "inconclusive"]
+    assert verdicts_of([6] * 3, [6] * 3, [-0.9, -0.9, 0.1], [-0.2, 0.3, 0.9]) == [
+        "contradicted", "inconclusive", "contradicted"]
 
 
 def test_verdicts_need_six_units_and_three_per_beta():
     """The same intervals that would support or contradict say nothing with 5 units, 2 in a
     beta, or no count."""
-    assert verdicts_of([6, 5, 6, None], [3, 5, 2, None], [0.1, 0.1, -0.9, -0.9],
-                       [0.9, 0.9, -0.2, -0.2]) == [
-        "supported", "inconclusive", "inconclusive", "inconclusive"]
+    assert verdicts_of([5, 6, None], [5, 2, None], [0.1, -0.9, -0.9], [0.9, -0.2, -0.2]) == [
+        "inconclusive", "inconclusive", "inconclusive"]
+
+
+def test_the_win_rate_is_no_verdict_row():
+    """instruction_winrate is derived from the judge score (docs/design.md §6.1): a
+    correlation of it, however clear, adds no claim row."""
+    scores = [*SCORES, "instruction_winrate"]
+    table = verdicts(pl.DataFrame({
+        "sweep": ["s"] * 4, "did_entropy_estimator": ["exact"] * 4, "score": scores,
+        "n": [18] * 4, "units": [6] * 4, "stratum_units": [3] * 4, "spearman": [-0.5] * 4,
+        "spearman_ci_low": [-0.9] * 4, "spearman_ci_high": [-0.2] * 4}))
+    assert table["score"].to_list() == SCORES
 
 
 def grid_results(regimes: int, betas: list[float], seeds: int) -> Results:
@@ -206,3 +227,41 @@ def test_readable_shows_the_estimator_only_when_there_are_several():
     two = one.with_columns(did_entropy_estimator=pl.Series(["exact", "snis_ref_k8"]))
     assert readable(two, "md").columns == ["sweep", "did_entropy_estimator", "did_entropy"]
     assert readable(one, "csv").columns == one.columns
+
+
+def test_the_verdict_row_names_its_weight_and_the_verdict_at_every_weight():
+    """judge_frame (support/judged.py) read at w = 0.45: contradicted there and at every w up
+    to it, supported from 0.5 on; the verdict row says so, the QA rows name no weight."""
+    results = Results.of(judge_frame(0.45), sweep="s")
+    weights = judge_weights(results)
+    assert weights["verdict"].to_list() == ["contradicted"] * 6 + ["supported"] * 6
+    table = verdicts(correlations(results), weights)
+    assert table.select("score", "verdict", "judge_weight", "verdict_by_weight").rows() == [
+        ("instruction_score", "contradicted", 0.45,
+         "contradicted at w 0 to 0.45; supported at w 0.5 to 1"),
+        ("qa_accuracy", "inconclusive", None, None), ("qa_expected", "inconclusive", None, None)]
+
+
+def test_print_tables_shows_the_weights_only_where_trials_have_the_parts(results, capsys):
+    print_tables(Results.of(judge_frame(0.5), sweep="s"))
+    out = capsys.readouterr().out
+    assert "The instruction claim at every judge weight" in out and "preregistered" in out
+    print_tables(results)  # conftest's trials, as an hf sweep's: no judge parts
+    assert "every judge weight" not in capsys.readouterr().out
+
+
+def test_judge_weight_figure_marks_the_weight_and_the_sign_change(tmp_path):
+    """The curve is the table's Spearman at each w; the pre-registered w = 0.5 is a dotted
+    line, and the sign change, -1 at 0.4 to +1 at 0.5, is placed halfway, at 0.45."""
+    results = Results.of(judge_frame(0.5), sweep="s")
+    figure = plot_judge_weights(weight_correlations(results))
+    (axis,) = figure.axes
+    curve = axis.get_lines()[0]
+    assert list(curve.get_xdata()) == pytest.approx([i / 10 for i in range(11)])
+    assert list(curve.get_ydata()) == pytest.approx([-1.0] * 5 + [1.0] * 6)
+    texts = [t.get_text() for t in axis.texts]
+    assert texts == ["pre-registered w = 0.5", "ρ = 0 near w = 0.45"]
+    assert axis.get_xlabel() == "judge weight w"
+    paths = write_plots(results, tmp_path)
+    assert [p.name for p in paths][-2:] == ["judge_weights.png", "judge_weights.pdf"]
+    assert_image(tmp_path / "judge_weights.png")

@@ -4,7 +4,9 @@ import math
 
 import polars as pl
 import pytest
+import torch
 from polars.testing import assert_frame_equal
+from support.judged import judge_frame
 
 from didray.analysis.load import Results
 from didray.analysis.tables import (
@@ -13,10 +15,14 @@ from didray.analysis.tables import (
     correlations,
     dynamics,
     entropy_vs_scores,
+    instruction_at,
     optimum,
     regimes,
+    weight_correlations,
 )
+from didray.config.schema import Judge
 from didray.errors import BadInput
+from didray.eval.toy import PromptTables, evaluate_tables
 
 T1 = math.tan(0.95 * math.pi / 2)  # t_{0.975} with 1 d.o.f.: the Cauchy quantile
 T2 = 0.95 * math.sqrt(2 / (1 - 0.95**2))  # with 2 d.o.f.: solves t / sqrt(2 + t^2) = 0.95
@@ -325,3 +331,56 @@ def test_a_swept_setting_is_a_column_compare_and_correlations_take(results):
     table = compare(swept, "did_entropy", rows="train.lr", columns="regime")
     assert table.select("train.lr", "regime=pg").rows() == [(1e-3, 2.5), (1e-2, 2.5)]
     assert correlations(swept, within=("train.lr",)).height > 0
+
+
+def test_instruction_at_the_sweeps_weight_is_the_evaluations_score():
+    """One held-out open prompt, p = (.5, .25, .25), the first two acceptable, k = 2: judge
+    .75, coverage (.75 + .4375) / 2 = .59375; at w = .3 the evaluation's score is
+    .7 x .75 + .3 x .59375 = .703125, and so is the score analysis rebuilds from the parts."""
+    p = torch.tensor([[0.5, 0.25, 0.25]], dtype=torch.float64)
+    flag = torch.tensor([False])
+    tables = PromptTables(scores=torch.zeros(1, 3, dtype=torch.float64),
+                          accepted=torch.tensor([[1.0, 1.0, 0.0]], dtype=torch.float64),
+                          is_fact=flag, heldout=~flag, known=flag, teachable=flag)
+    out = evaluate_tables(p.log(), p.log(), tables, Judge(diversity_weight=0.3, k=2))
+    rebuilt = pl.DataFrame([out]).select(instruction_at(0.3)).item()
+    assert out["instruction_score"] == pytest.approx(0.703125, abs=1e-15)
+    assert rebuilt == pytest.approx(out["instruction_score"], abs=1e-15)
+
+
+def test_weight_correlations_flip_sign_where_the_parts_say():
+    """conftest's judge_frame: Spearman -1 for w < 5/11, +1 above, at every weight of the grid
+    and at the sweep's own 0.45, which joins the grid marked pre-registered. Six units with a
+    perfect order: every resample repeats the point, so the interval is the point itself
+    (±(1 - 1e-6), stats.FISHER_CLIP)."""
+    table = weight_correlations(Results.of(judge_frame(0.45), sweep="s"))
+    grid = [0.0, 0.1, 0.2, 0.3, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+    assert table["judge_weight"].to_list() == pytest.approx(grid)
+    assert table["spearman"].to_list() == pytest.approx([-1.0] * 6 + [1.0] * 6)
+    assert table["spearman_ci_low"].to_list() == pytest.approx([-1.0] * 6 + [1.0] * 6, abs=1e-5)
+    assert table.filter("preregistered")["judge_weight"].to_list() == [0.45]
+    assert set(table.select("score", "n", "units", "stratum_units").rows()) == {
+        ("instruction_score", 6, 6, 6)}
+
+
+def test_the_weight_curve_at_the_sweeps_weight_is_the_instruction_correlation():
+    """On noisy trials (6 datasets x 2 betas x 2 seeds) the curve's point at the sweep's weight
+    is the instruction_score correlation itself, interval included: the same re-ranked unit
+    bootstrap, the same draws."""
+    rows = [{"trial_id": f"r{r}b{b}s{s}", "regime": f"r{r}", "beta": b, "seed": s,
+             "status": "TERMINATED", "did_entropy": r + b + s / 10, "judge_weight": 0.5,
+             "instruction_judge": ((r * 7 + s * 3) % 5) / 5 + b / 10,
+             "instruction_coverage": ((r * 3 + s) % 4) / 4 + r / 20}
+            for r in range(6) for b in (0.5, 1.0) for s in range(2)]
+    results = Results.of(pl.DataFrame(rows).with_columns(instruction_score=instruction_at(0.5)),
+                         sweep="s")
+    curve = weight_correlations(results).filter("preregistered").drop("judge_weight",
+                                                                      "preregistered")
+    direct = correlations(results).filter(pl.col("score") == "instruction_score")
+    assert -1 < curve["spearman_ci_low"].item() < curve["spearman_ci_high"].item() < 1
+    assert_frame_equal(curve, direct.select(curve.columns))
+
+
+def test_weight_correlations_of_an_hf_sweep_are_empty(results):
+    """Trials without the judge's two parts (conftest's, as an hf sweep's) give no rows."""
+    assert weight_correlations(results).is_empty()

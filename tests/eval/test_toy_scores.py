@@ -38,7 +38,8 @@ def test_evaluate_tables_hand_values() -> None:
         accepted=accepted,
         is_fact=T([False, True, False, True, True]),
         heldout=T([False, False, True, True, True]),
-        known=T([False, False, False, True, False]))
+        known=T([False, False, False, True, False]),
+        teachable=T([False, True, False, False, True]))
     out = evaluate_tables(p.log(), ref.log(), tables, Judge(diversity_weight=0.5, k=2))
     # DID entropy over the training rows only, where policy = pi_ref: log 3 each.
     for name in ("did_entropy", "did_entropy_open", "did_entropy_fact"):
@@ -52,8 +53,24 @@ def test_evaluate_tables_hand_values() -> None:
     assert out["instruction_score_seen"] == pytest.approx(0.5 * 0.9 + 0.5 * 0.675)
     assert (out["qa_accuracy"], out["qa_accuracy_known"], out["qa_accuracy_unknown"]) == (
         0.5, 1.0, 0.0)
+    # the known fact is the unteachable one here, so the other split reads the other way
+    assert (out["qa_accuracy_teachable"], out["qa_accuracy_unteachable"]) == (0.0, 1.0)
     assert out["qa_expected"] == pytest.approx((0.6 + 0.4) / 2)
     assert out["qa_accuracy_seen"] == 1.0
+
+
+def test_winrate_is_derived_from_the_judge() -> None:
+    """A 0/1 judge makes the win rate 1/2 + (p(A) - q(A)) / 2, whatever else p and q are:
+    p(A) = .75, q(A) = .5; wins .75 x .5 = .375, ties .75 x .5 + .25 x .5 = .5, so .625 =
+    .5 + .25 / 2. Hence no verdict row of its own (docs/design.md §6.1)."""
+    p = T([[0.5, 0.25, 0.25]], dtype=torch.float64)
+    ref = T([[0.2, 0.3, 0.5]], dtype=torch.float64)
+    tables = PromptTables(scores=torch.zeros(1, 3, dtype=torch.float64),
+                          accepted=T([[1.0, 1.0, 0.0]], dtype=torch.float64), is_fact=T([False]),
+                          heldout=T([True]), known=T([False]), teachable=T([False]))
+    out = evaluate_tables(p.log(), ref.log(), tables, Judge())
+    assert out["instruction_winrate"] == pytest.approx(0.625)
+    assert out["instruction_winrate"] == pytest.approx(0.5 + (out["instruction_judge"] - 0.5) / 2)
 
 
 def test_did_entropy_away_from_pi_ref_hand_values() -> None:
@@ -70,13 +87,34 @@ def test_did_entropy_away_from_pi_ref_hand_values() -> None:
     tables = PromptTables(scores=torch.zeros(2, 3, dtype=torch.float64),
                           accepted=torch.zeros(2, 3, dtype=torch.float64),
                           is_fact=T([False, True]), heldout=T([False, False]),
-                          known=T([False, False]))
+                          known=T([False, False]), teachable=T([False, False]))
     out = evaluate_tables(p.log(), ref.log(), tables, Judge())
     open_h = math.log(6) / 3 + 2 / 3 * math.log(3 / 2)
     fact_h = math.log(5) / 5 + 4 / 5 * math.log(5 / 2)
     assert out["did_entropy_open"] == pytest.approx(open_h, abs=1e-12)
     assert out["did_entropy_fact"] == pytest.approx(fact_h, abs=1e-12)
     assert out["did_entropy"] == pytest.approx((open_h + fact_h) / 2, abs=1e-12)
+
+
+def test_qa_split_on_the_experiment_world() -> None:
+    """sweeps/did-claims.yaml's world with a policy that answers every fact as the SFT teacher
+    does (the answer if known, else its belief; 0.9 of the mass): known held-out facts are
+    eno, dari, lumo, pavo, hamo (5 of 8); teachable ones (tests/worlds/test_toy.py) eno, dari,
+    lumo, fari, pavo, mira, of which the first four are known: 4 of 6 teachable, and of the
+    unteachable alba (unknown) and hamo (known), 1 of 2."""
+    world = toy.build_world(toy.ToyWorldSpec(seed=0, n_open_prompts=8, n_fact_prompts=8))
+    tables = prompt_tables(world)
+    responses = toy.enumerate_responses(world)
+    p = torch.full((len(world.all_prompts), len(responses)), 0.1 / (len(responses) - 1),
+                   dtype=torch.float64)
+    for i, prompt in enumerate(world.all_prompts):
+        guess = prompt.answer if prompt.teacher_knows else prompt.teacher_belief
+        p[i, responses.index(guess or responses[0])] = 0.9  # open prompts: any one response
+    out = evaluate_tables(p.log(), p.log(), tables, Judge())
+    assert int(tables.teachable[tables.heldout & tables.is_fact].sum()) == 6
+    assert (out["qa_accuracy"], out["qa_accuracy_known"], out["qa_accuracy_unknown"]) == (
+        5 / 8, 1.0, 0.0)
+    assert (out["qa_accuracy_teachable"], out["qa_accuracy_unteachable"]) == (4 / 6, 1 / 2)
 
 
 # A world small enough to fit in seconds: 6 words, responses of 1-2 words (42 in all).

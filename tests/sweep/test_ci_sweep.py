@@ -27,6 +27,20 @@ def test_ci_sweep_writes_one_finished_row_per_trial(ci_sweep):
     assert trials["did_entropy"].is_between(0, math.log(819)).all()
 
 
+def test_ci_sweep_stores_the_judge_weight_and_both_parts(ci_sweep):
+    """Each toy trial names the weight its instruction_score was read at (the default 0.5:
+    sweeps/ci.yaml names none) and stores the two parts, from which analysis rebuilds the
+    score at any weight; the QA split by what the data can teach is there too."""
+    _, out = ci_sweep
+    trials = pl.read_parquet(out / "trials.parquet")
+    assert trials["judge_weight"].to_list() == [0.5] * 4
+    rebuilt = 0.5 * trials["instruction_judge"] + 0.5 * trials["instruction_coverage"]
+    assert (rebuilt - trials["instruction_score"]).abs().max() < 1e-6  # float32 tables
+    for column in ("qa_accuracy_teachable", "qa_accuracy_unteachable",
+                   "optimum_qa_accuracy_teachable"):
+        assert column in trials.columns, column
+
+
 def test_ci_sweep_steps_and_training_lowers_the_loss(ci_sweep):
     _, out = ci_sweep
     steps = pl.read_parquet(out / "steps.parquet")

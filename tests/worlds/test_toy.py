@@ -100,6 +100,25 @@ def test_sft_corpus_covers_heldout_prompts(world: ToyWorld) -> None:
     assert taught == {p.text for p in world.all_prompts}
 
 
+def test_teachable_facts_of_the_experiment_world() -> None:
+    """sweeps/did-claims.yaml's world (seed 0, 8 + 8 training prompts), enumerated by hand.
+    Training facts by relation: pet -> fox, fox, dog, cat; count -> one, two; colour -> green,
+    green. A held-out fact is teachable when a training fact of its relation has its answer:
+    6 of the 8 are; "colour of alba" (red: colour only ever answered green) and "count of
+    hamo" (three) are not. That dari and fari appear in training (under "pet of" and "count
+    of") plays no part: their answers there are other facts'."""
+    world = build_world(ToyWorldSpec(seed=0, n_open_prompts=8, n_fact_prompts=8))
+    facts = [p for p in world.heldout_prompts if p.family == "fact"]
+    split = {p.text: (p.answer, world.teachable(p)) for p in facts}
+    assert split == {
+        "pet of eno": ("cat", True), "colour of dari": ("green", True),
+        "count of lumo": ("one", True), "colour of alba": ("red", False),
+        "colour of fari": ("green", True), "pet of pavo": ("cat", True),
+        "count of mira": ("one", True), "count of hamo": ("three", False)}
+    assert all(world.teachable(p) for p in world.fact_prompts)  # its own answer, trivially
+    assert not any(world.teachable(p) for p in world.open_prompts)
+
+
 def test_judge_differs_from_the_data_reward(world: ToyWorld) -> None:
     """The judge checks content and repeats, not the count; open_score grades all three."""
     p = ToyPrompt("list 2 colours", "open", "colours", target_len=2)

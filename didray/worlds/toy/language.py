@@ -103,6 +103,17 @@ class ToyWorld:
             return fact_score(p, response)
         return open_score(p, response, self.categories)
 
+    def teachable(self, prompt: ToyPrompt) -> bool:
+        """A fact whose answer the preference data can teach: some training fact prompt of the
+        same relation has the same answer word (docs/design.md §2.2). Every fact's answer is
+        drawn on its own, so no pair holds a held-out fact itself; what pairs on "colour of
+        nodo" (answer green) can carry to "colour of fari" is the word green for the relation
+        colour, which is right there only if fari's answer is green too. (A relation and its
+        answer category are one to one in FACT_RELATIONS, so the category names the relation.)"""
+        return prompt.family == "fact" and any(
+            t.category == prompt.category and t.answer == prompt.answer
+            for t in self.fact_prompts)
+
     def judge(self, prompt: ToyPrompt, response: str) -> float:
         """The evaluation's verdict on `response`: 1.0 acceptable, else 0.0. Open prompts:
         `judge_accepts`; fact prompts: exact match, as in training."""
