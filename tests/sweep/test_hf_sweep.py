@@ -54,11 +54,15 @@ def test_hf_sweep_trains_and_evaluates_every_trial(hf_sweep):
     trials = pl.read_parquet(out / "trials.parquet").sort("regime")
     assert trials["regime"].to_list() == ["given", "pg"]
     assert set(trials["status"]) == {"TERMINATED"}
-    # No exact value in hf: did_entropy is the SNIS estimate over pi_ref's K = 8 samples.
-    assert (trials["did_entropy"] == trials["did_entropy_snis_ref_k8"]).all()
-    assert set(trials["did_entropy_estimator"]) == {"snis_ref_k8"}
+    # No exact value in hf: did_entropy is the plug-in over the policy's K = 8 samples, in
+    # its range; SNIS is beside it with its weights' effective sample size (1 to K).
+    assert (trials["did_entropy"] == trials["did_entropy_plugin_k8"]).all()
+    assert set(trials["did_entropy_estimator"]) == {"plugin_k8"}
     assert "did_entropy_exact" not in trials.columns
-    assert trials["did_entropy_plugin_k8"].is_between(0, math.log(8)).all()  # plug-in's range
+    assert trials["did_entropy"].is_between(0, math.log(8)).all()
+    for proposal in ("policy", "ref"):
+        assert trials[f"did_entropy_snis_{proposal}_k8_ess"].is_between(1, 8).all()
+        assert trials[f"did_entropy_snis_{proposal}_k8_reliable"].is_between(0, 1).all()
     assert trials["instruction_winrate"].is_between(0, 1).all()
     assert set(trials["qa_accuracy"].to_list()) <= {0.0, 1.0}  # three copies of one question
     # Scored by vLLM under both models: log 2 at pi_ref, lower once trained on the pairs.
@@ -71,6 +75,7 @@ def test_hf_sweep_estimates_carry_spreads_and_no_exact_value(hf_sweep):
     assert evals.height == 2 * 3 * len(WORLD.prompts)  # trials x methods x prompts
     assert set(evals["k"]) == {8} and evals["exact"].null_count() == evals.height
     assert (evals["spread_low"] <= evals["spread_high"]).all()
+    assert (evals["ess"].is_null() == (evals["estimator"] == "plugin")).all()
 
 
 def test_hf_offpolicy_data_is_the_pairs_as_given(hf_sweep):
