@@ -151,6 +151,11 @@ TRIAL = (
     _m("did_entropy_fact", "float", "trials", "exact DID entropy on fact prompts (never an "
        "estimate)", "nats", TOY),
     *TRIAL_ESTIMATES,
+    _m("did_samples_cut_policy", "float", "trials", "fraction of the policy's DID samples cut "
+       "at sampler.max_tokens (no eos): their DID is between truncated laws", "fraction",
+       ("hf",)),
+    _m("did_samples_cut_ref", "float", "trials", "fraction of pi_ref's DID samples cut at "
+       "sampler.max_tokens (no eos)", "fraction", ("hf",)),
     _m("instruction_score", "float", "trials", "toy: (1-w) judge + w coverage, w from "
        "eval.judge; hf: greedy scorer value", axis="instruction score"),
     _m("instruction_judge", "float", "trials", "expected judge verdict of the policy's "

@@ -223,11 +223,12 @@ def hf_world(sweep: Sweep, caches: Caches, progress: Progress) -> World:
                  "did_samples": sweep.eval.did_samples}
 
     def evaluate_ref(pool: PoolFactory) -> Path:
-        # "ids-v1": the file stores sampled token ids; older files without them regenerate.
+        # "cut-v1": the file stores sampled token ids and whether each sample finished;
+        # older files without them regenerate.
         # The report schedule (`every`) does not change pi_ref's evaluation.
         key = content_hash(world_hash, prompts,
                            sweep.eval.model_dump(exclude={"every": True, "scorer": True}),
-                           score_key, sampling_key(sweep), "ids-v1")
+                           score_key, sampling_key(sweep), "cut-v1")
         store = Store.of(sweep)
         path = store.eval(key)
         store.fetch(path, lambda: file_damage(path))

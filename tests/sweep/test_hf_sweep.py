@@ -64,6 +64,8 @@ def test_hf_sweep_trains_and_evaluates_every_trial(hf_sweep):
         assert trials[f"did_entropy_snis_{proposal}_k8_ess"].is_between(1, 8).all()
         assert trials[f"did_entropy_snis_{proposal}_k8_reliable"].is_between(0, 1).all()
     assert trials["instruction_winrate"].is_between(0, 1).all()
+    for model in ("policy", "ref"):  # fractions of the DID samples cut at max_tokens
+        assert trials[f"did_samples_cut_{model}"].is_between(0, 1).all()
     assert set(trials["qa_accuracy"].to_list()) <= {0.0, 1.0}  # three copies of one question
     # Scored by vLLM under both models: log 2 at pi_ref, lower once trained on the pairs.
     assert (trials["dpo_loss"] < math.log(2)).all(), trials["dpo_loss"]
