@@ -97,7 +97,7 @@ AXES = TypeAdapter(Axis)
 # Read while preparing the regime datasets, reference caches and (hf) pi_ref's evaluation,
 # once for every trial: a per-trial value would meet data prepared for another value.
 PREPARED = ("data", "train.max_prompt_tokens", "train.max_response_tokens", "eval.did_samples",
-            "eval.prompts", "eval.scorer", "eval.qa")
+            "eval.split", "eval.prompts", "eval.scorer", "eval.qa")
 
 
 # What ASHA may compare trials on: a number every report carries in either world (the exact

@@ -270,7 +270,7 @@ def test_bad_qa_rows_name_row_and_column(tmp_path, row, message):
 
 
 def test_shipped_prompts_load():
-    rows = load_preference_rows(str(ROOT / "sweeps/data/smollm2-prompts.jsonl"))
+    rows = load_preference_rows(str(ROOT / "sweeps/data/smollm2-prompts/train.jsonl"))
     assert len(rows) == 24
     assert len({r["prompt"] for r in rows}) == 24
     assert all(set(r) == {"prompt", "reference"} and r["reference"].strip() for r in rows)
