@@ -369,4 +369,3 @@ class Sweep(Strict):
         """The swept regimes whose pairs a score tilts (powerlaw, pg with chosen: tilted)."""
         return [n for n in self.regime_names()
                 if isinstance(regime := self.regime(n), Tilted) and regime.needs_tilt()]
-

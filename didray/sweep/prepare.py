@@ -227,7 +227,8 @@ def hf_world(sweep: Sweep, caches: Caches, progress: Progress) -> World:
     else:
         judge = LazyScorer(ev.scorer, reference_answers(held_out), progress)
         builder = LazyScorer(data.scorer, reference_answers(rows), progress)
-    if (tilted := sweep.tilted_regimes()) and same_scorer(builder.settings, judge.settings):
+    tilted = sweep.tilted_regimes()
+    if tilted and scorer_key(builder.settings) == scorer_key(judge.settings):
         progress(f"warning: one scorer ({judge.settings.kind} {judge.settings.path}) tilts "
                  f"the data of {', '.join(tilted)} and scores instruction_score, so the score "
                  "rewards what the data were built from (docs/design.md §7.2); give "
@@ -271,10 +272,6 @@ def scorer_key(settings: Scorer) -> dict:
     files."""
     return {"scorer": settings.model_dump(exclude={"cpus", "gpus"}),
             "weights": hf.weights_key(settings.path)}
-
-
-def same_scorer(a: Scorer, b: Scorer) -> bool:
-    return scorer_key(a) == scorer_key(b)
 
 
 def materialized(m, store: Store) -> Path:

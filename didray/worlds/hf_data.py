@@ -81,9 +81,11 @@ def _load_dataset(path: str, split: str, pin: Pin) -> datasets.Dataset:
 def load_preference_rows(source: str, split: str = "train", limit: int | None = None,
                          pin: Pin = Pin()) -> list[dict[str, str]]:
     """Rows of `prompt` and, where the dataset has them, `chosen`, `rejected`, `reference`, as
-    plain strings. Conversational columns give the last user (prompt) or assistant message."""
+    plain strings. Conversational columns give the last user (prompt) or assistant message.
+    A column null in every row is absent: a data directory's split files share one schema, so
+    a held-out split written without `chosen` reads back with `chosen` null throughout."""
     rows = load_rows(source, split, limit, pin)
-    columns = set(rows[0])
+    columns = {c for c in rows[0] if any(row[c] is not None for row in rows)}
     if "prompt" not in columns:
         raise BadInput(f"{source}: no 'prompt' column (have {', '.join(sorted(columns))})")
     present = [c for c in PREFERENCE_COLUMNS if c in columns]

@@ -86,3 +86,11 @@ def test_no_tilted_regime_no_warning(tiny_llama, tmp_path):
     # offpolicy pairs are the dataset's own: the scorer only measures them.
     _, said = world(tmp_path, tiny_llama, splits(tmp_path, ["p1"], ["q1"]))
     assert not any(line.startswith("warning") for line in said)
+
+
+def test_a_data_scorer_equal_to_the_judge_is_warned_too(tiny_llama, tmp_path):
+    # The same model under other resources scores the same: it is still one scorer.
+    source = splits(tmp_path, ["p1"], ["q1"])
+    _, said = world(tmp_path, tiny_llama, source, regimes=(POWERLAW,),
+                    data={"scorer": {**EMBED, "cpus": 1}})
+    assert said[-1].startswith("warning: one scorer (embedding")
