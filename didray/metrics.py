@@ -120,11 +120,21 @@ STEP = (
 # carry K, so sweeps at different K never share a column (docs/design.md §1.8).
 TRIAL_ESTIMATES = (
     _m("did_entropy_plugin_k{K}", "float", "trials", "deduplicated plug-in DID-entropy "
-       "estimate over the policy's K samples, mean over prompts", "nats"),
+       "estimate over the policy's K samples, mean over prompts (the paper's estimate; at "
+       "most log K)", "nats"),
     _m("did_entropy_snis_policy_k{K}", "float", "trials", "SNIS DID-entropy estimate over the "
-       "policy's K samples, mean over prompts", "nats"),
+       "policy's K samples, mean over prompts; read with its _ess and _reliable", "nats"),
+    _m("did_entropy_snis_policy_k{K}_ess", "float", "trials", "effective sample size (sum "
+       "w)^2 / sum w^2 of that SNIS estimate's weights, mean over prompts (1 to K)"),
+    _m("did_entropy_snis_policy_k{K}_reliable", "float", "trials", "fraction of prompts whose "
+       "SNIS weights have an effective sample size of at least 2; below it the estimate is "
+       "one sample's, unreliable", "fraction"),
     _m("did_entropy_snis_ref_k{K}", "float", "trials", "SNIS DID-entropy estimate over "
-       "pi_ref's K samples, mean over prompts", "nats"),
+       "pi_ref's K samples, mean over prompts; read with its _ess and _reliable", "nats"),
+    _m("did_entropy_snis_ref_k{K}_ess", "float", "trials", "effective sample size of that "
+       "SNIS estimate's weights, mean over prompts (1 to K)"),
+    _m("did_entropy_snis_ref_k{K}_reliable", "float", "trials", "fraction of prompts whose "
+       "SNIS weights have an effective sample size of at least 2", "fraction"),
 )
 
 TRIAL = (
@@ -133,10 +143,10 @@ TRIAL = (
     _m("error", "str", "trials", "where the failed trial's traceback is"),
     _m("checkpoint_path", "str", "trials", "the trial's final checkpoint (weights, tokenizer)"),
     _m("did_entropy", "float", "trials", "DID entropy of the final policy for tables and "
-       "plots: did_entropy_exact where the world has it, else did_entropy_snis_ref_k{K}",
+       "plots: did_entropy_exact where the world has it, else did_entropy_plugin_k{K}",
        "nats", label="final DID H", axis="DID entropy"),
     _m("did_entropy_estimator", "str", "trials", "what did_entropy holds: exact, or the "
-       "estimate's name (e.g. snis_ref_k32)"),
+       "estimate's name with its K (e.g. plugin_k32)"),
     _m("did_entropy_exact", "float", "trials", "exact DID entropy of the final policy, mean "
        "over prompts", "nats", TOY),
     _m("did_entropy_open", "float", "trials", "exact DID entropy on open prompts (never an "
@@ -144,6 +154,11 @@ TRIAL = (
     _m("did_entropy_fact", "float", "trials", "exact DID entropy on fact prompts (never an "
        "estimate)", "nats", TOY),
     *TRIAL_ESTIMATES,
+    _m("did_samples_cut_policy", "float", "trials", "fraction of the policy's DID samples cut "
+       "at sampler.max_tokens (no eos): their DID is between truncated laws", "fraction",
+       ("hf",)),
+    _m("did_samples_cut_ref", "float", "trials", "fraction of pi_ref's DID samples cut at "
+       "sampler.max_tokens (no eos)", "fraction", ("hf",)),
     _m("instruction_score", "float", "trials", "toy: (1-w) judge + w coverage, w from "
        "eval.judge; hf: greedy scorer value", axis="instruction score"),
     _m("judge_weight", "float", "trials", "w of instruction_score: eval.judge.diversity_weight, "
@@ -219,6 +234,9 @@ ESTIMATE = (
        "resampling; not a confidence interval", "nats"),
     _m("spread_high", "float", "evals", "bootstrap 97.5% quantile of the estimate under "
        "resampling; not a confidence interval", "nats"),
+    _m("ess", "float", "evals", "snis: effective sample size (sum w)^2 / sum w^2 of the "
+       "prompt's normalised weights, 1 to k; below 2 the estimate is unreliable (null for "
+       "plugin and exact)"),
     _m("exact", "float", "evals", "the exact value where the world can enumerate (toy)",
        "nats"),
 )

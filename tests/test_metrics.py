@@ -56,6 +56,7 @@ def test_patterned_names_match_one_column_per_k():
     assert metrics.lookup("did_entropy_snis_ref_k32") is snis_ref
     assert metrics.lookup("did_entropy_snis_ref_k8") is snis_ref
     assert metrics.lookup("did_entropy_plugin_k128").name == "did_entropy_plugin_k{K}"
+    assert metrics.lookup("did_entropy_snis_ref_k8_ess").name == "did_entropy_snis_ref_k{K}_ess"
     # K is a positive integer written plainly, and the whole name must match.
     for name in ("did_entropy_snis_ref_k", "did_entropy_snis_ref_k0", "did_entropy_snis_ref_k08",
                  "did_entropy_snis_ref_k32x", "did_entropy_snis_policy",
@@ -63,7 +64,9 @@ def test_patterned_names_match_one_column_per_k():
         assert metrics.lookup(name) is None, name
     assert [m.name for m in metrics.REGISTRY.values() if m.patterned] == [
         "train.{setting}", "eval.{setting}", "did_entropy_plugin_k{K}",
-        "did_entropy_snis_policy_k{K}", "did_entropy_snis_ref_k{K}"]
+        "did_entropy_snis_policy_k{K}", "did_entropy_snis_policy_k{K}_ess",
+        "did_entropy_snis_policy_k{K}_reliable", "did_entropy_snis_ref_k{K}",
+        "did_entropy_snis_ref_k{K}_ess", "did_entropy_snis_ref_k{K}_reliable"]
 
 
 def test_columns_command_and_reference_doc_list_every_registered_column(capsys):

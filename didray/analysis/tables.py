@@ -28,7 +28,7 @@ CORRELATED = ("instruction_score", "instruction_winrate", "qa_accuracy", "qa_acc
               "rejected_displacement", "reward_accuracy")
 CURVES = ("loss", "rewards/margins", "rewards/accuracies", "logps/chosen", "logps/rejected",
           "did/entropy", "eval/instruction_score", "eval/qa_accuracy")
-# What `did_entropy` holds (exact, or e.g. snis_ref_k32): values of different estimators are
+# What `did_entropy` holds (exact, or e.g. plugin_k32): values of different estimators are
 # never pooled or correlated together (docs/design.md §6.3).
 ESTIMATOR = "did_entropy_estimator"
 FINISHED = pl.col("status") == "TERMINATED"

@@ -11,7 +11,6 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from didray.config.fields import MAX_TRIALS, repeated
 from didray.config.paths import get, parse, put
-from didray.config.regimes import Tilted
 
 if TYPE_CHECKING:
     from didray.config.schema import Sweep, Train
@@ -51,7 +50,8 @@ def population_loss_defined(train: Train) -> str | None:
 
 
 TRAIN_RULES = (checkpoints_at_reports, warmup_fits, smoothing_defined, population_loss_defined)
-HF_ONLY = ("model.hf", "data.source", "eval.scorer", "eval.qa")
+HF_REQUIRED = ("model.hf", "data.source", "eval.scorer", "eval.split")
+HF_ONLY = (*HF_REQUIRED, "data.scorer", "eval.qa")
 
 
 def hf_sections_in_toy(sweep: Sweep) -> str | None:
@@ -64,8 +64,10 @@ def hf_sections_in_toy(sweep: Sweep) -> str | None:
 def hf_world_complete(sweep: Sweep) -> str | None:
     if sweep.world != "hf":
         return None
-    if missing := [p for p in HF_ONLY[:3] if get(sweep, parse(p)) is None]:
-        return f"world: hf needs {', '.join(missing)}"
+    if missing := [p for p in HF_REQUIRED if get(sweep, parse(p)) is None]:
+        held_out = (" (eval.split: the split of data.source whose prompts are held out of "
+                    "training to evaluate on, e.g. test)" if "eval.split" in missing else "")
+        return f"world: hf needs {', '.join(missing)}{held_out}"
     if "judge" in sweep.eval.model_fields_set:
         return ("eval.judge only applies to world: toy (the hf world scores with "
                 "eval.scorer); remove it")
@@ -161,8 +163,7 @@ def population_law_known(sweep: Sweep) -> str | None:
     if sweep.world != "toy":
         return (f"train.objective: population needs world: toy (world is {sweep.world}): "
                 "only toy responses can be enumerated; use train.objective: sampled")
-    untilted = [n for n in sweep.regime_names()
-                if not (isinstance(regime := sweep.regime(n), Tilted) and regime.needs_tilt())]
+    untilted = [n for n in sweep.regime_names() if n not in sweep.tilted_regimes()]
     if untilted:
         return (f"train.objective: population needs regimes with a known pair law (powerlaw, "
                 f"or pg with chosen: tilted); {', '.join(untilted)} has none")

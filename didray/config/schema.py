@@ -25,7 +25,7 @@ from didray.config.fields import (
     amount,
     count,
 )
-from didray.config.regimes import OffPolicy, PolicyGradientPairs, PowerLaw, Regime
+from didray.config.regimes import OffPolicy, PolicyGradientPairs, PowerLaw, Regime, Tilted
 from didray.config.search import Search
 from didray.files import json_hash
 from didray.storage import check_location
@@ -117,6 +117,25 @@ class Model(Strict):
     hf: HFModel | None = Field(None, description="world: hf: the model")
 
 
+class Scorer(Strict):
+    """A score of responses (hf world): a reward model, or embedding similarity to each
+    prompt's reference response where no reward model can be had. `eval.scorer` scores
+    instruction following; `data.scorer`, where given, builds the data."""
+
+    kind: Literal["reward_model", "embedding"] = Field(description="how responses are scored")
+    path: str = Field(description="hub name, local directory, or python-package:NAME[/sub]")
+    revision: str | None = Field(
+        None, description="hub revision (tag or commit) of a hub `path`, in cache keys")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32", description="the scorer model's dtype (bfloat16 on GPUs)")
+    # 0 by default: the scorer actor lives through a whole stage but scores in short bursts;
+    # a reserved CPU would sit idle most of that time and, on a small node, keep a Train
+    # worker or sampler actor from ever starting (docs/design.md §6.2).
+    cpus: Float = amount(0.0, 1024, "CPUs the scorer actor reserves; 0 shares the node's",
+                         zero=True)
+    gpus: Float = amount(0.0, 16, "GPUs the scorer actor reserves", zero=True)
+
+
 class Data(Strict):
     """How preference pairs are built for every regime."""
 
@@ -133,6 +152,10 @@ class Data(Strict):
     revision: str | None = Field(
         None, description="world: hf: hub revision (tag or commit) of `source`, in cache keys")
     max_prompts: IntOrNone = count(None, 1_000_000, "world: hf: first N prompts only")
+    scorer: Scorer | None = Field(
+        None, description="world: hf: the score that tilts and labels the pairs (pg with "
+        "chosen: tilted, powerlaw) and the data_* statistics; default eval.scorer, which then "
+        "both builds the data and judges the policies (a warning; docs/design.md §6.2)")
 
 
 class SamplerSettings(Strict):
@@ -211,24 +234,6 @@ class Scaling(Strict):
     max_concurrent_trials: Int = count(1, 1024, "trials running at once")
 
 
-class Scorer(Strict):
-    """The instruction-following score (hf world): a reward model, or embedding similarity to
-    each prompt's reference response where no reward model can be had."""
-
-    kind: Literal["reward_model", "embedding"] = Field(description="how responses are scored")
-    path: str = Field(description="hub name, local directory, or python-package:NAME[/sub]")
-    revision: str | None = Field(
-        None, description="hub revision (tag or commit) of a hub `path`, in cache keys")
-    dtype: Literal["float32", "bfloat16"] = Field(
-        "float32", description="the scorer model's dtype (bfloat16 on GPUs)")
-    # 0 by default: the scorer actor lives through a whole stage but scores in short bursts;
-    # a reserved CPU would sit idle most of that time and, on a small node, keep a Train
-    # worker or sampler actor from ever starting (docs/design.md §6.2).
-    cpus: Float = amount(0.0, 1024, "CPUs the scorer actor reserves; 0 shares the node's",
-                         zero=True)
-    gpus: Float = amount(0.0, 16, "GPUs the scorer actor reserves", zero=True)
-
-
 class QASet(Strict):
     """The knowledge-QA score (hf world)."""
 
@@ -272,8 +277,15 @@ class Eval(Strict):
         "before the last step, (train.steps - 1) // train.report_every")
     did_samples: Int = count(32, 1024, "K samples per prompt for DID estimates")
     bootstrap: Int = count(200, 100_000, "bootstrap resamples for the estimates' spreads")
+    split: str | None = Field(
+        None, description="world: hf, required: the split of data.source (with data.config "
+        "and data.revision) whose prompts evaluate the policies, e.g. test_prefs; a prompt "
+        "that is also a training prompt is refused (docs/design.md §6.2). A single "
+        ".jsonl/.json/.parquet file is one split whatever it is called: put the prompts in a "
+        "directory as train.jsonl and test.jsonl")
     prompts: IntOrNone = count(
-        None, 100_000, "world: hf: evaluate on the first N data prompts (default: all)")
+        None, 100_000, "world: hf: evaluate on the first N prompts of eval.split (default: "
+        "all)")
     scorer: Scorer | None = Field(None, description="world: hf: instruction-following score")
     qa: QASet | None = Field(None, description="world: hf: knowledge-QA set")
     judge: Judge = Field(default_factory=Judge,
@@ -363,3 +375,7 @@ class Sweep(Strict):
     def regime(self, name: str) -> OffPolicy | PolicyGradientPairs | PowerLaw:
         return next(r for r in self.regimes if r.name == name)
 
+    def tilted_regimes(self) -> list[str]:
+        """The swept regimes whose pairs a score tilts (powerlaw, pg with chosen: tilted)."""
+        return [n for n in self.regime_names()
+                if isinstance(regime := self.regime(n), Tilted) and regime.needs_tilt()]

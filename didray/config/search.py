@@ -97,7 +97,7 @@ AXES = TypeAdapter(Axis)
 # Read while preparing the regime datasets, reference caches and (hf) pi_ref's evaluation,
 # once for every trial: a per-trial value would meet data prepared for another value.
 PREPARED = ("data", "train.max_prompt_tokens", "train.max_response_tokens", "eval.did_samples",
-            "eval.prompts", "eval.scorer", "eval.qa")
+            "eval.split", "eval.prompts", "eval.scorer", "eval.qa")
 
 
 # The one prepared setting that is an axis: each value is its own dataset of every regime,

@@ -22,6 +22,8 @@ class EntropyEstimate:
     estimator: str  # "plugin" | "snis"
     k: int  # samples per prompt
     proposal: str  # distribution the samples came from, e.g. "policy", "ref", "uniform"
+    # SNIS only: the effective sample size of its normalised weights per prompt (`snis_ess`)
+    ess: Tensor | None = None
 
 
 def first_occurrence_mask(sample_ids: Tensor, dim: int = -1) -> Tensor:
@@ -69,6 +71,18 @@ def plugin_entropy(log_ratio: Tensor, proposal: str, mask: Tensor | None = None)
     return EntropyEstimate(value=value, estimator="plugin", k=k, proposal=proposal)
 
 
+def snis_ess(log_ratio: Tensor, proposal_logprobs: Tensor) -> Tensor:
+    """Effective sample size ``(sum_k u_k)^2 / sum_k u_k^2 = 1 / sum_k u_k^2`` of the normalised
+    SNIS weights ``u = softmax(l - log s)`` (..., K) -> (...,), from 1 (one sample holds all
+    the weight) to K (equal weights). Below 2 the estimate is in effect one sample's
+    ``log w - l``, not an average (docs/design.md §1.8).
+
+    Example: log w = [0, log 3] -> u = [1/4, 3/4], sum u^2 = 10/16, ESS = 1.6.
+    """
+    u = torch.softmax(log_ratio - proposal_logprobs, dim=-1)  # (..., K)
+    return 1.0 / u.square().sum(dim=-1)  # (...,)
+
+
 def _snis_values(log_ratio: Tensor, proposal_logprobs: Tensor) -> Tensor:
     """``log Z_hat - E_q_hat[l]`` with importance weights ``w_k = l_k - log s(y_k)`` (..., K)."""
     log_w = log_ratio - proposal_logprobs  # (..., K)
@@ -84,14 +98,15 @@ def snis_entropy(log_ratio: Tensor, proposal_logprobs: Tensor, proposal: str) ->
     ``log Z_hat = logsumexp(l - log s) - log K``, and ``E_q[l] ≈ sum_k u_k l_k`` with
     ``u = softmax(l - log s)``. ``proposal_logprobs`` (..., K) must be normalised log s(y_k)
     (``log Z_hat`` uses the absolute scale); the log-ratio may carry any constant offset.
-    Consistent as K grows.
+    Consistent as K grows. The estimate carries its weights' effective sample size (`snis_ess`).
 
     Example: K=2, l = [0, 0], s uniform over 2 outcomes (log s = -log 2) -> log Z_hat = log 2,
     E_q[l] = 0 -> ``H = log 2 = 0.6931471805599453``.
     """
     value = _snis_values(log_ratio, proposal_logprobs)  # (...,)
     k = log_ratio.shape[-1]
-    return EntropyEstimate(value=value, estimator="snis", k=k, proposal=proposal)
+    return EntropyEstimate(value=value, estimator="snis", k=k, proposal=proposal,
+                           ess=snis_ess(log_ratio, proposal_logprobs))
 
 
 def snis_delta_interval(log_ratio: Tensor, proposal_logprobs: Tensor, level: float = 0.95

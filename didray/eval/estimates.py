@@ -22,6 +22,9 @@ from didray.core.estimators import (
 # (estimator, proposal): the paper's plug-in over the policy's own samples, and
 # self-normalised importance sampling from the policy and from pi_ref.
 METHODS = (("plugin", "policy"), ("snis", "policy"), ("snis", "ref"))
+# An SNIS estimate whose weights' effective sample size is below this is one sample's
+# log w - l, not an average over samples: reported as unreliable (docs/design.md §1.8).
+RELIABLE_ESS = 2.0
 
 
 def _estimate(method: tuple[str, str], log_ratio: Tensor, proposal_logp: Tensor, ids: Tensor,
@@ -40,11 +43,12 @@ def _estimate(method: tuple[str, str], log_ratio: Tensor, proposal_logp: Tensor,
 
 def method_rows(method: tuple[str, str], log_ratio: Tensor, proposal_logp: Tensor, ids: Tensor,
                 n_boot: int, generator: torch.Generator, exact: Tensor | None) -> list[dict]:
-    """One row per prompt for one method; log_ratio, proposal_logp, ids: (P, K); exact (P,)."""
+    """One row per prompt for one method; log_ratio, proposal_logp, ids: (P, K); exact (P,).
+    SNIS rows carry their weights' effective sample size, the plug-in's none."""
     est, low, high = _estimate(method, log_ratio, proposal_logp, ids, n_boot, generator)
     return [{"prompt_id": p, "estimator": est.estimator, "k": est.k, "proposal": est.proposal,
              "estimate": float(est.value[p]), "spread_low": float(low[p]),
-             "spread_high": float(high[p]),
+             "spread_high": float(high[p]), "ess": None if est.ess is None else float(est.ess[p]),
              "exact": None if exact is None else float(exact[p])}
             for p in range(log_ratio.shape[0])]
 

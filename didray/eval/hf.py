@@ -56,11 +56,19 @@ def greedy_texts(pool: SamplerPool, prompts: list[str], max_tokens: int) -> list
 
 def sample_record(samples: list[list[Completion]]) -> dict:
     """K samples per prompt as the eval JSON keeps them: the texts (for the scorer and
-    deduplication), the token ids drawn (what the other model scores) and their log-probs
-    under the model that drew them."""
+    deduplication), the token ids drawn (what the other model scores), their log-probs
+    under the model that drew them, and whether each ended by eos (else at max_tokens)."""
     return {"samples": [[c.text for c in row] for row in samples],
             "token_ids": [[list(c.token_ids) for c in row] for row in samples],
-            "logps": [[c.logprob for c in row] for row in samples]}
+            "logps": [[c.logprob for c in row] for row in samples],
+            "finished": [[c.finished for c in row] for row in samples]}
+
+
+def cut_fraction(record: dict) -> float:
+    """The fraction of a `sample_record`'s samples cut at max_tokens (no eos): their DID is
+    between truncated output laws, not whole responses (docs/design.md §7.4)."""
+    ended = [f for row in record["finished"] for f in row]
+    return 1.0 - sum(ended) / len(ended)
 
 
 def score_samples(pool: SamplerPool, prompts: list[str], record: dict) -> torch.Tensor:
@@ -113,5 +121,7 @@ def evaluate_policy(checkpoint_dir: str, trial: Trial) -> tuple[list[dict], dict
     rows = sample_estimates(samples, trial.eval.bootstrap, seed=trial.seed)
     greedy_scores = shared_score(spec.sweep, prompts, greedy)
     metrics = {"instruction_score": sum(greedy_scores) / len(greedy_scores),
-               "instruction_winrate": win_rate(greedy_scores, ref["greedy_scores"])}
+               "instruction_winrate": win_rate(greedy_scores, ref["greedy_scores"]),
+               "did_samples_cut_policy": cut_fraction(drawn),
+               "did_samples_cut_ref": cut_fraction(ref)}
     return rows, metrics | ({"qa_accuracy": qa} if qa is not None else {})

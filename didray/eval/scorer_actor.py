@@ -1,12 +1,13 @@
-"""The sweep's scorer (`eval.scorer`) in a Ray actor: `ray.remote(ScorerActor)` is applied
-here, where the actors are made; the scoring itself is didray/eval/scorers.py.
+"""The sweep's scorers (`eval.scorer`, `data.scorer`) in Ray actors: `ray.remote(ScorerActor)`
+is applied here, where the actors are made; the scoring itself is didray/eval/scorers.py.
 
-One actor per sweep stage loads the scorer model, with `eval.scorer`'s CPUs, GPUs and dtype,
-so neither the driver nor a trial function (which holds no resources) ever loads it. Prepare's
-actor (pair scores, pi_ref's greedy scores) starts on first use, so a fully cached prepare
-starts none, and is killed with the sampler pool, before the reference log-probs take the
-CPUs. The trials' actor is started by the driver before Tune runs, named after the sweep, so
-every trial's evaluation finds the same one, and killed when Tune returns (owned by the
+One actor per scorer and sweep stage loads the scorer model, with its settings' CPUs, GPUs and
+dtype, so neither the driver nor a trial function (which holds no resources) ever loads it.
+Prepare's actors (pair scores with `data.scorer` where given, else `eval.scorer`; pi_ref's
+greedy scores with `eval.scorer`) start on first use, so a fully cached prepare starts none,
+and are killed with the sampler pool, before the reference log-probs take the CPUs. The
+trials' actor (`eval.scorer`) is started by the driver before Tune runs, named after the sweep,
+so every trial's evaluation finds the same one, and killed when Tune returns (owned by the
 driver, it dies with it too).
 
 Ray restarts a dead actor (the model reloaded from the same settings) and reruns the call it

@@ -238,9 +238,10 @@ def resource_asks(sweep: Sweep) -> dict[str, dict[str, float]]:
     actor = {"CPU": sampler.cpus_per_actor, "GPU": sampler.gpus_per_actor}
     asks = {"a Train worker (scaling.cpus_per_worker, gpus_per_worker)": worker,
             "a sampler actor (sampler.cpus_per_actor, gpus_per_actor)": actor}
-    if scorer := sweep.eval.scorer:
-        asks["the scorer actor (eval.scorer.cpus, gpus)"] = {"CPU": scorer.cpus,
-                                                             "GPU": scorer.gpus}
+    for section in ("data", "eval"):
+        if scorer := getattr(sweep, section).scorer:
+            asks[f"the {section} scorer actor ({section}.scorer.cpus, gpus)"] = {
+                "CPU": scorer.cpus, "GPU": scorer.gpus}
     return asks
 
 

@@ -26,7 +26,7 @@ import ray
 import torch
 
 from didray import display
-from didray.config.schema import Sweep
+from didray.config.schema import Scorer, Sweep
 from didray.config.trial import dataset_key, threads_for
 from didray.data.regimes import Sources, build_pairs, warnings
 from didray.data.sources import PoolFactory, hf_sources, toy_sources
@@ -123,7 +123,9 @@ class World:
     hash: str
     sources: Callable[[PoolFactory], Sources]
     score_key: object = None  # what pair scores depend on besides the world (hf: the scorer)
-    scorer: LazyScorer | None = None  # hf: the scorer actor, released with the sampler pool
+    # hf: the scorer actors, the data's first and the evaluation's last (one where the sweep
+    # gives one scorer); all are released with the sampler pool
+    scorers: tuple[LazyScorer, ...] = ()
     enum_file: Path | None = None
     evaluate_ref: Callable[[PoolFactory], Path] | None = None  # hf: writes the eval file
 
@@ -202,47 +204,74 @@ def toy_world(sweep: Sweep, caches: Caches, progress: Progress) -> World:
 
 
 def hf_world(sweep: Sweep, caches: Caches, progress: Progress) -> World:
-    """pi_ref as published (a GGUF dequantised once), the data's prompts, and the scorer."""
-    m, data = sweep.model.hf, sweep.data
+    """pi_ref as published (a GGUF dequantised once), the training prompts of data.split, the
+    held-out evaluation prompts of eval.split, and the scorers."""
+    m, data, ev = sweep.model.hf, sweep.data, sweep.eval
     progress(f"pi_ref: {m.path}" + (f" ({m.gguf_file})" if m.gguf_file else ""))
     world_dir = materialized(m, Store.of(sweep))
     world_hash = content_hash(m.model_dump(exclude={"gradient_checkpointing"}),
                               hf.weights_key(m.path, m.revision, str(world_dir)))
-    rows = hf_data.load_preference_rows(data.source, data.split, data.max_prompts,
-                                        hf_data.Pin(data.config, data.revision))
-    progress(f"data: {len(rows)} prompts from {data.source}")
-    references = {r["prompt"]: r["reference"] for r in rows if r.get("reference")}
+    pin = hf_data.Pin(data.config, data.revision)
+    rows = hf_data.load_preference_rows(data.source, data.split, data.max_prompts, pin)
+    held_out = hf_data.load_preference_rows(data.source, ev.split, ev.prompts, pin)
+    prompts = [r["prompt"] for r in held_out]
+    hf_data.check_heldout([r["prompt"] for r in rows], prompts, data.source,
+                          (data.split, ev.split))
+    progress(f"data: {len(rows)} training prompts ({data.split}) and {len(prompts)} evaluation "
+             f"prompts ({ev.split}) from {data.source}")
     # Started on first use: a rerun whose data and eval samples are cached needs no scorer
-    # (a reward model can take minutes to load).
-    scorer = LazyScorer(sweep.eval.scorer, references, progress)
-    prompts = [r["prompt"] for r in rows][: sweep.eval.prompts]
-    # What scores depend on: the scorer's settings bar its resources, a local model's files.
+    # (a reward model can take minutes to load). One scorer builds the data, another judges
+    # the policies where the sweep gives two (docs/design.md §6.2).
+    if data.scorer is None:
+        judge = builder = LazyScorer(ev.scorer, reference_answers(rows + held_out), progress)
+    else:
+        judge = LazyScorer(ev.scorer, reference_answers(held_out), progress)
+        builder = LazyScorer(data.scorer, reference_answers(rows), progress)
+    tilted = sweep.tilted_regimes()
+    if tilted and scorer_key(builder.settings) == scorer_key(judge.settings):
+        progress(f"warning: one scorer ({judge.settings.kind} {judge.settings.path}) tilts "
+                 f"the data of {', '.join(tilted)} and scores instruction_score, so the score "
+                 "rewards what the data were built from (docs/design.md §7.2); give "
+                 "data.scorer another model to judge with one the data never saw")
     # A tilt's data DID entropy is an SNIS estimate from eval.did_samples draws per prompt.
-    score_key = {"scorer": sweep.eval.scorer.model_dump(exclude={"cpus", "gpus"}),
-                 "weights": hf.weights_key(sweep.eval.scorer.path),
-                 "did_samples": sweep.eval.did_samples}
+    score_key = {**scorer_key(builder.settings), "did_samples": ev.did_samples}
 
     def evaluate_ref(pool: PoolFactory) -> Path:
-        # "ids-v1": the file stores sampled token ids; older files without them regenerate.
+        # "cut-v1": the file stores sampled token ids and whether each sample finished;
+        # older files without them regenerate.
         # The report schedule (`every`) does not change pi_ref's evaluation.
         key = content_hash(world_hash, prompts,
-                           sweep.eval.model_dump(exclude={"every": True, "scorer": True}),
-                           score_key, sampling_key(sweep), "ids-v1")
+                           ev.model_dump(exclude={"every": True, "scorer": True}),
+                           scorer_key(judge.settings), sampling_key(sweep), "cut-v1")
         store = Store.of(sweep)
         path = store.eval(key)
         store.fetch(path, lambda: file_damage(path))
         fresh = not reusable(path, file_damage(path), progress)
         if fresh:
             progress(f"eval: pi_ref's samples and greedy responses on {len(prompts)} prompts")
-            text = json.dumps(hf_eval.reference_eval(pool(), prompts, sweep, scorer, references),
+            text = json.dumps(hf_eval.reference_eval(pool(), prompts, sweep, judge,
+                                                     reference_answers(held_out)),
                               indent=2, default=str)
             sealed_write(path, lambda tmp: Path(tmp).write_text(text))
             store.keep(path)
         caches.note(f"ref-eval/{key}", fresh)
         return path
 
-    return World(world_dir, world_hash, lambda pool: hf_sources(rows, scorer, sweep, pool),
-                 score_key=score_key, scorer=scorer, evaluate_ref=evaluate_ref)
+    return World(world_dir, world_hash, lambda pool: hf_sources(rows, builder, sweep, pool),
+                 score_key=score_key, scorers=tuple(dict.fromkeys((builder, judge))),
+                 evaluate_ref=evaluate_ref)
+
+
+def reference_answers(rows: list[dict]) -> dict[str, str]:
+    """The embedding scorer's reference response of each prompt that has one."""
+    return {r["prompt"]: r["reference"] for r in rows if r.get("reference")}
+
+
+def scorer_key(settings: Scorer) -> dict:
+    """What a scorer's scores depend on: its settings bar its resources, a local model's
+    files."""
+    return {"scorer": settings.model_dump(exclude={"cpus", "gpus"}),
+            "weights": hf.weights_key(settings.path)}
 
 
 def materialized(m, store: Store) -> Path:
@@ -292,8 +321,9 @@ def reference_caches(world_dir: str, dtype: str, jobs: list[tuple[list[str], lis
 def prepare(sweep: Sweep, caches: Caches, progress: Progress) -> PreparedSweep:
     """pi_ref, then every swept regime's data and reference cache (needs Ray started).
 
-    The sampler and scorer actors are closed before any reference task starts: on a small
-    node they could not all hold their CPUs at once."""
+    The sampler and scorer actors are closed before any reference task starts, and the data's
+    own scorer before the evaluation's starts: on a small node they could not all hold their
+    CPUs at once."""
     world = (toy_world if sweep.world == "toy" else hf_world)(sweep, caches, progress)
     pool = LazyPool(world.dir, sweep, progress)
     try:
@@ -301,11 +331,13 @@ def prepare(sweep: Sweep, caches: Caches, progress: Progress) -> PreparedSweep:
         data = {dataset_key(name, seed): build_regime(sweep, name, seed, world, sources,
                                                       caches, progress)
                 for name, seed in sweep.datasets()}
+        for scorer in world.scorers[:-1]:
+            scorer.close()
         eval_file = world.evaluate_ref(pool) if world.evaluate_ref else None
     finally:
         pool.close()
-        if world.scorer is not None:
-            world.scorer.close()
+        for scorer in world.scorers:
+            scorer.close()
     regimes = references(sweep, world, data, caches, progress)
     return PreparedSweep(world.dir, world.hash, regimes, world.enum_file, eval_file)
 

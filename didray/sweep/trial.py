@@ -20,6 +20,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from didray.config.schema import Scaling
 from didray.config.trial import Trial, TrialSpec
+from didray.eval.estimates import RELIABLE_ESS
 from didray.files import damage, read_json, seal_path, write_json
 from didray.sweep.results import write_parquet
 from didray.train.worker import (
@@ -98,19 +99,27 @@ def estimator_name(estimator: str, proposal: str, k: int) -> str:
 
 def did_entropy_columns(estimates: pl.DataFrame, exact: float | None, k: int) -> dict:
     """The trial's DID-entropy columns (docs/design.md §6.3): each method's mean over prompts
-    under a name that says the method and K; `did_entropy_exact` where the world enumerates;
-    and `did_entropy`, what tables use, named by `did_entropy_estimator`: the exact value
-    where there is one, else SNIS over pi_ref's samples, the least biased estimate in the toy
-    world (docs/design.md §1.8; the plug-in is capped at log K). On long hf responses every
-    estimate is noisy: SNIS swings by tens of nats between prompts (measured on SmolLM2)."""
-    means = (estimates.group_by("estimator", "proposal", "k").agg(pl.col("estimate").mean())
+    under a name that says the method and K, and for SNIS its weights' mean effective sample
+    size (`_ess`) and the fraction of prompts where it reaches RELIABLE_ESS (`_reliable`);
+    `did_entropy_exact` where the world enumerates; and `did_entropy`, what tables use, named
+    by `did_entropy_estimator`: the exact value where there is one, else the paper's plug-in
+    over the policy's K samples (docs/design.md §1.8). SNIS is never the headline: on long hf
+    responses its weights put all the mass on one sample (SmolLM2: ESS about 1, an estimate
+    near the largest sampled NLL), and the plug-in's bias is known (at most log K)."""
+    means = (estimates.group_by("estimator", "proposal", "k", maintain_order=True)
+             .agg(pl.col("estimate").mean(), pl.col("ess").mean(),
+                  (pl.col("ess") >= RELIABLE_ESS).mean().alias("reliable"))
              .rows(named=True))
-    columns = {f"did_entropy_{estimator_name(r['estimator'], r['proposal'], r['k'])}":
-               r["estimate"] for r in means}
+    columns = {}
+    for r in means:
+        name = f"did_entropy_{estimator_name(r['estimator'], r['proposal'], r['k'])}"
+        columns[name] = r["estimate"]
+        if r["ess"] is not None:
+            columns |= {f"{name}_ess": r["ess"], f"{name}_reliable": r["reliable"]}
     if exact is not None:
         return {**columns, "did_entropy_exact": exact, "did_entropy": exact,
                 "did_entropy_estimator": "exact"}
-    chosen = estimator_name("snis", "ref", k)
+    chosen = estimator_name("plugin", "policy", k)
     return {**columns, "did_entropy": columns[f"did_entropy_{chosen}"],
             "did_entropy_estimator": chosen}
 

@@ -71,18 +71,21 @@ def _load_dataset(path: str, split: str, pin: Pin) -> datasets.Dataset:
     if (local / "state.json").is_file():
         return datasets.load_from_disk(path)
     # The hub's progress bars are off (in Ray workers they print a line per redraw): one line
-    # says what a long first download is waiting on.
-    print(f"[didray] hub: loading dataset {path} ({pin.config or 'default'} config, "
-          f"{pin.revision or 'main'}, split {split})", file=sys.stderr, flush=True)
+    # says what a long first download is waiting on. A local data directory downloads nothing.
+    if not local.is_dir():
+        print(f"[didray] hub: loading dataset {path} ({pin.config or 'default'} config, "
+              f"{pin.revision or 'main'}, split {split})", file=sys.stderr, flush=True)
     return datasets.load_dataset(path, pin.config, split=split, revision=pin.revision)
 
 
 def load_preference_rows(source: str, split: str = "train", limit: int | None = None,
                          pin: Pin = Pin()) -> list[dict[str, str]]:
     """Rows of `prompt` and, where the dataset has them, `chosen`, `rejected`, `reference`, as
-    plain strings. Conversational columns give the last user (prompt) or assistant message."""
+    plain strings. Conversational columns give the last user (prompt) or assistant message.
+    A column null in every row is absent: a data directory's split files share one schema, so
+    a held-out split written without `chosen` reads back with `chosen` null throughout."""
     rows = load_rows(source, split, limit, pin)
-    columns = set(rows[0])
+    columns = {c for c in rows[0] if any(row[c] is not None for row in rows)}
     if "prompt" not in columns:
         raise BadInput(f"{source}: no 'prompt' column (have {', '.join(sorted(columns))})")
     present = [c for c in PREFERENCE_COLUMNS if c in columns]
@@ -93,6 +96,23 @@ def load_preference_rows(source: str, split: str = "train", limit: int | None = 
             raise BadInput(f"{source}: row {i}, column 'prompt': empty prompt")
         out.append(texts)
     return out
+
+
+def check_heldout(training: list[str], evaluation: list[str], source: str, splits: tuple[str, str]
+                  ) -> None:
+    """Refuse evaluation prompts that are also training prompts (compared as stripped text):
+    a policy scored on what it trained on measures recall of its data, not instruction
+    following (docs/design.md §6.2). `splits`: the training and the evaluation split."""
+    seen = {p.strip() for p in training}
+    shared = [p for p in evaluation if p.strip() in seen]
+    if shared:
+        raise BadInput(
+            f"eval.split {splits[1]!r} of data.source {source!r}: {len(shared)} of its "
+            f"{len(evaluation)} evaluation prompts are training prompts of data.split "
+            f"{splits[0]!r} (e.g. {shared[0]!r}); evaluation must be on held-out prompts. Name "
+            "a split with other prompts; a single .jsonl, .json or .parquet file is one split "
+            "whatever it is called, so put the two sets in a directory as train.jsonl and "
+            "test.jsonl (docs/design.md §6.2)")
 
 
 def _column_text(source: str, i: int, column: str, value) -> str:

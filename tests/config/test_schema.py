@@ -104,7 +104,7 @@ def test_eval_every_needs_the_exact_toy_evaluation(section):
     data = with_("eval", section)
     if "exact" not in section:  # the hf world cannot enumerate responses
         data = {**data, "world": "hf", "model": {"hf": {"path": "m"}},
-                "data": {"source": "d"}, "eval": {**section, "scorer": {
+                "data": {"source": "d"}, "eval": {**section, "split": "test", "scorer": {
                     "kind": "embedding", "path": "e"}}}
     errors = errors_of(data)
     assert any("eval.every (2) schedules the exact toy evaluation: it needs world: toy and "
@@ -214,12 +214,22 @@ def test_missing_file(tmp_path, capsys):
 
 HF = {"name": "h", "world": "hf", "model": {"hf": {"path": "m"}},
       "data": {"source": "d.jsonl"}, "regimes": [{"kind": "pg", "name": "pg"}],
-      "search": {"beta": [0.1]}, "eval": {"scorer": {"kind": "embedding", "path": "e"}}}
+      "search": {"beta": [0.1]},
+      "eval": {"split": "test", "scorer": {"kind": "embedding", "path": "e"}}}
 
 
 def test_hf_sections_belong_to_the_hf_world():
     errors = errors_of(with_("data.source", "d.jsonl"))
     assert errors == ["(top level): data.source only apply to world: hf (world is toy)"]
+    errors = errors_of(with_("data.scorer", {"kind": "embedding", "path": "e"}))
+    assert errors == ["(top level): data.scorer only apply to world: hf (world is toy)"]
+
+
+def test_hf_world_needs_a_held_out_evaluation_split():
+    data = {**HF, "eval": {"scorer": HF["eval"]["scorer"]}}
+    assert errors_of(data) == [
+        "(top level): world: hf needs eval.split (eval.split: the split of data.source whose "
+        "prompts are held out of training to evaluate on, e.g. test)"]
 
 
 @pytest.mark.parametrize("drop, named", [("model", "model.hf"), ("data", "data.source"),

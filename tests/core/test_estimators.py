@@ -17,6 +17,7 @@ from didray.core.estimators import (
     plugin_entropy,
     snis_delta_interval,
     snis_entropy,
+    snis_ess,
 )
 
 N = 20  # enumerable response space
@@ -68,6 +69,19 @@ def test_snis_hand_value() -> None:
     est = snis_entropy(lr, torch.full((2,), -math.log(2.0), dtype=torch.float64), "uniform")
     assert est.value.item() == pytest.approx(0.6931471805599453, abs=1e-15)
     assert isinstance(est, EntropyEstimate) and (est.estimator, est.k) == ("snis", 2)
+    assert est.ess.item() == pytest.approx(2.0, abs=1e-15)  # equal weights: all K count
+
+
+def test_snis_ess_hand_values() -> None:
+    # log w = l - log s. Row 0: [0, log 3] -> u = [1/4, 3/4], ESS = 1 / (1/16 + 9/16) = 1.6.
+    # Row 1: l = [5, 5 + log 3] over the same s: the offset cancels in u, so ESS is 1.6 again.
+    # Row 2: a weight e^40 times the rest -> u ~ [1, 0] -> ESS ~ 1 (one sample holds it all).
+    lr = torch.tensor([[0.0, math.log(3.0)], [5.0, 5.0 + math.log(3.0)], [40.0, 0.0]],
+                      dtype=torch.float64)  # (3, 2)
+    log_s = torch.full((3, 2), -math.log(2.0), dtype=torch.float64)  # (3, 2)
+    assert snis_ess(lr, log_s).tolist() == pytest.approx([1.6, 1.6, 1.0], abs=1e-12)
+    assert torch.equal(snis_entropy(lr, log_s, "ref").ess, snis_ess(lr, log_s))
+    assert plugin_entropy(lr, "policy").ess is None  # the plug-in has no importance weights
 
 
 def test_estimate_is_frozen() -> None:

@@ -34,6 +34,9 @@ def test_rows_record_method_k_and_interval():
     assert len(rows) == len(METHODS) * 3
     assert {(r["estimator"], r["proposal"]) for r in rows} == set(METHODS)
     assert all(r["k"] == 16 and r["spread_low"] <= r["spread_high"] for r in rows)
+    # SNIS rows carry their weights' effective sample size, 1 to K; the plug-in has none.
+    assert all((r["ess"] is None) == (r["estimator"] == "plugin") for r in rows)
+    assert all(1 <= r["ess"] <= 16 for r in rows if r["ess"] is not None)
 
 
 def test_estimates_approach_exact_as_k_grows():
@@ -64,6 +67,10 @@ def test_sample_estimates_from_texts_dedup_by_text():
     assert [r["estimate"] for r in plugin] == pytest.approx([math.log(3), 0.0])
     assert all(r["exact"] is None and r["k"] == 4 for r in rows)
     assert {(r["estimator"], r["proposal"]) for r in rows} == set(METHODS)
+    # SNIS weights w = exp(l - log s) = 1/s: [2, 4, 2, 4] -> u = [1/6, 1/3, 1/6, 1/3],
+    # ESS = 1 / (2/36 + 2/9) = 3.6; the second prompt's equal weights give K = 4.
+    snis = [r["ess"] for r in rows if r["estimator"] == "snis"]
+    assert snis == pytest.approx([3.6, 4.0] * 2)
 
 
 def test_text_ids_mark_equal_texts_within_a_prompt():

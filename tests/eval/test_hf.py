@@ -10,7 +10,7 @@ import torch
 from support.builders import save_toy_policies
 from support.toy_law import exact_logp
 
-from didray.eval.hf import own_logps, sample_record, score_samples
+from didray.eval.hf import cut_fraction, own_logps, sample_record, score_samples
 from didray.files import read_json, write_json
 from didray.sampling.sampler import Sampler
 from didray.worlds import toy
@@ -53,3 +53,16 @@ def test_sample_log_ratios_are_exact_with_truncated_samples(paths, samplers, dra
                             dtype=torch.float64).reshape(len(PROMPTS), K)
     text_error = (via_text - logps[other]).abs()
     assert text_error[~cut].max() < 1e-5 and text_error[cut].min() > 0.05
+
+
+@pytest.mark.parametrize(("max_tokens", "cut"), [(1, 1.0), (4, 0.0), (2, None)])
+def test_cut_fraction_counts_samples_without_eos(samplers, max_tokens, cut, tmp_path):
+    # A toy response is 1 to 3 words and then </s>: one token is never a whole response, and
+    # four always hold one. At two tokens, a sample is cut exactly when its two ids hold no eos.
+    drawn = samplers["policy"].generate(PROMPTS, K, max_tokens=max_tokens, seed=0)
+    write_json(sample_record(drawn), tmp_path / "eval.json")  # as prepare stores pi_ref's
+    eos = toy.build_tokenizer().eos_token_id
+    no_eos = sum(eos not in c.token_ids for row in drawn for c in row) / (len(PROMPTS) * K)
+    assert cut_fraction(read_json(tmp_path / "eval.json")) == (no_eos if cut is None else cut)
+    if cut is None:
+        assert 0 < no_eos < 1

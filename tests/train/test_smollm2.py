@@ -14,8 +14,8 @@ from didray.worlds.policy import load_policy
 from didray.worlds.text import batched_response_logps, encode
 
 pytestmark = pytest.mark.slow
-ROWS = [json.loads(line) for line in
-        (Path(__file__).parents[2] / "sweeps/data/smollm2-prompts.jsonl").read_text().splitlines()]
+ROWS = [json.loads(line) for line in (Path(__file__).parents[2] / "sweeps/data/smollm2-prompts"
+                                      / "train.jsonl").read_text().splitlines()]
 
 
 def test_dpo_steps_on_smollm2_start_at_log2_and_lower_the_loss(smollm2_dir):

@@ -194,6 +194,17 @@ def test_prompt_only_rows_from_a_saved_dataset(tmp_path):
         load_preference_rows(str(tmp_path / "dd"))
 
 
+def test_a_split_file_without_a_column_reads_without_it(tmp_path):
+    # One data directory, one schema: the test split's rows come back with chosen and
+    # rejected null throughout, which is a split without them, not a row missing them.
+    (tmp_path / "d").mkdir()
+    write_jsonl(tmp_path / "d" / "train.jsonl", STANDARD)
+    held_out = [{"prompt": "Say bye.", "reference": "Bye!"}]
+    write_jsonl(tmp_path / "d" / "test.jsonl", held_out)
+    assert load_preference_rows(str(tmp_path / "d"), "test") == held_out
+    assert load_preference_rows(str(tmp_path / "d")) == STANDARD
+
+
 def test_parquet_rows(tmp_path):
     datasets.Dataset.from_list(STANDARD).to_parquet(tmp_path / "d.parquet")
     assert load_preference_rows(str(tmp_path / "d.parquet")) == STANDARD
@@ -270,7 +281,7 @@ def test_bad_qa_rows_name_row_and_column(tmp_path, row, message):
 
 
 def test_shipped_prompts_load():
-    rows = load_preference_rows(str(ROOT / "sweeps/data/smollm2-prompts.jsonl"))
+    rows = load_preference_rows(str(ROOT / "sweeps/data/smollm2-prompts/train.jsonl"))
     assert len(rows) == 24
     assert len({r["prompt"] for r in rows}) == 24
     assert all(set(r) == {"prompt", "reference"} and r["reference"].strip() for r in rows)
