@@ -35,6 +35,8 @@ PRECISION = 3
 # docs/design.md §3.6), and at 3 units per stratum a perfect rank order still happens by
 # chance one time in six per stratum.
 MIN_UNITS = 6
+# The DID entropies the claims are read against: learned, and encoded by the data.
+ENTROPIES = ("did_entropy", "data_did_entropy")
 MIN_STRATUM_UNITS = 3
 # (score, the sign of its correlation with DID entropy that the paper's claim predicts).
 # instruction_winrate is no row: it is derived from the judge scores instruction_score is
@@ -66,7 +68,7 @@ def readable(frame: pl.DataFrame, fmt: str) -> pl.DataFrame:
 def print_tables(results: Results, fmt: str = "table") -> pl.DataFrame:
     """Print the entropy-vs-scores table, the regimes, the correlations and the verdicts;
     return the first (its status counts decide `didray run`'s exit code)."""
-    table, corr = entropy_vs_scores(results), correlations(results)
+    table, corr = entropy_vs_scores(results), both_correlations(results)
     weights = judge_weights(results)
     titled = (
         ("DID entropy vs downstream scores (per regime x beta; finished trials; 95% t interval "
@@ -77,7 +79,9 @@ def print_tables(results: Results, fmt: str = "table") -> pl.DataFrame:
          "to the learned one, and the final TV / KL to it (docs/design.md §1.11)",
          optimum(results)),
         ("Correlation of DID entropy with each score across finished trials, within training "
-         "beta (95% intervals from a bootstrap over independent units: datasets)", corr),
+         "beta (95% intervals from a bootstrap over independent units: datasets); entropy: "
+         "did_entropy, what the policy learned, and data_did_entropy, what the data encode "
+         "(the manipulated variable)", corr),
         ("The paper's claims against those correlations (supported / contradicted: the "
          "Spearman interval excludes 0 on the predicted / opposite side, with at least "
          f"{MIN_UNITS} independent units (datasets), {MIN_STRATUM_UNITS} per beta); "
@@ -106,6 +110,13 @@ def markdown(frame: pl.DataFrame) -> str:
         return str(frame)
 
 
+def both_correlations(results: Results) -> pl.DataFrame:
+    """`correlations` of the learned DID entropy, then of the one the data encode where the
+    trials carry it (docs/design.md §3.7): a verdict row for each."""
+    names = results.trials.collect_schema().names()
+    return pl.concat([correlations(results, entropy=x) for x in ENTROPIES if x in names])
+
+
 def _verdict() -> pl.Expr:
     """supported / contradicted when the Spearman interval excludes 0 on the side of
     `predicted_sign` / the other side and there are enough independent units (MIN_UNITS,
@@ -128,12 +139,13 @@ def verdicts(table: pl.DataFrame, weights: pl.DataFrame | None = None) -> pl.Dat
     claims = pl.DataFrame(CLAIMS, schema=["score", "predicted_sign", "claim"], orient="row")
     table = (claims.join(table, on="score", how="left", maintain_order="left")
              .with_columns(_verdict())
-             .select("sweep", ESTIMATOR, "claim", "score", "n", "units", "stratum_units",
-                     "spearman", "spearman_ci_low", "spearman_ci_high", "verdict"))
+             .select("sweep", ESTIMATOR, "claim", "score", "entropy", "n", "units",
+                     "stratum_units", "spearman", "spearman_ci_low", "spearman_ci_high",
+                     "verdict"))
     if weights is None:
         return table
-    return table.join(_by_weight(weights), on=["sweep", ESTIMATOR, "score"], how="left",
-                      maintain_order="left")
+    return table.join(_by_weight(weights), on=["sweep", ESTIMATOR, "score", "entropy"],
+                      how="left", maintain_order="left")
 
 
 WEIGHTS_TITLE = ("The instruction claim at every judge weight w (instruction_score = (1 - w) "
@@ -163,12 +175,14 @@ def _by_weight(weights: pl.DataFrame) -> pl.DataFrame:
             else:
                 runs.append([verdict, w, w])
         rows.append({"sweep": sweep, ESTIMATOR: estimator, "score": "instruction_score",
+                     "entropy": "did_entropy",
                      "judge_weight": own.item() if own.len() == 1 else None,
                      "verdict_by_weight": "; ".join(
                          f"{v} at w {a:g}" + (f" to {b:g}" if b != a else "")
                          for v, a, b in runs)})
     return pl.DataFrame(rows, schema={"sweep": pl.String, ESTIMATOR: pl.String,
-                                      "score": pl.String, "judge_weight": pl.Float64,
+                                      "score": pl.String, "entropy": pl.String,
+                                      "judge_weight": pl.Float64,
                                       "verdict_by_weight": pl.String})
 
 
@@ -197,7 +211,7 @@ def capability_report(results: Results, out: Path, title: str) -> Path:
         f"Trials: {counts['trials']} ({counts['finished']} finished, {counts['failed']} failed, "
         f"{counts['stopped']} stopped early, {counts['running']} running); only finished "
         "trials are evaluated.",
-        "## Verdicts", markdown(verdicts(correlations(results), weights)), *by_weight,
+        "## Verdicts", markdown(verdicts(both_correlations(results), weights)), *by_weight,
         "## What each regime's data encode", markdown(regimes(results)),
         *(["## Each cell's known optimum against the learned policy", markdown(known)]
           if (known := optimum(results)).height else []),

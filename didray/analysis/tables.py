@@ -144,10 +144,17 @@ def optimum(results: Results) -> pl.DataFrame:
 def correlations(results: Results, by: Sequence[str] = ("sweep",),
                  within: Sequence[str] = ("beta",), unit: Sequence[str] | None = None,
                  resamples: int = 1000, level: float = 0.95, seed: int = 0,
-                 scores: Sequence[str] = CORRELATED) -> pl.DataFrame:
+                 scores: Sequence[str] = CORRELATED,
+                 entropy: str = "did_entropy") -> pl.DataFrame:
     """Pearson and Spearman of DID entropy against each of `scores` over finished trials, per
     `by` group and DID-entropy estimator (an exact toy value and an hf estimate are not one
     variable), with bootstrap intervals over independent units (`stats.unit_bootstrap`).
+
+    `entropy` names which DID entropy (the `entropy` column says): the learned one
+    (`did_entropy`, the default), or the one the data encode (`data_did_entropy`), the
+    variable the sweep manipulates: within a beta its ranks are those of the cell's optimum
+    (§1.9), so the two tables separate "the data's level moves the scores" from "what the
+    policy learned moves them" (docs/design.md §3.7).
 
     The correlations are taken *within* strata of `within` (default: the training beta): both
     variables (for Spearman, their ranks in the stratum) are centred on their stratum's mean
@@ -166,23 +173,24 @@ def correlations(results: Results, by: Sequence[str] = ("sweep",),
     """
     names = results.trials.collect_schema().names()
     unit = default_unit(names) if unit is None else list(unit)
-    for axis in (*by, *within, *unit):
+    for axis in (*by, *within, *unit, entropy):
         _require(axis, names, "correlations")
     group = [*by, ESTIMATOR, "score"]
-    pairs = (results.trials.filter(FINISHED)
+    pairs = (results.trials.filter(FINISHED).with_columns(pl.col(entropy).alias("_x"))
              .unpivot(on=list(scores),
-                      index=list(dict.fromkeys([*by, *within, *unit, ESTIMATOR, "did_entropy"])),
+                      index=list(dict.fromkeys([*by, *within, *unit, ESTIMATOR, "_x"])),
                       variable_name="score", value_name="value")
-             .drop_nulls(["did_entropy", "value"])
+             .drop_nulls(["_x", "value"])
              .with_columns(_codes(within, group).alias("_stratum"),
                            _codes(unit, group).alias("_unit"))
-             .sort([*group, "_stratum", "_unit", "did_entropy", "value"], nulls_last=True)
+             .sort([*group, "_stratum", "_unit", "_x", "value"], nulls_last=True)
              .collect())
-    rows = [{**dict(zip(group, key, strict=True)), **_effective_n(frame),
+    rows = [{**dict(zip(group, key, strict=True)), "entropy": entropy, **_effective_n(frame),
              **unit_bootstrap(*_arrays(frame), resamples, level, seed)}
             for key, frame in pairs.partition_by(group, as_dict=True,
                                                  maintain_order=True).items()]
-    schema = {**pairs.select(group).schema, "n": pl.UInt32, "units": pl.UInt32,
+    schema = {**pairs.select(group).schema, "entropy": pl.String, "n": pl.UInt32,
+              "units": pl.UInt32,
               "stratum_units": pl.UInt32,
               **{f"{m}{end}": pl.Float64 for m in ("pearson", "spearman")
                  for end in ("", "_ci_low", "_ci_high")}}
@@ -240,7 +248,7 @@ def _codes(columns: Sequence[str], group: Sequence[str]) -> pl.Expr:
 def _arrays(frame: pl.DataFrame) -> list:
     """DID entropy, score, stratum and unit codes of one group's trials, as unit_bootstrap
     takes them."""
-    return [frame[c].to_numpy() for c in ("did_entropy", "value", "_stratum", "_unit")]
+    return [frame[c].to_numpy() for c in ("_x", "value", "_stratum", "_unit")]
 
 
 def _effective_n(frame: pl.DataFrame) -> dict[str, int]:

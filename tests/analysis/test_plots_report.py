@@ -136,7 +136,8 @@ SCORES = ["instruction_score", "qa_accuracy", "qa_expected"]
 def verdicts_of(units: list, stratum_units: list, low: list, high: list) -> list:
     table = pl.DataFrame({
         "sweep": ["s"] * 3, "did_entropy_estimator": ["exact"] * 3, "score": SCORES,
-        "n": [18] * 3, "units": units, "stratum_units": stratum_units,
+        "entropy": ["did_entropy"] * 3, "n": [18] * 3, "units": units,
+        "stratum_units": stratum_units,
         "spearman": [0.5] * 3, "spearman_ci_low": low, "spearman_ci_high": high})
     return verdicts(table)["verdict"].to_list()
 
@@ -163,7 +164,8 @@ def test_the_win_rate_is_no_verdict_row():
     scores = [*SCORES, "instruction_winrate"]
     table = verdicts(pl.DataFrame({
         "sweep": ["s"] * 4, "did_entropy_estimator": ["exact"] * 4, "score": scores,
-        "n": [18] * 4, "units": [6] * 4, "stratum_units": [3] * 4, "spearman": [-0.5] * 4,
+        "entropy": ["did_entropy"] * 4, "n": [18] * 4, "units": [6] * 4,
+        "stratum_units": [3] * 4, "spearman": [-0.5] * 4,
         "spearman_ci_low": [-0.9] * 4, "spearman_ci_high": [-0.2] * 4}))
     assert table["score"].to_list() == SCORES
 

@@ -104,6 +104,7 @@ def test_correlations_by_hand():
     expected = pl.DataFrame(
         {"sweep": ["s"] * 3, "did_entropy_estimator": ["exact"] * 3,
          "score": ["chosen_displacement", "instruction_score", "qa_accuracy"],
+         "entropy": ["did_entropy"] * 3,
          "n": [4, 4, 4], "units": [4, 4, 4], "stratum_units": [4, 4, 4],
          "pearson": [1.0, 13 / math.sqrt(250), None],
          "pearson_ci_low": [1.0, None, None], "pearson_ci_high": [1.0, None, None],
@@ -137,6 +138,19 @@ def grid(regimes: int, betas: list[float], seeds: int, score, spread: float = 0.
              "instruction_score": score(r + b + spread * s, r)}
             for r in range(regimes) for b in betas for s in range(seeds)]
     return Results.of(pl.DataFrame(rows), sweep="s")
+
+
+def test_the_manipulated_and_the_learned_entropy_are_read_apart():
+    """docs/design.md §3.7: 6 regimes whose data encode levels 0..5 while the policies learn
+    the reverse order; the score follows the data's level. Against the data's entropy
+    Spearman is +1 in every beta, against the learned one -1: each its own row."""
+    frame = grid(6, [0.5, 1.0], 1, lambda entropy, r: float(r)).trials.collect()
+    frame = frame.with_columns(data_did_entropy=pl.col("regime").str.slice(1).cast(pl.Float64),
+                               did_entropy=-pl.col("did_entropy"))
+    results = Results.of(frame.drop("sweep"), sweep="s")
+    learned, data = (score_row(results, entropy=x) for x in ("did_entropy", "data_did_entropy"))
+    assert (learned["entropy"], learned["spearman"], learned["units"]) == ("did_entropy", -1, 6)
+    assert (data["entropy"], data["spearman"], data["units"]) == ("data_did_entropy", 1, 6)
 
 
 def score_row(results: Results, **kwargs) -> dict:
