@@ -200,32 +200,40 @@ class Search(Strict):
         field = cls.settings()[key]
         return TypeAdapter(Annotated[field.annotation, field])
 
+    @model_validator(mode="wrap")
     @classmethod
-    def check_key(cls, key: str) -> None:
-        """Refuse a search key that is no sweepable setting, saying why."""
-        if key != DATA_SEED and any(key == p or key.startswith(f"{p}.") for p in PREPARED):
-            raise ValueError(
-                f"`{key}` cannot be a search axis: it is read while the regime datasets, "
-                "reference caches and evaluation data are prepared, once for all trials "
-                "before any starts; run one sweep per value instead")
-        if key not in cls.settings():
-            raise ValueError(f"unknown setting `{key}`" + nearest(key, list(cls.settings())))
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_keys(cls, data: object) -> object:
+    def _known_keys(cls, data: object, handler) -> Search:
+        """Refuse keys that name no field or sweepable setting, each with its reason, beside
+        the errors of the other fields (a refused key must not hide a bad `beta`)."""
         if not isinstance(data, dict):
-            return data
-        for key in data:
-            if not isinstance(key, str) or key in cls.model_fields:
-                continue
-            path = parse_or_none(key)
-            if path and path[0] in cls.sections:
-                cls.check_key(key)
-            else:
-                raise ValueError(f"unknown field `{key}` (not in the schema)"
-                                 + nearest(key, [*cls.model_fields, *cls.settings()]))
-        return data
+            return handler(data)
+        problems = {key: problem for key in data if (problem := cls.key_problem(key))}
+        errors = [InitErrorDetails(type=PydanticCustomError("value_error", problem), loc=(),
+                                   input=data[key]) for key, problem in problems.items()]
+        try:
+            search = handler({k: v for k, v in data.items() if k not in problems})
+        except ValidationError as err:
+            errors = relocated(err, ()) + errors
+        if errors:
+            raise ValidationError.from_exception_data(cls.__name__, errors)
+        return search
+
+    @classmethod
+    def key_problem(cls, key: object) -> str | None:
+        """Why `key` is no field of a search nor a sweepable setting (None: it is one)."""
+        if not isinstance(key, str) or key in cls.model_fields:
+            return None
+        path = parse_or_none(key)
+        if not (path and path[0] in cls.sections):
+            return (f"unknown field `{key}` (not in the schema)"
+                    + nearest(key, [*cls.model_fields, *cls.settings()]))
+        if key != DATA_SEED and any(key == p or key.startswith(f"{p}.") for p in PREPARED):
+            return (f"`{key}` cannot be a search axis: it is read while the regime datasets, "
+                    "reference caches and evaluation data are prepared, once for all trials "
+                    "before any starts; run one sweep per value instead")
+        if key not in cls.settings():
+            return f"unknown setting `{key}`" + nearest(key, list(cls.settings()))
+        return None
 
     @model_validator(mode="after")
     def _lists_in_grid(self) -> Search:

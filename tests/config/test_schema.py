@@ -177,6 +177,18 @@ def test_every_error_is_listed():
     assert len(errors) == 3
 
 
+def test_a_refused_search_key_hides_no_other_search_error():
+    """An unknown key and a prepared setting under `search` are named beside the bad beta
+    (a hypothesis find: the unknown key used to stop the search's validation)."""
+    errors = errors_of(swept(beta=[-1], bogus=1, **{"data.pairs_per_prompt": [4, 8]}))
+    assert errors == ["search.beta[0]: must be > 0 (got -1)",
+                      "search: unknown field `bogus` (not in the schema)",
+                      "search: `data.pairs_per_prompt` cannot be a search axis: it is read "
+                      "while the regime datasets, reference caches and evaluation data are "
+                      "prepared, once for all trials before any starts; run one sweep per "
+                      "value instead"]
+
+
 def test_duplicate_regime_names_rejected():
     data = with_("regimes.1.name", "pg")
     assert any("repeated: pg" in e for e in errors_of(data))
