@@ -12,15 +12,34 @@ if TYPE_CHECKING:  # imported where used: Train workers import `Progress`, never
     import polars as pl
 
 
-def column_width(frame: pl.DataFrame, name: str, precision: int | None = None) -> int:
-    """An upper bound of a column's printed width: its longest header or value, plus borders.
-    Floats print with `precision` decimals where it is given (0.5 as 0.500)."""
+def number(value: float, precision: int) -> str:
+    """`value` with `precision` decimals (0.5 as 0.500), or `precision` significant digits
+    where the decimals would keep fewer than two of them: a learning rate of 0.0003 prints as
+    0.0003, not 0.000."""
+    if value != 0 and abs(value) < 10 ** (1 - precision):
+        return f"{value:.{precision}g}"
+    return f"{value:.{precision}f}"
+
+
+def readable_numbers(frame: pl.DataFrame, precision: int | None) -> pl.DataFrame:
+    """Float columns as right-aligned text by `number` (None: as they are)."""
     import polars as pl
 
-    column = frame[name]
-    if precision is not None and column.dtype.is_float():
-        column = column.map_elements(lambda v: f"{v:.{precision}f}", return_dtype=pl.String)
-    values = column.cast(pl.String).str.len_chars().max() if frame.height else 0
+    if precision is None:
+        return frame
+    floats = [c for c, dtype in frame.schema.items() if dtype.is_float()]
+    texts = frame.select(pl.col(c).map_elements(lambda v: number(v, precision),
+                                                return_dtype=pl.String) for c in floats)
+    return frame.with_columns(
+        texts[c].str.pad_start(texts[c].str.len_chars().max() or 0) for c in floats)
+
+
+def column_width(frame: pl.DataFrame, name: str) -> int:
+    """An upper bound of a column's printed width: its longest header or value, plus
+    borders."""
+    import polars as pl
+
+    values = frame[name].cast(pl.String).str.len_chars().max() if frame.height else 0
     return max(len(name), values or 4) + 3  # 4: "null"
 
 
@@ -28,17 +47,16 @@ def column_width(frame: pl.DataFrame, name: str, precision: int | None = None) -
 ROW_KEYS = ("sweep", "regime", "beta", "seed", "step", "score", "claim")
 
 
-def column_blocks(frame: pl.DataFrame, width: int,
-                  precision: int | None = None) -> list[list[str]]:
+def column_blocks(frame: pl.DataFrame, width: int) -> list[list[str]]:
     """The columns in consecutive runs that each fit `width` (a column wider alone gets its
     own run): a wide table prints as several narrower ones instead of wrapping every cell.
     Every run after the first starts with the row keys, so its rows can still be read."""
     keys = [c for c in frame.columns if c in ROW_KEYS]
-    key_width = sum(column_width(frame, k, precision) for k in keys)
+    key_width = sum(column_width(frame, k) for k in keys)
     blocks: list[list[str]] = [[]]
     used = 1
     for name in frame.columns:
-        need = column_width(frame, name, precision)
+        need = column_width(frame, name)
         if blocks[-1] and used + need > width:
             blocks.append(list(keys))
             used = 1 + key_width
@@ -54,12 +72,14 @@ def print_frame(frame: pl.DataFrame, fmt: str, precision: int | None = None) -> 
     if fmt == "csv":
         print(frame.write_csv(), end="")
         return
-    # Terminal tables fit the terminal (80 columns when not a terminal); markdown is for
-    # files and stays one table.
-    width = shutil.get_terminal_size().columns
-    blocks = column_blocks(frame, width, precision) if fmt == "table" else [frame.columns]
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=10_000,
-                   float_precision=precision, tbl_formatting="MARKDOWN" if fmt == "md" else None,
+    frame = readable_numbers(frame, precision)
+    # A table on a terminal fits it, split into column blocks; piped, in a file or a Ray job
+    # log (the dashboard scrolls sideways) it stays one table, as markdown always does.
+    on_terminal = fmt == "table" and sys.stdout.isatty()
+    blocks = (column_blocks(frame, shutil.get_terminal_size().columns) if on_terminal
+              else [frame.columns])
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=1000, tbl_width_chars=65_000,
+                   tbl_formatting="MARKDOWN" if fmt == "md" else None,
                    tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
         print("\n".join(str(frame.select(block)) for block in blocks))
 

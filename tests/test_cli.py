@@ -52,3 +52,16 @@ def test_wide_tables_repeat_their_row_keys_in_every_block():
     assert column_blocks(frame, 40) == [["regime", "tau", "beta", "aaaaaaaaaa"],
                                         ["regime", "beta", "bbbbbbbbbb"],
                                         ["regime", "beta", "cccccccccc"]]
+
+
+def test_numbers_keep_two_significant_digits():
+    """A small value prints with significant digits where three decimals would drop them
+    (a searched learning rate printed as 0.000 before); the rest as three decimals."""
+    import polars as pl
+
+    from didray.display import number, readable_numbers
+
+    assert [number(v, 3) for v in (0.0003, 0.009, 0.0123, 0.5, 0.0, -2.0, 1234.5)] == [
+        "0.0003", "0.009", "0.012", "0.500", "0.000", "-2.000", "1234.500"]
+    frame = readable_numbers(pl.DataFrame({"lr": [0.0003, 0.5], "n": [1, 2]}), 3)
+    assert frame["lr"].to_list() == ["0.0003", " 0.500"] and frame["n"].to_list() == [1, 2]

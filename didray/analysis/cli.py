@@ -21,9 +21,9 @@ if TYPE_CHECKING:
     from didray.analysis.load import Results
 
 FORMATS = ("table", "md", "csv", "parquet")
-# didray.analysis.tables, but judge_weights, whose verdicts are report's
-TABLES = ("entropy_vs_scores", "regimes", "optimum", "correlations", "judge_weights",
-          "dynamics")
+# didray.analysis.tables, but verdicts and judge_weights, whose verdicts are report's
+TABLES = ("entropy_vs_scores", "regimes", "optimum", "correlations", "verdicts",
+          "judge_weights", "dynamics")
 
 
 def add_analyze_command(subparsers: argparse._SubParsersAction) -> None:
@@ -51,7 +51,8 @@ def add_analyze_command(subparsers: argparse._SubParsersAction) -> None:
 def build_table(results: Results, name: str) -> pl.DataFrame:
     from didray.analysis import report, tables
 
-    return getattr(report if name == "judge_weights" else tables, name)(results)
+    verdict_tables = {"verdicts": report.verdict_table, "judge_weights": report.judge_weights}
+    return verdict_tables.get(name, getattr(tables, name, None))(results)
 
 
 def write_tables(results: Results, out: Path, fmt: str = "parquet") -> list[Path]:

@@ -27,7 +27,7 @@ from didray.analysis.tables import (
     regimes,
     weight_correlations,
 )
-from didray.display import print_frame
+from didray.display import print_frame, readable_numbers
 
 PRECISION = 3
 # A verdict needs this many independent units (datasets) in all, and in every beta stratum.
@@ -104,10 +104,10 @@ def print_summary(sweep_dir: Path, fmt: str = "table") -> pl.DataFrame:
 
 def markdown(frame: pl.DataFrame) -> str:
     """A frame as a GitHub markdown table, every row and column shown."""
-    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=80, tbl_width_chars=10_000,
-                   float_precision=PRECISION, tbl_formatting="MARKDOWN",
-                   tbl_hide_dataframe_shape=True, tbl_hide_column_data_types=True):
-        return str(frame)
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, fmt_str_lengths=1000, tbl_width_chars=65_000,
+                   tbl_formatting="MARKDOWN", tbl_hide_dataframe_shape=True,
+                   tbl_hide_column_data_types=True):
+        return str(readable_numbers(frame, PRECISION))
 
 
 def both_correlations(results: Results) -> pl.DataFrame:
@@ -146,6 +146,11 @@ def verdicts(table: pl.DataFrame, weights: pl.DataFrame | None = None) -> pl.Dat
         return table
     return table.join(_by_weight(weights), on=["sweep", ESTIMATOR, "score", "entropy"],
                       how="left", maintain_order="left")
+
+
+def verdict_table(results: Results) -> pl.DataFrame:
+    """The verdicts `didray analyze` prints, as one table (`--table verdicts`, `--out`)."""
+    return verdicts(both_correlations(results), judge_weights(results))
 
 
 WEIGHTS_TITLE = ("The instruction claim at every judge weight w (instruction_score = (1 - w) "

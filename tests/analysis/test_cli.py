@@ -33,7 +33,7 @@ def test_csv_to_out_is_one_file_per_table(sweep_dir, tmp_path):
     assert analyze([str(sweep_dir), "--format", "csv", "--out", str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == [
         "correlations.csv", "dynamics.csv", "entropy_vs_scores.csv", "judge_weights.csv",
-        "optimum.csv", "regimes.csv"]
+        "optimum.csv", "regimes.csv", "verdicts.csv"]
     table = pl.read_csv(out / "entropy_vs_scores.csv")
     assert table["trials"].sum() == 8  # as the parquet table: every trial counted once
 
@@ -75,7 +75,7 @@ def test_parquet_and_plots_go_to_out(sweep_dir, tmp_path, capsys):
                      "entropy_vs_scores.parquet", "entropy_vs_scores.pdf",
                      "entropy_vs_scores.png", "headline-page.pdf", "headline-page.png",
                      "headline.pdf", "headline.png", "judge_weights.parquet",
-                     "optimum.parquet", "regimes.parquet"]
+                     "optimum.parquet", "regimes.parquet", "verdicts.parquet"]
     assert pl.read_parquet(out / "entropy_vs_scores.parquet")["trials"].sum() == 8
     assert all((out / name).stat().st_size > 0 for name in names)
 
@@ -148,7 +148,18 @@ def test_analyze_a_real_ci_sweep(ci_sweep, tmp_path, capsys):
 
 def test_tables_fit_the_terminal(sweep_dir, capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "100")  # shutil.get_terminal_size reads it first
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # capsys's stream, as a terminal
     assert analyze([str(sweep_dir)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert max(len(line) for line in lines) <= 100
     assert any(len(line) > 90 for line in lines)  # the width is used, not a fixed narrow one
+
+
+def test_piped_tables_stay_whole(sweep_dir, capsys, monkeypatch):
+    """In a pipe, a file or a Ray job log a table is one block however wide: the verdicts'
+    header holds its first and last columns on one line."""
+    monkeypatch.setenv("COLUMNS", "100")
+    assert analyze([str(sweep_dir), "--table", "verdicts"]) == 0
+    header = capsys.readouterr().out.splitlines()[1]
+    assert header.startswith("│ sweep") and header.endswith("┆ verdict      │")
+    assert len(header) > 100
