@@ -15,9 +15,9 @@ from yaml.reader import ReaderError
 from yaml.scanner import ScannerError
 
 from didray.config.fields import models_in, nearest
-from didray.config.paths import dotted, parse, put
+from didray.config.paths import KeyPath, dotted, parse, put
 from didray.config.regimes import REGIME_KINDS
-from didray.config.schema import Sweep
+from didray.config.schema import Sweep, SweepSearch
 from didray.config.search import AXIS_TAGS
 from didray.errors import BadInput
 
@@ -238,15 +238,35 @@ def override_value(text: str) -> object:
         raise ValueError(f"not a YAML value ({problem})") from None
 
 
+# Search axes whose value is a list of values; an override may give one value for a
+# one-value axis (`search.beta=0.1`).
+LIST_AXES = ("beta", "seed", "regime")
+
+
+def override_target(key: str, value: object) -> tuple[KeyPath, object]:
+    """Where an override goes and what it sets. A search axis over a setting is one key of
+    `search` named by the setting's dotted path, so `search.train.lr=[...]` sets the key
+    `train.lr` there (as the file writes it); a single value for an axis is a one-value
+    list."""
+    path = parse(key)
+    if path[:1] != ("search",) or len(path) < 2:
+        return path, value
+    if len(path) > 2 and path[1] in SweepSearch.sections:
+        path = ("search", dotted(path[1:]))
+    axis = len(path) == 2 and (path[1] in LIST_AXES or "." in str(path[1]))
+    return path, [value] if axis and not isinstance(value, list | dict) else value
+
+
 def apply_overrides(data: dict, overrides: Sequence[str], source: str) -> dict:
     """`data` with each `key.path=value` set, in order: list items as `regimes[0].tau` or
-    `regimes.0.tau`, a missing section created, a list value replacing the whole list."""
+    `regimes.0.tau`, a missing section created, a list value replacing the whole list, search
+    axes as `override_target` places them."""
     for text in overrides:
         key, equals, value = text.partition("=")
         if not equals or not key.strip():
             raise SweepFileError(source, [f"{text}: an override is key.path=value"])
         try:
-            data = put(data, parse(key), override_value(value))
+            data = put(data, *override_target(key, override_value(value)))
         except ValueError as err:  # a PathError or a bad value
             raise SweepFileError(source, [f"{text}: {err}"]) from None
     return data

@@ -33,6 +33,17 @@ def test_overrides_set_values_read_as_yaml():
     assert sweep.search.beta == [0.1, 0.5]  # untouched fields keep the file's values
 
 
+def test_search_axes_are_set_by_their_dotted_path():
+    """`search.train.lr=[...]` is the file's `search: {train.lr: [...]}` (it was refused as
+    an unknown setting `train`), a single value a one-value axis."""
+    sweep = load_sweep(CI, ["search.train.lr=[1e-3, 1e-2]", "search.beta=0.25",
+                            "search.data.seed=[0, 1, 2]", "search.eval.judge.k=8"])
+    assert sweep.search.axes == {"train.lr": [1e-3, 1e-2], "data.seed": [0, 1, 2],
+                                 "eval.judge.k": [8]}
+    assert sweep.search.beta == [0.25]
+    assert sweep.trial_count() == 1 * 2 * 1 * 2 * 3 * 1  # beta x regime x seed x lr x data
+
+
 def test_the_last_override_of_a_key_wins():
     assert load_sweep(CI, ["train.lr=0.1", "train.lr=0.2"]).train.lr == 0.2
 
@@ -48,6 +59,7 @@ def test_the_last_override_of_a_key_wins():
         (["regimes[5].tau=1"], "regimes[5].tau=1: list index out of range"),
         (["trainlr"], "trainlr: an override is key.path=value"),
         (["train.lr=0.1", "train.steps=0"], "train.steps=0: must be >= 1 (got 0)"),
+        (["search.train.lr=[1e-3,-1]"], "search.train.lr=[1e-3,-1]: must be > 0 (got -1)"),
     ],
 )
 def test_a_bad_override_exits_2_naming_it(overrides, line, capsys):
