@@ -75,10 +75,12 @@ def cmd_theory(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from didray.config.load import load_sweep
+    from didray.preflight import trackers_ready
     from didray.storage import Storage
 
     sweep = load_sweep(args.file, args.overrides)
     Storage.of(sweep.storage).check()  # a URI it cannot open is refused here, not mid-sweep
+    trackers_ready(sweep)  # a tracker that would fail after prepare is refused here
     given = f" with {' '.join(args.overrides)}" if args.overrides else ""
     print(f"{args.file}{given}: valid sweep {sweep.name!r}: {sweep.trial_count()} trial(s) "
           f"({sweep.search.mode}: {' x '.join(['beta', 'regime', 'seed', *sweep.search.axes])})")

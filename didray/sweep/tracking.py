@@ -8,37 +8,26 @@ the sweep asks for them.
 
 from __future__ import annotations
 
-import importlib
 import os
 
 # Ray's module imports mlflow only when a callback is made.
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 
 from didray.config.schema import Sweep
-from didray.errors import BadInput
 from didray.metrics import step_values
+from didray.preflight import trackers_ready
 from didray.sweep.progress import AXES
 
 
-def require(package: str, extra: str) -> None:
-    """Fail before anything runs, naming the install line, when a tracker's package is absent."""
-    try:
-        importlib.import_module(package)
-    except ImportError as e:
-        raise BadInput(f"tracking.{extra} needs the `{package}` package, which is not "
-                       f"installed: pip install 'didray[{extra}]' (or remove tracking.{extra})"
-                       ) from e
-
-
 def trackers(sweep: Sweep) -> list:
-    """The Tune callbacks for `sweep.tracking`; empty when it names no tracker."""
+    """The Tune callbacks for `sweep.tracking`; empty when it names no tracker. A tracker that
+    cannot start is refused first (`preflight.trackers_ready`)."""
+    trackers_ready(sweep)
     tracking, made = sweep.tracking, []
     if tracking.mlflow:
-        require("mlflow", "mlflow")
         made.append(AxesMLflowCallback(tracking_uri=tracking.mlflow.tracking_uri,
                                        experiment_name=tracking.mlflow.experiment or sweep.name))
     if tracking.wandb:
-        require("wandb", "wandb")
         from ray.air.integrations.wandb import WandbLoggerCallback
 
         w = tracking.wandb
