@@ -191,12 +191,16 @@ def connect(address: str | None) -> Cluster:
 # ---------------------------------------------------------------- the API
 
 
-def runtime_env(working_dir: Path, pip: list[str] | None = None) -> dict:
+def runtime_env(working_dir: Path, pip: list[str] | None = None,
+                inputs: Sequence[str] = ()) -> dict:
     """The job's runtime_env: the uploaded working directory, and pip packages if asked.
+    `inputs` (paths relative to it: the sweep's local data and models) are uploaded even where
+    EXCLUDES would skip them (a dataset in Parquet, a model's safetensors).
 
     No env_vars: the driver's own `ray.init(runtime_env=...)` sets didray's, and Ray refuses
     to merge a job's and a driver's runtime_env that both set the same variable."""
-    env: dict = {"working_dir": str(working_dir), "excludes": list(EXCLUDES)}
+    kept = [f"!{p}{suffix}" for p in inputs for suffix in ("", "/**")]  # gitignore negation
+    env: dict = {"working_dir": str(working_dir), "excludes": [*EXCLUDES, *kept]}
     if pip:
         env["pip"] = list(pip)
     return env
@@ -237,6 +241,27 @@ class Upload:
     root: Path  # the working directory, resolved
     sweep_rel: str  # the sweep file's path inside it, as the job will find it
     overrides: tuple[str, ...] = ()  # `key.path=value` arguments, validated with the file
+    inputs: tuple[str, ...] = ()  # the sweep's local files inside it, uploaded whatever their kind
+
+
+def local_inputs(sweep: Sweep, root: Path) -> tuple[str, ...]:
+    """The paths the sweep reads from this machine (a local model, dataset, QA set or scorer:
+    what exists here; hub names and python-package: paths do not), relative to `root`. One
+    outside `root` is refused: the job runs in the uploaded copy of `root` and would not find
+    it."""
+    named = [sweep.data.source, sweep.eval.qa and sweep.eval.qa.source,
+             sweep.model.hf and sweep.model.hf.path, sweep.eval.scorer and sweep.eval.scorer.path,
+             sweep.data.scorer and sweep.data.scorer.path]
+    inputs = []
+    for given in filter(None, named):
+        path = Path(given).resolve()
+        if not path.exists():
+            continue
+        if not path.is_relative_to(root):
+            raise ClusterError(f"{given} is outside the working directory {root}, so the job "
+                               "would not find it: move it there or pass --working-dir")
+        inputs.append(path.relative_to(root).as_posix())
+    return tuple(inputs)
 
 
 def prepare(sweep_file: str | Path, working_dir: str | Path = ".",
@@ -253,7 +278,8 @@ def prepare(sweep_file: str | Path, working_dir: str | Path = ".",
     if not path.is_relative_to(root):
         raise ClusterError(f"{sweep_file} is outside the working directory {root}, so the job "
                            "would not find it: move it there or pass --working-dir")
-    return Upload(sweep, root, path.relative_to(root).as_posix(), tuple(overrides))
+    return Upload(sweep, root, path.relative_to(root).as_posix(), tuple(overrides),
+                  local_inputs(sweep, root))
 
 
 def submit(cluster: Cluster, upload: Upload, *, storage: str | Path | None = None,
@@ -267,7 +293,7 @@ def submit(cluster: Cluster, upload: Upload, *, storage: str | Path | None = Non
         return cluster.client.submit_job(
             entrypoint=entrypoint(upload.sweep_rel, storage, resume, upload.overrides),
             submission_id=f"didray-{name}-{uuid.uuid4().hex[:8]}",
-            runtime_env=runtime_env(upload.root, pip),
+            runtime_env=runtime_env(upload.root, pip, upload.inputs),
             metadata={METADATA_KEY: name, "sweep_file": upload.sweep_rel})
 
 

@@ -93,6 +93,24 @@ def test_entrypoint_and_runtime_env():
     assert jobs.runtime_env(ROOT, ["vllm==0.9"])["pip"] == ["vllm==0.9"]
 
 
+def test_the_sweeps_local_inputs_are_uploaded_whatever_their_kind(monkeypatch, tmp_path):
+    """Parquet and safetensors files are not uploaded (stray results, checkpoints), except the
+    sweep's own inputs: its dataset directory and QA file here, under Ray's own matcher."""
+    from ray._private.runtime_env.packaging import _get_excludes
+
+    monkeypatch.chdir(ROOT)  # the sweep's paths are relative to where didray runs
+    upload = jobs.prepare(ROOT / "sweeps/smollm2-cpu.yaml", ROOT)
+    assert upload.inputs == ("sweeps/data/smollm2-prompts", "sweeps/data/smollm2-qa.jsonl")
+    excluded = _get_excludes(ROOT, jobs.runtime_env(ROOT, inputs=upload.inputs)["excludes"])
+    assert not excluded(ROOT / "sweeps/data/smollm2-prompts/train.parquet")
+    assert excluded(ROOT / "sweeps/data/elsewhere.parquet")
+    assert excluded(ROOT / "model.safetensors") and excluded(ROOT / "results/x/trials.parquet")
+    outside = tmp_path / "prefs"
+    outside.mkdir()
+    with pytest.raises(jobs.ClusterError, match="is outside the working directory"):
+        jobs.prepare(ROOT / "sweeps/smollm2-cpu.yaml", ROOT, [f"data.source={outside}"])
+
+
 def test_env_check_names_what_the_job_python_lacks():
     """Run as the job's shell would: exit 2 and one line naming only the missing modules."""
     python = os.path.dirname(sys.executable)  # the check calls `python` from PATH
