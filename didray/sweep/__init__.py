@@ -19,6 +19,9 @@ RAY_ENV = {
     # didray's results callback rewrites Parquet; on 2 busy cores that can pass Tune's
     # 0.5 s "performance bottleneck" warning threshold without slowing anything real.
     "TUNE_WARN_THRESHOLD_S": "2",
+    # Tune warns (8 times in a short sweep) when saving its experiment state takes over 5 s,
+    # which on 2 busy cores it does while trials start; didray's own progress says more.
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     # A trial whose Train workers cannot start yet (another trial's workers or evaluation
     # actor hold the CPUs; Tune restarts every errored trial of a resumed sweep at once) waits
     # for them instead of failing after Train's default 60 s.

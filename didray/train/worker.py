@@ -224,6 +224,8 @@ def run_rank(trial: Trial, session: TrainSession | TuneSession) -> None:
     # Train V2 logs every report at INFO on a logger named by file path, which its
     # LoggingConfig does not reach; the root level does, and didray prints progress itself.
     logging.getLogger().setLevel(logging.WARNING)
+    # Ray's own handler prints "Checkpoint successfully created at ..." at every report.
+    logging.getLogger("ray.train").setLevel(logging.WARNING)
     rank, world_size = session.rank, session.world_size
     torch.manual_seed(trial.seed)
     model, tokenizer, hook = load_policy(spec.world_dir, spec.dtype, spec.gradient_checkpointing)
