@@ -150,14 +150,36 @@ SHOWS_INPUT = ("greater_than", "greater_than_equal", "less_than_equal", "finite_
                "invalid_key")
 
 
-# TRL's DPOConfig names for what didray calls otherwise: a TRL user's first guesses.
-TRL_NAMES = {
-    "learning_rate": "train.lr",
-    "per_device_train_batch_size": "train.batch_size",
-    "gradient_accumulation_steps": "train.grad_accum",
-    "max_steps": "train.steps",
-    "beta": "search.beta",
+# TRL's DPOConfig names of `train` settings that mean what didray's do: accepted for them
+# (`trl_names`); the resolved sweep and its manifest carry didray's name.
+TRL_ALIASES = {
+    "learning_rate": "lr",
+    "gradient_accumulation_steps": "grad_accum",
+    "max_steps": "steps",
+    "max_prompt_length": "max_prompt_tokens",
+    "max_completion_length": "max_response_tokens",
+    "lr_scheduler_type": "lr_schedule",
 }
+# TRL names whose meaning differs here: refused, pointing to what is closest.
+TRL_NAMES = {
+    "per_device_train_batch_size": "`train.batch_size` is pairs per optimizer step over all "
+    "workers (not per device)",
+    "num_train_epochs": "`train.steps` counts optimizer steps (didray has no epochs)",
+    "max_length": "`train.max_prompt_tokens` and `train.max_response_tokens` cap the two parts",
+    "rpo_alpha": "didray's losses (train.loss_type) have no NLL term",
+    "beta": "the training beta is a search axis, `search.beta`",
+}
+
+
+def trl_names(data: object) -> object:
+    """`data` with `train`'s TRL names (TRL_ALIASES) renamed to didray's; a name given both
+    ways is left for validation to refuse."""
+    if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
+        return data
+    train = data["train"]
+    renamed = {TRL_ALIASES[k] if k in TRL_ALIASES and TRL_ALIASES[k] not in train else k: v
+               for k, v in train.items()}
+    return {**data, "train": renamed}
 
 
 def model_at(loc: tuple) -> type[BaseModel] | None:
@@ -182,7 +204,11 @@ def hint(loc: tuple) -> str:
     if not isinstance(name, str):
         return ""
     if name in TRL_NAMES:
-        return f"; TRL's `{name}` is `{TRL_NAMES[name]}` here"
+        return f"; TRL's `{name}`: {TRL_NAMES[name]}"
+    if name in TRL_ALIASES:
+        both = loc[:-1] == ("train",)  # elsewhere, TRL's name is in the wrong section
+        return (f"; TRL's `{name}` is `train.{TRL_ALIASES[name]}`"
+                + (", which is given too" if both else " here"))
     model = model_at(loc[:-1])
     return nearest(name, list(model.model_fields)) if model else ""
 
@@ -222,7 +248,7 @@ def blame(line_path: str, overrides: Sequence[str]) -> str:
 
 def parse_sweep(data: object, source: str = "<sweep>", overrides: Sequence[str] = ()) -> Sweep:
     try:
-        return Sweep.model_validate(data)
+        return Sweep.model_validate(trl_names(data))
     except ValidationError as err:
         lines = [f"{blame(field_path(e['loc']), overrides)}: {reason(e)}" for e in err.errors()]
         raise SweepFileError(source, lines) from None
@@ -247,8 +273,10 @@ def override_target(key: str, value: object) -> tuple[KeyPath, object]:
     """Where an override goes and what it sets. A search axis over a setting is one key of
     `search` named by the setting's dotted path, so `search.train.lr=[...]` sets the key
     `train.lr` there (as the file writes it); a single value for an axis is a one-value
-    list."""
+    list. `train.learning_rate=...` (TRL's name, TRL_ALIASES) sets `train.lr`."""
     path = parse(key)
+    if len(path) == 2 and path[0] == "train" and path[1] in TRL_ALIASES:
+        return ("train", TRL_ALIASES[path[1]]), value  # TRL's name overrides didray's setting
     if path[:1] != ("search",) or len(path) < 2:
         return path, value
     if len(path) > 2 and path[1] in SweepSearch.sections:

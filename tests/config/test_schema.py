@@ -35,16 +35,20 @@ def test_toy_default_has_three_betas_and_two_regimes():
                               "`tau`?"),
         ("eval.judge.kk", 3, "eval.judge.kk: unknown field (not in the schema); did you mean "
                              "`k`?"),
+        # ci.yaml gives train.lr: TRL's name for it as well is one too many
         ("train.learning_rate", 1e-4, "train.learning_rate: unknown field (not in the schema); "
-                                      "TRL's `learning_rate` is `train.lr` here"),
-        ("train.per_device_train_batch_size", 4, "TRL's `per_device_train_batch_size` is "
-                                                 "`train.batch_size` here"),
+                                      "TRL's `learning_rate` is `train.lr`, which is given too"),
+        ("train.per_device_train_batch_size", 4, "TRL's `per_device_train_batch_size`: "
+                                                 "`train.batch_size` is pairs per optimizer "
+                                                 "step over all workers (not per device)"),
         ("gradient_accumulation_steps", 2, "gradient_accumulation_steps: unknown field (not in "
                                            "the schema); TRL's `gradient_accumulation_steps` is "
                                            "`train.grad_accum` here"),
-        ("train.max_steps", 10, "TRL's `max_steps` is `train.steps` here"),
-        ("train.beta", 0.1, "train.beta: unknown field (not in the schema); TRL's `beta` is "
-                            "`search.beta` here"),
+        ("train.max_steps", 10, "TRL's `max_steps` is `train.steps`, which is given too"),
+        ("train.num_train_epochs", 3, "TRL's `num_train_epochs`: `train.steps` counts optimizer "
+                                      "steps (didray has no epochs)"),
+        ("train.beta", 0.1, "train.beta: unknown field (not in the schema); TRL's `beta`: the "
+                            "training beta is a search axis, `search.beta`"),
         ("regimes.1.tau", 0, "regimes[1].tau: must be > 0 (got 0)"),
         ("regimes.0.kind", "nope", "regimes[0]: Input tag 'nope'"),
         ("train.optimizer", "lion", "train.optimizer: Input should be 'adamw' or 'sgd'"),
@@ -344,3 +348,19 @@ def test_population_objective_needs_a_known_pair_law():
     assert "loss_type simpo" in " ".join(errors_of(simpo))
     ok = parse_sweep({**with_("train", population), "regimes": tilted})
     assert ok.train.objective == "population" and parse_sweep(CI).train.objective == "sampled"
+
+
+def test_trl_names_of_train_settings_are_accepted_as_didrays():
+    """A TRL user's DPOConfig names for settings that mean the same here are taken, and the
+    resolved sweep (what manifest.json records) carries didray's names."""
+    train = {k: v for k, v in CI["train"].items() if k not in ("lr", "steps")}
+    sweep = parse_sweep({**CI, "train": {**train, "learning_rate": 3e-4, "max_steps": 8,
+                                         "lr_scheduler_type": "cosine",
+                                         "gradient_accumulation_steps": 2}})
+    assert (sweep.train.lr, sweep.train.steps, sweep.train.lr_schedule,
+            sweep.train.grad_accum) == (3e-4, 8, "cosine", 2)
+    dumped = sweep.model_dump(mode="json")["train"]
+    assert dumped["lr"] == 3e-4 and "learning_rate" not in dumped
+    overridden = load_sweep(Path(__file__).parents[2] / "sweeps/ci.yaml",
+                            ["train.learning_rate=1e-4"])
+    assert overridden.train.lr == 1e-4  # the file's train.lr, set by TRL's name
