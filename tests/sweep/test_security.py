@@ -1,0 +1,71 @@
+"""Security of what didray reads and writes (docs/design.md §3.3): credentials in a storage URI
+are refused without being echoed.
+
+The refusals come before Ray starts; the tier guard on ray.init (tests/conftest.py) fails
+these fast tests if one ever comes later.
+"""
+
+from pathlib import Path
+
+import pytest
+from support.sweeps import CI, ROOT, write_sweep
+
+from didray.cli import main
+from didray.config.load import SweepFileError, parse_sweep
+from didray.storage import redact
+
+SECRET = "wJalr/K7MDENG+bPxRfiCY"  # an AWS-like secret key, '/' and all
+# A closed loopback port: before the refusal existed, opening it failed fast, not on a network.
+URI = f"s3://AKIDEXAMPLE:{SECRET}@bucket/results?endpoint_override=127.0.0.1:9&scheme=http"
+SHOWN = "s3://***@bucket/results?endpoint_override=127.0.0.1:9&scheme=http"
+
+
+@pytest.mark.parametrize(("uri", "shown"), [
+    (URI, SHOWN),
+    ("s3://AKIDEXAMPLE@bucket/x", "s3://***@bucket/x"),  # s3 reads a bare user as its key
+    ("abfs://account:KEY@container/x", "abfs://***@container/x"),
+    ("abfs://account@container/x?client_secret=S&tenant_id=t",
+     "abfs://account@container/x?client_secret=***&tenant_id=t"),
+    ("see s3://a:b@one/x and gs://c:d@two/y", "see s3://***@one/x and gs://***@two/y"),
+    # No credentials: a user name, a host's port, an @ in a trial's path are kept.
+    ("abfs://account@container/x", "abfs://account@container/x"),
+    ("hdfs://user@namenode:8020/r", "hdfs://user@namenode:8020/r"),
+    ("hdfs://namenode:8020/r/pg@data.seed=1", "hdfs://namenode:8020/r/pg@data.seed=1"),
+    ("/results/a:b@c", "/results/a:b@c"),
+])
+def test_redact_hides_credentials_only(uri, shown):
+    assert redact(uri) == shown
+
+
+def commands(tmp_path: Path) -> dict[str, list[str]]:
+    """Every way a storage URI reaches didray, each given the URI with credentials."""
+    sweep = write_sweep(tmp_path, {**CI, "storage": URI})
+    ci = str(ROOT / "sweeps/ci.yaml")
+    return {"validate": ["validate", str(sweep)],
+            "override": ["validate", ci, f"storage={URI}"],
+            "run": ["run", ci, "--storage", URI],
+            "analyze": ["analyze", URI],
+            "submit": ["submit", ci, "--storage", URI, "--working-dir", str(ROOT),
+                       "--address", "http://127.0.0.1:9"]}
+
+
+@pytest.mark.parametrize("command", ["validate", "override", "run", "analyze", "submit"])
+def test_credentials_in_a_uri_are_refused_unechoed(command, tmp_path, monkeypatch, capsys):
+    args = commands(tmp_path)[command]
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("DIDRAY_MIRROR", str(work / "mirror"))
+    assert main(args) == 2
+    out, err = capsys.readouterr()
+    assert SECRET not in out + err and "AKIDEXAMPLE" not in out + err
+    assert f"'{SHOWN}' carries credentials" in err and "AWS_ACCESS_KEY_ID" in err
+    # Nothing was written: no mirror, no results (so no manifest.json, no checkpoint path).
+    assert list(work.iterdir()) == []
+
+
+def test_no_sweep_holds_credentials():
+    """The manifest records the sweep as validated: a sweep with credentials never exists."""
+    with pytest.raises(SweepFileError) as refused:
+        parse_sweep({**CI, "storage": URI})
+    assert SECRET not in str(refused.value) and SHOWN in str(refused.value)
