@@ -1,10 +1,13 @@
 """Security of what didray reads and writes (docs/design.md §3.3): credentials in a storage URI
-are refused without being echoed.
+are refused without being echoed, and Tune state that others could have written is not
+unpickled by --resume or --extend.
 
 The refusals come before Ray starts; the tier guard on ray.init (tests/conftest.py) fails
 these fast tests if one ever comes later.
 """
 
+import os
+import pickle
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,7 @@ from support.sweeps import CI, ROOT, write_sweep
 from didray.cli import main
 from didray.config.load import SweepFileError, parse_sweep
 from didray.storage import redact
+from didray.sweep import state
 
 SECRET = "wJalr/K7MDENG+bPxRfiCY"  # an AWS-like secret key, '/' and all
 # A closed loopback port: before the refusal existed, opening it failed fast, not on a network.
@@ -69,3 +73,55 @@ def test_no_sweep_holds_credentials():
     with pytest.raises(SweepFileError) as refused:
         parse_sweep({**CI, "storage": URI})
     assert SECRET not in str(refused.value) and SHOWN in str(refused.value)
+
+
+def planted_sweep(storage: Path, experiment: str = "tune") -> tuple[Path, Path]:
+    """(sweep directory, marker): a results directory, private (whatever the umask), whose
+    Tune state, once unpickled, runs code that creates the marker file."""
+    sweep_dir, marker = storage / "ci", storage / "planted-code-ran"
+
+    class Planted:
+        def __reduce__(self):
+            return open, (str(marker), "w")
+
+    (sweep_dir / experiment).mkdir(parents=True)
+    (sweep_dir / experiment / "tuner.pkl").write_bytes(pickle.dumps(Planted()))
+    for path, mode in [(sweep_dir, 0o755), (sweep_dir / experiment, 0o755),
+                       (sweep_dir / experiment / "tuner.pkl", 0o644)]:
+        os.chmod(path, mode)
+    return sweep_dir, marker
+
+
+@pytest.mark.parametrize(("experiment", "writable", "flag", "mode"), [
+    ("tune", "ci", "--resume", 0o757),  # the sweep directory: others may write
+    ("tune", "ci/tune", "--resume", 0o775),  # the Tune experiment: its group may write
+    ("tune", "ci/tune/tuner.pkl", "--resume", 0o646),
+    ("tune-2", "ci/tune-2", "--extend", 0o777),  # an extension's experiment
+])
+def test_continuing_refuses_tune_state_others_can_write(experiment, writable, flag, mode,
+                                                        tmp_path, capsys):
+    sweep_dir, marker = planted_sweep(tmp_path, experiment)
+    os.chmod(tmp_path / writable, mode)
+    args = ["run", str(ROOT / "sweeps/ci.yaml"), "--storage", str(tmp_path), flag]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / writable} is writable by its group or by others" in err
+    assert "unpickling" in err and f"chmod -R go-w {sweep_dir}" in err
+    assert not marker.exists()  # the planted code did not run
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="giving a directory away needs root")
+def test_continuing_refuses_tune_state_of_another_user(tmp_path):
+    sweep_dir, marker = planted_sweep(tmp_path)
+    os.chown(sweep_dir / "tune", 65534, 65534)
+    with pytest.raises(state.SweepStateError, match="is owned by another user"):
+        state.check_private(sweep_dir)
+    assert not marker.exists()
+
+
+def test_private_tune_state_passes(tmp_path):
+    sweep_dir, _ = planted_sweep(tmp_path)
+    (sweep_dir / "tune-2").mkdir()
+    os.chmod(sweep_dir / "tune-2", 0o700)
+    state.check_private(sweep_dir)  # modes 755, 644 and 700: nothing refused
+    state.check_private(tmp_path / "absent")  # a new sweep: nothing to check
