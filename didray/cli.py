@@ -17,6 +17,7 @@ from didray.analysis.policy import add_sample_command
 from didray.display import print_frame
 from didray.errors import BadInput
 from didray.jobs_cli import add_job_commands, add_overrides
+from didray.storage import redact
 
 
 class UsageError(BadInput):
@@ -188,7 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parse(argv)
         return args.func(args)
     except BadInput as err:
-        print(err.report(), file=sys.stderr)
+        # A message may quote a refused storage URI as typed (an override): never its secret.
+        print(redact(err.report()), file=sys.stderr)
         return 2
     except BrokenPipeError:
         # The reader went away (`didray analyze X | head -1`): stop quietly, as a shell tool

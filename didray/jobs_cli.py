@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 from didray.jobs import Cluster, connect, format_status, logs, prepare, status, stop, submit
-from didray.storage import is_uri
+from didray.storage import is_uri, refuse_credentials
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     # Before connecting: bad input is reported as such.
     upload = prepare(args.file, args.working_dir, args.overrides)
+    if args.storage:  # it is on the job's command line, which the dashboard shows
+        refuse_credentials(args.storage)
     cluster = connect(args.address)
     job_id = submit(cluster, upload, storage=args.storage, resume=args.resume, pip=args.pip)
     url = cluster.url

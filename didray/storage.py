@@ -23,6 +23,14 @@ from didray.files import INDEX, atomic_write, json_hash, seal_path
 SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
 URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 CHUNK = 8 << 20
+# Credentials pyarrow takes from a URI: a userinfo with a password (s3://KEY:SECRET@bucket,
+# abfs://account:KEY@container), any userinfo of s3 (its access key) and abfs's
+# ?client_secret=. The password runs to the last @ (an unencoded / or @ in a secret key is
+# still hidden); a host's :port is not one (hdfs://host:8020/trial@1 has none).
+USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.-]*://)"
+                      r"(?:[^/?#@:\s]*:(?!\d*(?:[/?#\s]|$))[^?#\s]*|(?<=s3://)[^/?#:\s]+)@")
+SECRET_QUERY = re.compile(r"(?P<key>[?&][^=&#\s]*(?:secret|token|password)[^=&#\s]*=)[^&#\s]*",
+                          re.IGNORECASE)
 
 
 def is_uri(where: str | Path) -> bool:
@@ -31,10 +39,35 @@ def is_uri(where: str | Path) -> bool:
     return match is not None and match.group(1).lower() != "file"
 
 
+class LocationError(BadInput, ValueError):
+    """A storage location refused: bad input to the CLI (exit 2), and a ValueError to the
+    sweep file's schema, which reports it at its field."""
+
+
+def redact(text: str) -> str:
+    """`text` with the credentials of every URI in it replaced by ***: for messages, which
+    may quote a refused URI as it was typed."""
+    return SECRET_QUERY.sub(r"\g<key>***", USERINFO.sub(r"\g<scheme>***@", text))
+
+
+def refuse_credentials(where: str) -> None:
+    """A URI carrying credentials is refused: they would be printed in messages and written
+    into manifest.json and every checkpoint_path (docs/design.md §3.3)."""
+    if (shown := redact(where)) != where:
+        raise LocationError(
+            f"{shown!r} carries credentials in the URI (hidden here as ***); didray "
+            "refuses them, as they would be printed and written into manifest.json and "
+            "checkpoint paths. Give them through the environment instead (AWS_ACCESS_KEY_ID "
+            "and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE; GOOGLE_APPLICATION_CREDENTIALS; "
+            "AZURE_CLIENT_SECRET) and drop them from the URI")
+
+
 def check_location(where: str | Path) -> str:
     """`where` as a storage location: a local path, or a URI of a scheme pyarrow opens
-    (ValueError otherwise). Nothing is opened: that needs the network (`Storage.check`)."""
+    without credentials in it (ValueError otherwise). Nothing is opened: that needs the
+    network (`Storage.check`)."""
     where = str(where)
+    refuse_credentials(where)
     if where.startswith("file://"):
         return where.removeprefix("file://")
     if (match := URI.match(where)) and match.group(1).lower() not in SCHEMES:

@@ -205,7 +205,10 @@ def run_sweep(sweep: Sweep, source: str, address: str | None = None,
     down when it returns, however it ends."""
     import ray
 
-    Storage.of(sweep.storage).check()  # a storage it cannot write fails before Ray starts
+    storage = Storage.of(sweep.storage)
+    storage.check()  # a storage it cannot write fails before Ray starts
+    if resume or extend:  # before anything reads its Tune state
+        state.check_private(storage.local / sweep.name)
     started = start_ray(address)  # prepare samples pi_ref's responses on sampler actors
     try:
         with sigterm_as_interrupt():

@@ -8,6 +8,8 @@ requested Sweep and the flags, plus what the driver looked up (`Found`): no Ray,
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import stat
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +188,36 @@ def check_rerun(sweep_dir: Path, ran: bool, resume: bool, extend: bool) -> None:
             "change `name` or `storage` to start a new one (nothing was changed)")
     if extend and not ran:
         raise SweepStateError(f"{sweep_dir} holds no sweep to extend; run it without --extend")
+
+
+def check_private(sweep_dir: Path) -> None:
+    """Refuse to continue a local sweep whose Tune state others could have written: --resume
+    unpickles it (tuner.pkl, the experiment and search-generator state), which runs whatever
+    code it holds, and --extend adds an experiment that --resume will unpickle (docs/design.md
+    §3.3). Checked: the sweep directory, its Tune experiment directories, their files."""
+    if not sweep_dir.is_dir():
+        return
+    tune_dirs = [d for d in [sweep_dir / BASE, *sorted(sweep_dir.glob(f"{BASE}-*"))]
+                 if d.is_dir()]
+    for path in [sweep_dir, *tune_dirs, *(f for d in tune_dirs for f in sorted(d.iterdir()))]:
+        if why := writers(path):
+            raise SweepStateError(
+                f"{path} {why}. --resume and --extend continue from Tune's saved state, which "
+                "is loaded by unpickling: that runs any code the files hold, so results others "
+                f"can write are refused (nothing was changed). Make them yours alone with "
+                f"`chmod -R go-w {sweep_dir}` (and `chown -R` them to you if another user owns "
+                "them), then run again")
+
+
+def writers(path: Path) -> str | None:
+    """Who besides its owner can change `path` (the file a symlink names), in words; None if
+    no one."""
+    info = path.stat()
+    if info.st_uid != os.getuid():
+        return f"is owned by another user (uid {info.st_uid})"
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return f"is writable by its group or by others (mode {stat.filemode(info.st_mode)})"
+    return None
 
 
 def plan(manifest: Manifest | None, sweep: Sweep, sweep_dir: Path, found: Found,

@@ -23,7 +23,9 @@ from didray.sweep import RAY_ENV
 ROOT = Path(__file__).parents[2]
 CLUSTER = ROOT / "cluster"
 YAMLS = sorted(CLUSTER.glob("*.yaml"))
-LAUNCHERS = [CLUSTER / "aws-gpu.yaml", CLUSTER / "gcp-gpu.yaml"]
+# Every cluster launcher file (it names a cloud provider), so a new one is checked too.
+LAUNCHERS = [p for p in YAMLS if "provider" in yaml.safe_load(p.read_text())]
+TOKEN = "~/.ray/auth_token"
 KUBERAY = {CLUSTER / "kuberay-raycluster.yaml": "RayCluster",
            CLUSTER / "kuberay-rayjob.yaml": "RayJob",
            CLUSTER / "kuberay-rayjob-qwen3.yaml": "RayJob"}
@@ -45,8 +47,8 @@ def at(doc: dict, path: str):
 
 
 def test_every_yaml_parses():
-    assert {p.name for p in YAMLS} >= {*(p.name for p in LAUNCHERS),
-                                       *(p.name for p in KUBERAY), "runtime_env.yaml"}
+    assert {p.name for p in LAUNCHERS} >= {"aws-gpu.yaml", "gcp-gpu.yaml"}
+    assert {p.name for p in YAMLS} >= {*(p.name for p in KUBERAY), "runtime_env.yaml"}
     for path in YAMLS:
         docs = list(yaml.safe_load_all(path.read_text()))
         assert docs and all(isinstance(d, dict) for d in docs), path
@@ -72,9 +74,39 @@ def test_launcher_config(path, ray_schema):
     torch = next(i for i, c in enumerate(setup) if "torch" in c)
     project = next(i for i, c in enumerate(setup) if "pip install" in c and "didray" in c)
     assert torch < project, "torch must be installed before the project"
-    assert config["file_mounts"] == {"~/didray": "."}
+    assert config["file_mounts"] == {"~/didray": ".", TOKEN: TOKEN}
     images = [config["docker"]["head_image"], config["docker"]["worker_image"]]
     assert all(f":{ray.__version__}-" in image for image in images), "client/cluster Ray differ"
+
+
+def token_setup_problems(config: dict) -> list[str]:
+    """What leaves a launcher's cluster open to anyone who reaches it: Ray 2.60's `ray start`
+    requires a token only in RAY_AUTH_MODE=token (set on every node), and each node needs the
+    token, the client's copied by file_mounts (the autoscaler copies the head's to workers)."""
+    problems = [f"{key}: a `ray start` without RAY_AUTH_MODE=token before it"
+                for key in ("head_start_ray_commands", "worker_start_ray_commands")
+                for command in config[key] if "ray start" in command
+                and not re.search(r"\bRAY_AUTH_MODE=token\b.*\bray start\b", command, re.S)]
+    if not any("ray start" in c for c in config["worker_start_ray_commands"]):
+        problems.append("worker_start_ray_commands: no `ray start`")
+    if config["file_mounts"].get(TOKEN) != TOKEN:
+        problems.append(f"file_mounts: {TOKEN} is not copied to the nodes")
+    return problems
+
+
+@pytest.mark.parametrize("path", LAUNCHERS, ids=lambda p: p.name)
+def test_launcher_requires_a_token(path):
+    assert token_setup_problems(load(path)) == []
+
+
+def test_a_launcher_without_token_setup_fails():
+    config = load(CLUSTER / "aws-gpu.yaml")
+    open_workers = {**config, "worker_start_ray_commands": [
+        c.replace("export RAY_AUTH_MODE=token;", "") for c in config["worker_start_ray_commands"]]}
+    assert token_setup_problems(open_workers) == [
+        "worker_start_ray_commands: a `ray start` without RAY_AUTH_MODE=token before it"]
+    no_token = {**config, "file_mounts": {"~/didray": "."}}
+    assert token_setup_problems(no_token) == [f"file_mounts: {TOKEN} is not copied to the nodes"]
 
 
 # What KubeRay needs of each manifest, as (path, check) pairs; {group} runs per worker group.
