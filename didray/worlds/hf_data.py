@@ -8,6 +8,7 @@ data.max_bad_fraction (docs/design.md §3.3).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from collections.abc import Callable
@@ -72,11 +73,9 @@ def _json_rows(source: str, data: bytes, suffix: str) -> list[dict]:
     names row 0 for a later row's number. Columns missing from a row are null there."""
     text = _utf8(source, data).removeprefix("\ufeff")
     whole = None
-    if suffix == ".json":
-        try:
-            whole = json.loads(text)
-        except json.JSONDecodeError:
-            pass  # a .json file may hold JSON lines, as datasets reads it
+    # A .json file may hold JSON lines, as datasets reads it.
+    with contextlib.suppress(json.JSONDecodeError):
+        whole = json.loads(text) if suffix == ".json" else None
     rows = whole if isinstance(whole, list) else _json_lines(source, text)
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
