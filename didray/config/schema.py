@@ -152,6 +152,11 @@ class Data(Strict):
     revision: str | None = Field(
         None, description="world: hf: hub revision (tag or commit) of `source`, in cache keys")
     max_prompts: IntOrNone = count(None, 1_000_000, "world: hf: first N prompts only")
+    max_bad_fraction: Float = Field(
+        0.01, ge=0, le=1, description="world: hf: the largest fraction (0 to 1) of a split's "
+        "rows that may be unusable (an empty prompt, chosen or rejected, chosen equal to "
+        "rejected, a duplicate row, a prompt over train.max_prompt_tokens); they are dropped, "
+        "each reason in a progress line, and more refuse the data (docs/design.md §3.3)")
     scorer: Scorer | None = Field(
         None, description="world: hf: the score that tilts and labels the pairs (pg with "
         "chosen: tilted, powerlaw) and the data_* statistics; default eval.scorer, which then "

@@ -88,24 +88,26 @@ def snis_tilt_entropy(prompts: list[str], score, draw: Callable[[], list]):
 
 def hf_sources(rows: list[dict], score, sweep: Sweep, pool: PoolFactory) -> Sources:
     """Prompts from `data.source`; pi_ref draws from the sampler actors; the pairs as given
-    are the dataset's own (one per row); the given chosen of a prompt is its `chosen`, else
-    its `reference`; a tilt's DID entropy is an SNIS estimate."""
+    are the dataset's own (one per row); the given chosen of a prompt is its `chosen`, or its
+    `reference` in a dataset without a `chosen` column (an empty `chosen` is a bad row,
+    dropped or refused before: `hf_data.usable_rows`); a tilt's DID entropy is an SNIS
+    estimate."""
     source = sweep.data.source
 
     def given_pairs(per_prompt: int, seed: int) -> list[tuple[int, str, str]]:
-        missing = [i for i, r in enumerate(rows) if not (r.get("chosen") and r.get("rejected"))]
-        if missing:
-            raise BadInput(f"regime kind offpolicy takes the pairs as given, but row {missing[0]}"
-                           f" of data.source {source!r} has no chosen/rejected response")
+        if not {"chosen", "rejected"} <= rows[0].keys():
+            raise BadInput(f"regime kind offpolicy takes the pairs as given, but data.source "
+                           f"{source!r} has no `chosen` and `rejected` columns")
         return [(i, r["chosen"], r["rejected"]) for i, r in enumerate(rows)]
 
     def given_chosen(per_prompt: int, seed: int) -> list[list[str]]:
-        missing = [i for i, r in enumerate(rows) if not (r.get("chosen") or r.get("reference"))]
+        column = "chosen" if "chosen" in rows[0] else "reference"
+        missing = [i for i, r in enumerate(rows) if not r.get(column, "").strip()]
         if missing:
             raise BadInput(f"regime kind pg with chosen: given needs each prompt's chosen "
-                           f"response, but row {missing[0]} of data.source {source!r} has "
-                           "neither `chosen` nor `reference`")
-        return [[r.get("chosen") or r["reference"]] * per_prompt for r in rows]
+                           f"response, but data.source {source!r} has no `chosen` column and "
+                           f"its row {missing[0]} (of those kept) has no `reference`")
+        return [[r[column]] * per_prompt for r in rows]
 
     prompts, k = [r["prompt"] for r in rows], sweep.eval.did_samples
     entropy = snis_tilt_entropy(prompts, score, lambda: pool().generate(

@@ -18,6 +18,7 @@ from transformers import AutoModel, AutoModelForSequenceClassification, AutoToke
 from didray.errors import BadInput
 from didray.worlds.hf import resolve_path
 from didray.worlds.hf_data import QAItem
+from didray.worlds.text import prompt_messages
 
 Score = Callable[[list[str], list[str]], list[float]]
 
@@ -89,10 +90,9 @@ class RewardModelScorer:
         self.batch_size = batch_size
 
     def conversation(self, prompt: str, response: str) -> str:
+        messages = [*prompt_messages(prompt), {"role": "assistant", "content": response}]
         if not self.tokenizer.chat_template:
-            return f"{prompt}\n\n{response}"
-        messages = [{"role": "user", "content": prompt},
-                    {"role": "assistant", "content": response}]
+            return "\n\n".join(m["content"] for m in messages)
         return self.tokenizer.apply_chat_template(messages, tokenize=False)
 
     @torch.no_grad()

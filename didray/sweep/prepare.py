@@ -24,6 +24,7 @@ from pathlib import Path
 import datasets
 import ray
 import torch
+from transformers import AutoTokenizer
 
 from didray import display
 from didray.config.schema import Scorer, Sweep
@@ -40,7 +41,7 @@ from didray.sampling.sampler import resolve_backend
 from didray.storage import Storage
 from didray.worlds import hf, hf_data, toy
 from didray.worlds.policy import load_policy
-from didray.worlds.text import batched_response_logps, encode, prompt_text
+from didray.worlds.text import batched_response_logps, encode, prompt_ids, prompt_text
 
 Progress = Callable[[str], None]
 
@@ -171,6 +172,25 @@ def check_prompt_lengths(world: toy.ToyWorld, tokenizer, max_prompt: int) -> Non
                        f"{longest} tokens; set it to at least {longest}")
 
 
+def row_rules(world_dir: Path, sweep: Sweep) -> hf_data.RowRules:
+    """The trainer keeps a prompt's last train.max_prompt_tokens tokens while pi_ref's samplers
+    read all of it, so a longer prompt is a bad row (docs/design.md §3.3)."""
+    tokenizer = AutoTokenizer.from_pretrained(str(world_dir))
+    limit = sweep.train.max_prompt_tokens
+    return hf_data.RowRules(sweep.data.max_bad_fraction,
+                            lambda prompt: len(prompt_ids(tokenizer, prompt)) > limit)
+
+
+def preference_rows(sweep: Sweep, split: str, limit: int | None, rules: hf_data.RowRules,
+                    progress: Progress) -> list[dict[str, str]]:
+    """A split's usable rows: the bad ones dropped with a progress line, or refused."""
+    data = sweep.data
+    rows = hf_data.load_preference_rows(data.source, split, limit,
+                                        hf_data.Pin(data.config, data.revision))
+    return hf_data.usable_rows(rows, rules, f"data.source {data.source!r} split {split!r}",
+                               progress)
+
+
 def toy_world(sweep: Sweep, caches: Caches, progress: Progress) -> World:
     """Fit (or reuse) the toy pi_ref and enumerate its log-probs once for exact evaluation."""
     spec = sweep.model.toy
@@ -211,9 +231,9 @@ def hf_world(sweep: Sweep, caches: Caches, progress: Progress) -> World:
     world_dir = materialized(m, Store.of(sweep))
     world_hash = content_hash(m.model_dump(exclude={"gradient_checkpointing"}),
                               hf.weights_key(m.path, m.revision, str(world_dir)))
-    pin = hf_data.Pin(data.config, data.revision)
-    rows = hf_data.load_preference_rows(data.source, data.split, data.max_prompts, pin)
-    held_out = hf_data.load_preference_rows(data.source, ev.split, ev.prompts, pin)
+    rules = row_rules(world_dir, sweep)
+    rows = preference_rows(sweep, data.split, data.max_prompts, rules, progress)
+    held_out = preference_rows(sweep, ev.split, ev.prompts, rules, progress)
     prompts = [r["prompt"] for r in held_out]
     hf_data.check_heldout([r["prompt"] for r in rows], prompts, data.source,
                           (data.split, ev.split))
@@ -234,7 +254,10 @@ def hf_world(sweep: Sweep, caches: Caches, progress: Progress) -> World:
                  "rewards what the data were built from (docs/design.md §7.2); give "
                  "data.scorer another model to judge with one the data never saw")
     # A tilt's data DID entropy is an SNIS estimate from eval.did_samples draws per prompt.
-    score_key = {**scorer_key(builder.settings), "did_samples": ev.did_samples}
+    # The rows are in the key: which are kept depends on the file's content and on
+    # train.max_prompt_tokens, neither of which data.* names.
+    score_key = {**scorer_key(builder.settings), "did_samples": ev.did_samples,
+                 "rows": content_hash(rows)}
 
     def evaluate_ref(pool: PoolFactory) -> Path:
         # "cut-v1": the file stores sampled token ids and whether each sample finished;
@@ -355,8 +378,9 @@ def build_regime(sweep: Sweep, name: str, seed: int | None, world: World, source
     sampled = sampling_key(sweep) if regime.kind != "offpolicy" else None
     # "stats-v1": datasets carry their data_* statistics; older ones are rebuilt.
     recipe = regime.model_dump(exclude={"name"})
-    data_hash = content_hash(world.hash, recipe, data_cfg.model_dump(), world.score_key,
-                             sampled, "stats-v1")
+    # max_bad_fraction decides only whether the data are refused, not what they hold.
+    data_hash = content_hash(world.hash, recipe, data_cfg.model_dump(exclude={"max_bad_fraction"}),
+                             world.score_key, sampled, "stats-v1")
     store = Store.of(sweep)
     data_dir = store.data(data_hash)
     store.fetch(data_dir, lambda: unusable(data_dir, Path.exists))

@@ -6,6 +6,7 @@ The toy world's SFT and enumeration, the reference cache and the DPO trainer all
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -38,10 +39,29 @@ class Encoded:
                        self.response_mask.to(device))
 
 
+# A multi-turn prompt travels as one string, as every prompt does (cache keys, parquet columns
+# and sampler calls take strings): this mark, then its messages as JSON. The ASCII record
+# separator begins no prompt a person writes.
+CONVERSATION = "\x1e"
+
+
+def conversation_prompt(messages: list[dict[str, str]]) -> str:
+    """The prompt string of a conversation of {role, content} messages, ending with the user's."""
+    kept = [{"role": m["role"], "content": m["content"]} for m in messages]
+    return CONVERSATION + json.dumps(kept, ensure_ascii=False)
+
+
+def prompt_messages(prompt: str) -> list[dict[str, str]]:
+    """The chat messages of a prompt: its conversation, or one user message."""
+    if prompt.startswith(CONVERSATION):
+        return json.loads(prompt[len(CONVERSATION):])
+    return [{"role": "user", "content": prompt}]
+
+
 def prompt_text(tokenizer, prompt: str) -> str:
     """The chat-templated prompt the policy sees (generation prompt included)."""
-    messages = [{"role": "user", "content": prompt}]
-    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer.apply_chat_template(prompt_messages(prompt), add_generation_prompt=True,
+                                         tokenize=False)
 
 
 def prompt_ids(tokenizer, prompt: str) -> list[int]:

