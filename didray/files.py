@@ -172,29 +172,40 @@ def seal_path(path: Path) -> Path:
     return path.with_name(f"{path.name}.{INDEX}")
 
 
-def _read_seal(path: Path) -> list | None:
+def _read_seal(path: Path) -> list[list] | None:
+    """The versions of `path` its seal accepts (one, or two while `sealed_write` swaps it)."""
     try:
-        return json.loads(seal_path(path).read_text())
+        seal = json.loads(seal_path(path).read_text())
     except (OSError, ValueError):
         return None
+    return [seal] if seal and not isinstance(seal[0], list) else seal
+
+
+def _write_seal(path: Path, versions: list[list]) -> None:
+    seal = versions[0] if len(versions) == 1 else versions
+    atomic_write(seal_path(path), lambda tmp: Path(tmp).write_text(json.dumps(seal)))
 
 
 def sealed_write(path: Path, write: Callable[[str], object]) -> None:
-    """`atomic_write`, then the file's size and sha256 beside it. The old seal goes first:
-    a crash in between leaves the file unsealed, never sealed with another file's hash."""
-    seal_path(path).unlink(missing_ok=True)
-    atomic_write(path, write)
-    seal = size_and_sha256(path)
-    atomic_write(seal_path(path), lambda tmp: Path(tmp).write_text(json.dumps(seal)))
+    """`atomic_write`, with the file's size and sha256 beside it. While the file is swapped
+    the seal accepts the old version and the new one, so neither a reader meanwhile nor a
+    crash in between finds the file unsealed (in a sealed sweep that is damage, §3.3) or
+    sealed with another file's hash."""
+    def write_then_seal_both(tmp: str) -> None:
+        write(tmp)
+        _write_seal(path, [*(_read_seal(path) or [])[-1:], size_and_sha256(Path(tmp))])
+
+    atomic_write(path, write_then_seal_both)
+    _write_seal(path, [size_and_sha256(path)])
 
 
 def file_damage(path: Path, unsealed_ok: bool = False) -> str | None:
     """Why the file `path` differs from what `sealed_write` wrote, or None. A file without a
-    seal is damage unless `unsealed_ok` (results written before files were sealed).
+    seal is damage unless `unsealed_ok` (results of a sweep that sealed nothing).
 
     A writer may replace the file while this reads it (a running sweep rewrites its tables):
-    the seal is read before and after hashing, and the file counts as intact if it matches
-    either; only a mismatch against a seal that stayed the same is damage."""
+    the seal is read before and after hashing, and the file counts as intact if either
+    accepts it; only a mismatch against a seal that stayed the same is damage."""
     for _ in range(5):
         before = _read_seal(path)
         if before is None:
@@ -202,19 +213,27 @@ def file_damage(path: Path, unsealed_ok: bool = False) -> str | None:
         if not path.is_file():
             return f"{path.name} is missing"
         actual = size_and_sha256(path)
-        after = _read_seal(path)
-        if actual in (before, after):
+        after = _read_seal(path) or []
+        if actual in before + after:
             return None
         if before == after:
-            return (f"{path.name} has {actual[0]} bytes, {before[0]} were written"
-                    if actual[0] != before[0] else
+            return (f"{path.name} has {actual[0]} bytes, {before[-1][0]} were written"
+                    if actual[0] != before[-1][0] else
                     f"{path.name} differs from what was written (sha256)")
     return f"{path.name} kept changing while it was checked"
 
 
-def check_sealed(path: Path) -> None:
+def has_seals(directory: Path) -> bool:
+    """Whether a sweep directory's results were sealed: any seal beside its tables or its
+    trials' parts (steps/, evals/). Then every table must have one (docs/design.md §3.3)."""
+    return any(next(d.glob(f"*.parquet.{INDEX}"), None)
+               for d in (directory, directory / "steps", directory / "evals"))
+
+
+def check_sealed(path: Path, sealed: bool) -> None:
     """BadInput naming `path` when it differs from what didray wrote (a flipped byte can
-    decode to a plausible, wrong number); an unsealed file, from an older didray, passes."""
-    if problem := file_damage(path, unsealed_ok=True):
+    decode to a plausible, wrong number), or has no seal where the sweep is `sealed`; a file
+    of a sweep that sealed nothing (an older didray) passes."""
+    if problem := file_damage(path, unsealed_ok=not sealed):
         raise BadInput(f"{path}: changed after didray wrote it ({problem}); the file is "
-                       "corrupt: restore it from a copy or rerun the sweep with --resume")
+                       "corrupt: restore it and its seal from a copy of the sweep")

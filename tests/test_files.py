@@ -1,6 +1,7 @@
 """The bottom layer's files: integrity indexes and seals, JSON that is corrupt, a damaged
 checkpoint, a damaged cache entry rebuilt."""
 
+import hashlib
 import json
 import os
 import stat
@@ -14,6 +15,7 @@ from didray.files import (
     build_once,
     damage,
     file_damage,
+    has_seals,
     manifest_json,
     read_json,
     seal_path,
@@ -86,9 +88,10 @@ def test_a_seal_catches_truncation_and_alteration(tmp_path):
     assert file_damage(path, unsealed_ok=True) is None  # an older didray's file
 
 
-def test_a_file_rewritten_while_it_is_checked_is_never_called_damaged(tmp_path):
+def test_a_file_rewritten_while_it_is_checked_is_never_called_damaged_nor_unsealed(tmp_path):
     """A running sweep rewrites its tables while a notebook reads them: every check must see
-    a file and a seal that belong together, or no seal (then the file passes unchecked)."""
+    a file and a seal that belong together, and never the file without a seal (in a sealed
+    sweep that is refused as damage)."""
     path = tmp_path / "trials.parquet"
     sealed_write(path, lambda tmp: Path(tmp).write_bytes(b"0"))
     done = threading.Event()
@@ -102,10 +105,17 @@ def test_a_file_rewritten_while_it_is_checked_is_never_called_damaged(tmp_path):
     writer.start()
     seen = set()
     while not done.is_set():
-        seen.add(file_damage(path, unsealed_ok=True))
+        seen.add(file_damage(path))
     writer.join()
     assert seen == {None}
-    assert file_damage(path) is None
+    assert json.loads(seal_path(path).read_text()) == [15000, hashlib.sha256(
+        b"299" * 5000).hexdigest()]
+
+
+def test_which_sweeps_have_seals(tmp_path):
+    assert not has_seals(tmp_path)
+    sealed_write(tmp_path / "steps" / "t1.parquet", lambda tmp: Path(tmp).write_bytes(b"1"))
+    assert has_seals(tmp_path)  # a trial's part is enough: its tables must be sealed too
 
 
 def test_a_damaged_cache_entry_is_rebuilt_and_said(tmp_path):

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
 
 from didray import metrics
 from didray.errors import BadInput
-from didray.files import TABLES, check_sealed, manifest_json, seal_path
+from didray.files import TABLES, check_sealed, has_seals, manifest_json, seal_path
 from didray.storage import Storage, is_uri
 
 DTYPES = {"float": pl.Float64(), "int": pl.Int64(), "str": pl.String()}
@@ -54,11 +54,14 @@ class Results:
     column of trials.parquet as `estimator="exact"` rows (estimate = exact = the value, k and
     proposal null), plus the rows of evals.parquet where a sweep wrote one (DID-entropy
     estimates; its `metric` defaults to "did_entropy").
+    locations: each loaded sweep's directory or URI, by its `sweep` name (where its
+    checkpoints are: `didray.analysis.policy`).
     """
 
     trials: pl.LazyFrame
     steps: pl.LazyFrame
     evals: pl.LazyFrame
+    locations: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, trials: pl.LazyFrame | pl.DataFrame,
@@ -117,19 +120,25 @@ def _evals(trials: pl.LazyFrame, estimates: pl.LazyFrame | None) -> pl.LazyFrame
     return pl.concat(frames, how="diagonal_relaxed")
 
 
-def _check_parquet(path: Path) -> None:
-    """Check the file against its seal (a flipped byte can read as a plausible wrong value),
-    and read the footer now so a truncated or foreign file fails here, named, not mid-query."""
-    check_sealed(path)
+def _check_parquet(path: Path, sealed: bool) -> None:
+    """Check the file against its seal (a flipped byte can read as a plausible wrong value;
+    in a `sealed` sweep a missing seal is damage, §3.3), then read it now so a truncated or
+    foreign file fails here, named, not mid-query: the footer of a sealed file, every page of
+    an unsealed one (an older sweep's), whose damage only decoding can find."""
+    check_sealed(path, sealed)
     try:
-        pl.read_parquet_schema(path)
+        if sealed:
+            pl.read_parquet_schema(path)
+        else:
+            pl.read_parquet(path)
     except (pl.exceptions.PolarsError, OSError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise BadInput(f"{path}: not a readable Parquet file ({reason})") from None
 
 
-def _scan(path: Path, schema: Mapping[str, pl.DataType], sweep: str) -> pl.LazyFrame:
-    _check_parquet(path)
+def _scan(path: Path, schema: Mapping[str, pl.DataType], sweep: str, sealed: bool
+          ) -> pl.LazyFrame:
+    _check_parquet(path, sealed)
     return conform(pl.scan_parquet(path).with_columns(sweep=pl.lit(sweep)), schema)
 
 
@@ -171,18 +180,21 @@ def load(paths: str | Path | Iterable[str | Path]) -> Results:
     Raises BadInput naming the directory or file when a path holds no results or a Parquet
     file cannot be read.
     """
-    dirs = _sweep_dirs([paths] if isinstance(paths, str | Path) else paths)
+    given = [paths] if isinstance(paths, str | Path) else list(paths)
+    dirs = _sweep_dirs(given)
     trials, steps, estimates = [], [], []
     for path in dirs:
-        sweep = path.resolve().name
-        trials.append(_scan(path / "trials.parquet", TRIALS_SCHEMA, sweep))
+        sweep, sealed = path.resolve().name, has_seals(path)
+        trials.append(_scan(path / "trials.parquet", TRIALS_SCHEMA, sweep, sealed))
         has_steps = (path / "steps.parquet").is_file()
-        steps.append(_scan(path / "steps.parquet", STEPS_SCHEMA, sweep) if has_steps
+        steps.append(_scan(path / "steps.parquet", STEPS_SCHEMA, sweep, sealed) if has_steps
                      else pl.LazyFrame(schema=dict(STEPS_SCHEMA)))
         if (path / "evals.parquet").is_file():
-            estimates.append(_scan(path / "evals.parquet", ESTIMATE_COLUMNS, sweep))
+            estimates.append(_scan(path / "evals.parquet", ESTIMATE_COLUMNS, sweep, sealed))
     # Sweeps may carry different extra columns: each frame's own ones are kept, null elsewhere.
     all_trials = pl.concat(trials, how="diagonal_relaxed")
     extra = pl.concat(estimates, how="diagonal_relaxed") if estimates else None
+    locations = {d.resolve().name: str(p) if is_uri(p) else str(d.resolve())
+                 for p, d in zip(given, dirs, strict=True)}
     return Results(all_trials, pl.concat(steps, how="diagonal_relaxed"),
-                   _evals(all_trials, extra))
+                   _evals(all_trials, extra), locations)

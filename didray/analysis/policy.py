@@ -4,18 +4,20 @@ a model and tokenizer or sampled from (`didray sample`)."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import polars as pl
 
 from didray.analysis.load import Results, load
 from didray.errors import BadInput
+from didray.files import damage
 from didray.storage import Storage, is_uri
 
 
 def checkpoint_dir(results: Results | str | Path, trial_id: str) -> Path:
     """The final checkpoint directory of `trial_id` (weights and tokenizer), as recorded in
-    trials.parquet; BadInput naming the trial when it is unknown or its checkpoint is gone."""
+    trials.parquet and checked against its integrity index; BadInput naming the trial when it
+    is unknown or its checkpoint is gone or damaged."""
     if not isinstance(results, Results):
         results = load(results)
     rows = (results.trials.filter(pl.col("trial_id") == trial_id)
@@ -32,15 +34,44 @@ def checkpoint_dir(results: Results | str | Path, trial_id: str) -> Path:
     if recorded is None:
         raise BadInput(f"trial {trial_id!r} has no final checkpoint (status {status}): only a "
                        "trial that finished training records one")
-    path = Path(recorded)
-    if is_uri(recorded):  # a sweep on a remote storage: Ray wrote the checkpoint there
-        storage = Storage.of(recorded)
-        storage.pull(storage.local)
-        path = storage.local
-    if not (path / "config.json").is_file():
-        raise BadInput(f"trial {trial_id!r}: its checkpoint {path} is missing (was the "
-                       "results directory moved or its tune/ folder deleted?)")
+    path = _found(recorded, results.locations.get(rows["sweep"][0]), trial_id)
+    if problem := damage(path):  # a flipped byte loads as other weights, a cut one not at all
+        raise BadInput(f"trial {trial_id!r}: its checkpoint {path} is not what training wrote "
+                       f"({problem}); restore the checkpoint directory from a copy of the sweep")
     return path
+
+
+# A checkpoint lies three levels below its sweep: <Tune experiment, or train>/<trial>/<name>.
+BELOW_SWEEP = 3
+
+
+def _candidates(recorded: str, sweep: str | None) -> list[str]:
+    """Where the recorded checkpoint may be, best first. A path relative to the sweep (what
+    didray records) joins the sweep's directory or URI; an absolute one (an older didray's)
+    is first looked for at its tail in the sweep as it is now, so a moved or copied sweep
+    reads its own weights, never those left where it was."""
+    if sweep is None:  # Results built in memory: the recorded path is all there is
+        return [recorded]
+    relative = not (is_uri(recorded) or Path(recorded).is_absolute())
+    tail = recorded if relative else "/".join(
+        PurePosixPath(recorded.partition("?")[0]).parts[-BELOW_SWEEP:])
+    base, mark, query = sweep.partition("?")
+    own = f"{base.rstrip('/')}/{tail}{mark}{query}"
+    return [own] if relative else [own, recorded]
+
+
+def _found(recorded: str, sweep: str | None, trial_id: str) -> Path:
+    """The checkpoint directory on this machine (pulled into the mirror from a URI)."""
+    for where in _candidates(recorded, sweep):
+        path = Path(where)
+        if is_uri(where):  # a sweep on a remote storage: Ray wrote the checkpoint there
+            storage = Storage.of(where)
+            storage.pull(storage.local)
+            path = storage.local
+        if (path / "config.json").is_file():
+            return path
+    raise BadInput(f"trial {trial_id!r}: its checkpoint {where} is missing (was its tune/ or "
+                   "train/ folder deleted?)")
 
 
 def load_policy(results: Results | str | Path, trial_id: str,

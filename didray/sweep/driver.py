@@ -323,7 +323,7 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str]
                         [writer, *tracked], todo)
     say(f"ray: running trials; results in {sweep_dir}")
     grid = fit(tuner, sweep, prepared.eval_file)
-    trials = read_parquet(sweep_dir / "trials.parquet")
+    trials = read_parquet(sweep_dir / "trials.parquet", sweep_dir)
     spent = {m.name: float(trials[m.name].sum()) for m in TIMES if m.name in trials.columns}
     if spent:
         say("seconds in trials (summed): " + ", ".join(

@@ -43,8 +43,8 @@ def sealed(directory: Path, *names: str) -> list[Path]:
     return [p for name in names for p in (directory / name, seal_path(directory / name))]
 
 
-def _read_rows(path: Path) -> list[dict]:
-    return read_parquet(path).to_dicts() if path.exists() else []
+def _read_rows(path: Path, sweep_dir: Path) -> list[dict]:
+    return read_parquet(path, sweep_dir).to_dicts() if path.exists() else []
 
 
 class ResultsWriter(tune.Callback):
@@ -73,9 +73,10 @@ class ResultsWriter(tune.Callback):
     def _load(self, trial) -> None:
         self._locate(trial)
         if self._steps is None:
+            d = self.sweep_dir
             self._steps = {(r["trial_id"], r["step"]): r
-                           for r in _read_rows(self.sweep_dir / "steps.parquet")}
-            self._trials = {r["trial_id"]: r for r in _read_rows(self.sweep_dir / "trials.parquet")}
+                           for r in _read_rows(d / "steps.parquet", d)}
+            self._trials = {r["trial_id"]: r for r in _read_rows(d / "trials.parquet", d)}
 
     def _axes(self, trial) -> dict:
         axes = {k: trial.config[k] for k in AXES}
@@ -132,8 +133,8 @@ class ResultsWriter(tune.Callback):
         self.storage.pull(*sealed(self.sweep_dir / "evals", f"{trial.trial_id}.parquet"))
         parts = sorted((self.sweep_dir / "evals").glob("*.parquet"))
         if parts:
-            write_parquet(pl.concat([read_parquet(p) for p in parts], how="diagonal"),
-                          self.sweep_dir / "evals.parquet")
+            frames = [read_parquet(p, self.sweep_dir) for p in parts]
+            write_parquet(pl.concat(frames, how="diagonal"), self.sweep_dir / "evals.parquet")
             self.storage.push(*sealed(self.sweep_dir, "evals.parquet"))
 
     def take_history(self, trial) -> None:
@@ -141,7 +142,7 @@ class ResultsWriter(tune.Callback):
         saw live: reports a killed driver never received, or an earlier attempt's, are gone."""
         history = self.sweep_dir / "steps" / f"{trial.trial_id}.parquet"
         self.storage.pull(history, seal_path(history))
-        rows = _read_rows(history)
+        rows = _read_rows(history, self.sweep_dir)
         self._steps = {key: row for key, row in self._steps.items() if key[0] != trial.trial_id}
         self._steps |= {(trial.trial_id, r["step"]): {**self._axes(trial), **r} for r in rows}
         self._report_row(trial, rows[-1])

@@ -7,16 +7,17 @@ from pathlib import Path
 
 import polars as pl
 
-from didray.files import check_sealed, sealed_write
+from didray.files import check_sealed, has_seals, sealed_write
 
 
 def write_parquet(frame: pl.DataFrame, path: Path) -> None:
     sealed_write(path, frame.write_parquet)
 
 
-def read_parquet(path: Path) -> pl.DataFrame:
-    """A results table, refused (BadInput) if it no longer matches its seal."""
-    check_sealed(path)
+def read_parquet(path: Path, sweep_dir: Path) -> pl.DataFrame:
+    """A results table of the sweep in `sweep_dir`, refused (BadInput) if it no longer
+    matches its seal, or has none while the sweep's other tables do."""
+    check_sealed(path, has_seals(sweep_dir))
     return pl.read_parquet(path)
 
 

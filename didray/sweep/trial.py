@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import polars as pl
 import ray.train
@@ -187,19 +187,18 @@ def run_trial(config: dict, spec: TrialSpec) -> None:
             checkpoint = (train_here(trial) if in_trial_process(spec) else
                           train_on_ray_train(trial))
             final = {**evaluate_checkpoint(checkpoint, trial),
-                     "checkpoint_path": checkpoint_location(checkpoint, spec),
+                     "checkpoint_path": checkpoint_location(checkpoint),
                      "time/trial_s": time.perf_counter() - began}
         write_json(final, done_file(trial))
         spec.storage.push(done_file(trial))
     ray.tune.report({**final, "final": True})
 
 
-def checkpoint_location(checkpoint: ray.train.Checkpoint, spec: TrialSpec) -> str:
-    """Where `didray.analysis.load_policy` finds the checkpoint: its path, or on a remote
-    storage its URI (Ray wrote it there, not to the mirror)."""
-    if spec.storage.remote:
-        return spec.storage.uri_of(checkpoint.path)
-    return str(Path(checkpoint.path))
+def checkpoint_location(checkpoint: ray.train.Checkpoint) -> str:
+    """Where `didray.analysis.load_policy` finds the checkpoint: its path relative to the sweep
+    (`<Tune experiment, or train>/<trial>/<checkpoint>`, where Tune and Train write it), so a
+    moved or copied sweep, on a disk or a URI, reads its own weights."""
+    return "/".join(PurePosixPath(checkpoint.path).parts[-3:])
 
 
 def in_trial_process(spec: TrialSpec) -> bool:

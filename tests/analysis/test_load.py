@@ -128,19 +128,54 @@ def middle_of_column(path, column: str) -> int:
     return chunk.data_page_offset + chunk.total_compressed_size // 2
 
 
+def flip(path, offset: int) -> bytes:
+    """Flip one bit of `path` at `offset`; returns the good bytes."""
+    good = path.read_bytes()
+    flipped = bytearray(good)
+    flipped[offset] ^= 0x01
+    path.write_bytes(bytes(flipped))
+    return good
+
+
 def test_a_flipped_byte_in_a_written_table_is_refused_naming_the_file(sealed_sweep_dir):
     sweep = sealed_sweep_dir
     assert load(sweep).trials.collect()["did_entropy"].sum() == 22.0  # untouched: loads
     path = sweep / "trials.parquet"
-    good = path.read_bytes()
-    flipped = bytearray(good)
-    flipped[middle_of_column(path, "did_entropy")] ^= 0x01
-    path.write_bytes(bytes(flipped))
+    good = flip(path, middle_of_column(path, "did_entropy"))
     # Checked before any byte is decoded: a flipped byte can read as a plausible wrong value,
     # or make the Parquet reader abort the process.
     with pytest.raises(BadInput, match=f"{path}: changed after didray wrote it "
                                        r"\(trials.parquet differs from what was written"):
         load(sweep)
     path.write_bytes(good)
-    seal_path(path).unlink()  # written by a didray that sealed nothing: loads unchecked
     assert load(sweep).trials.collect()["did_entropy"].sum() == 22.0
+
+
+def test_a_table_whose_seal_is_gone_is_refused_while_the_sweep_has_seals(sealed_sweep_dir):
+    """Deleting the seal must not switch the check off: steps.parquet is still sealed, so
+    trials.parquet must be (docs/design.md §3.3), and its flipped byte is never read."""
+    path = sealed_sweep_dir / "trials.parquet"
+    flip(path, middle_of_column(path, "did_entropy"))
+    seal_path(path).unlink()
+    with pytest.raises(BadInput, match=f"{path}: changed after didray wrote it \\(trials.parquet "
+                                       "has no readable trials.parquet.integrity.json"):
+        load(sealed_sweep_dir)
+    seal_path(path).write_text("[12, ")  # unreadable: the same
+    with pytest.raises(BadInput, match="has no readable trials.parquet.integrity.json"):
+        load(sealed_sweep_dir)
+
+
+def test_an_undecodable_table_of_an_unsealed_sweep_is_named_not_a_traceback(sealed_sweep_dir):
+    """A sweep that sealed nothing (an older didray) loads unchecked, but a page that no longer
+    decompresses is found at load, one paragraph naming the file, not mid-query."""
+    for table in ("trials.parquet", "steps.parquet"):
+        seal_path(sealed_sweep_dir / table).unlink()
+    assert load(sealed_sweep_dir).trials.collect()["did_entropy"].sum() == 22.0
+    path = sealed_sweep_dir / "steps.parquet"
+    flip(path, path.read_bytes().index(ZSTD_MAGIC))
+    with pytest.raises(BadInput, match=f"{path}: not a readable Parquet file") as caught:
+        load(sealed_sweep_dir)
+    assert "\n" not in str(caught.value)
+
+
+ZSTD_MAGIC = bytes.fromhex("28b52ffd")  # the first zstd frame: a page polars compressed

@@ -1,5 +1,7 @@
 """A trial's trained policy from the CI sweep's results: `load_policy` and `didray sample`."""
 
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,8 +10,10 @@ import polars as pl
 import pytest
 
 from didray.analysis import load_policy
+from didray.analysis.policy import checkpoint_dir
 from didray.errors import BadInput
 from didray.sampling.sampler import Sampler
+from didray.sweep.results import read_parquet, write_parquet
 from didray.worlds.text import batched_response_logps, encode_ids
 from didray.worlds.toy import load_world, response_hook
 
@@ -17,10 +21,11 @@ ROOT = Path(__file__).parents[2]
 
 
 def final_trial(results_dir: Path) -> tuple[str, Path]:
-    """A finished trial and the checkpoint directory trials.parquet records for it."""
+    """A finished trial and the checkpoint directory trials.parquet records for it (relative
+    to the sweep)."""
     row = (pl.read_parquet(results_dir / "trials.parquet")
            .filter(pl.col("status") == "TERMINATED").sort("trial_id").row(0, named=True))
-    return row["trial_id"], Path(row["checkpoint_path"])
+    return row["trial_id"], results_dir / row["checkpoint_path"]
 
 
 def test_load_policy_is_the_trials_last_checkpoint(ci_sweep):
@@ -81,3 +86,50 @@ def test_sample_of_an_unknown_trial_exits_2_with_one_paragraph(ci_sweep):
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.startswith("didray: trial 'nope' is not in these results")
     assert "\n\n" not in done.stderr.strip() and "Traceback" not in done.stderr
+
+
+def copied(results_dir: Path, tmp_path: Path) -> Path:
+    """The sweep copied elsewhere, its original left in place."""
+    copy = tmp_path / "moved" / "ci"
+    shutil.copytree(results_dir, copy)
+    return copy
+
+
+def test_a_moved_sweep_reads_its_own_checkpoints(ci_sweep, tmp_path):
+    _, results_dir = ci_sweep
+    copy = copied(results_dir, tmp_path)
+    trials = read_parquet(copy / "trials.parquet", copy)
+    recorded = trials["checkpoint_path"].drop_nulls()
+    assert recorded.len() == 4 and not any(Path(p).is_absolute() for p in recorded)
+    # An older didray recorded absolute paths: the first trial's names the original sweep,
+    # which still exists; the copy's own checkpoint must be read all the same.
+    first = trials["trial_id"].sort()[0]
+    write_parquet(trials.with_columns(checkpoint_path=pl.when(pl.col("trial_id") == first)
+                                      .then(pl.lit(f"{results_dir}/") + pl.col("checkpoint_path"))
+                                      .otherwise(pl.col("checkpoint_path"))),
+                  copy / "trials.parquet")
+    for trial_id in trials["trial_id"]:
+        found = checkpoint_dir(copy, trial_id)
+        assert found.is_relative_to(copy) and (found / "model.safetensors").is_file(), found
+
+
+def test_a_damaged_or_truncated_checkpoint_is_refused_in_one_paragraph(ci_sweep, tmp_path):
+    copy = copied(ci_sweep[1], tmp_path)
+    trial_id, path = final_trial(copy)
+    assert path.is_relative_to(copy)  # never damage the session's sweep
+    weights = path / "model.safetensors"
+    good = weights.read_bytes()
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0x01  # loads as other weights: only the index tells
+    weights.write_bytes(bytes(flipped))
+    refused = (f"trial '{trial_id}': its checkpoint {re.escape(str(path))} is not what "
+               "training wrote \\(model.safetensors ")
+    with pytest.raises(BadInput, match=refused + "differs from what was written"):
+        load_policy(copy, trial_id)
+    done = sample(str(copy), trial_id, "name 2 colours")
+    assert done.returncode == 2 and done.stdout == "", done.stderr
+    assert re.match("didray: " + refused, done.stderr)
+    assert "\n\n" not in done.stderr.strip() and "Traceback" not in done.stderr
+    weights.write_bytes(good[: len(good) // 2])  # a copy cut short
+    with pytest.raises(BadInput, match=refused + f"has {len(good) // 2} bytes, {len(good)} were"):
+        load_policy(copy, trial_id)

@@ -40,10 +40,10 @@ def test_a_stopped_trial_keeps_its_live_steps_and_a_finished_one_its_history(tmp
     report(writer, done, {"final": True, "did_entropy": 1.5})
     writer.on_trial_complete(0, [], done)
 
-    trials = read_parquet(tmp_path / "trials.parquet").sort("trial_id")
+    trials = read_parquet(tmp_path / "trials.parquet", tmp_path).sort("trial_id")
     assert trials.select("trial_id", "status", "step", "final/loss", "did_entropy").rows() == [
         ("cut", "STOPPED", 4, 5.0, None), ("done", "TERMINATED", 6, 0.45, 1.5)]
-    steps = read_parquet(tmp_path / "steps.parquet").sort("trial_id", "step")
+    steps = read_parquet(tmp_path / "steps.parquet", tmp_path).sort("trial_id", "step")
     assert steps.select("trial_id", "step", "loss").rows() == [
         ("cut", 2, 3.0), ("cut", 4, 5.0), ("done", 2, 0.8), ("done", 4, 0.6),
         ("done", 6, 0.45)]
