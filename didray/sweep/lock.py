@@ -148,8 +148,13 @@ class SweepLock:
         # nothing into them (a refused or failed new sweep leaves nothing behind).
         self._made = [d for d in (self.path.parent, *self.path.parent.parents)
                       if not d.exists()]
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._take_local()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._take_local()
+        except OSError as err:
+            raise BadInput(f"{self.path.parent}: the sweep's lease cannot be written there "
+                           f"({err.strerror or err}): a sweep's directory must be writable, "
+                           "also to resume or extend it (nothing was started)") from None
         try:
             self._take_remote()
         except BaseException:

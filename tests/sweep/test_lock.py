@@ -16,6 +16,7 @@ import pyarrow.fs as pafs
 import pytest
 from support.sweeps import one_trial_sweep, run_cli, warm
 
+from didray.errors import BadInput
 from didray.storage import Storage
 from didray.sweep import lock
 from didray.sweep.driver import continue_command
@@ -99,6 +100,16 @@ def test_released_when_the_block_raises_and_results_stay(tmp_path):
     with pytest.raises(RuntimeError), holding(tmp_path, []):
         raise RuntimeError("a failed prepare")
     assert sorted(p.name for p in (tmp_path / "ci").iterdir()) == ["manifest.json"]
+
+
+def test_a_directory_that_cannot_hold_the_lease_is_one_paragraph(tmp_path):
+    (tmp_path / "a-file").write_text("not a directory")
+    storage = Storage.of(tmp_path / "a-file")
+    with pytest.raises(BadInput) as refused, SweepLock(storage, storage.local / "ci", [].append):
+        pass
+    assert str(refused.value).startswith(f"{tmp_path / 'a-file' / 'ci'}: the sweep's lease "
+                                         "cannot be written there (")
+    assert (tmp_path / "a-file").read_text() == "not a directory"
 
 
 def test_continue_command_keeps_storage_overrides_and_address():
