@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import os
-import shlex
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -100,12 +99,12 @@ def storage_option(where: str) -> str:
 def cmd_run(args: argparse.Namespace) -> int:
     from didray.analysis import print_summary
     from didray.config.load import load_sweep
-    from didray.sweep.driver import run_sweep
+    from didray.sweep.driver import continue_command, run_sweep
 
     sweep = load_sweep(args.file, args.overrides)
     if args.storage:
         sweep = sweep.model_copy(update={"storage": storage_option(args.storage)})
-    again = shlex.join(["didray", "run", args.file, *args.overrides, "--resume"])
+    again = continue_command(args.file, args.overrides, args.storage, args.address)
     try:
         sweep_dir = run_sweep(sweep, Path(args.file).read_text(), args.address, args.resume,
                               args.overrides, args.extend)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import time
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -203,6 +204,24 @@ class Storage:
             with open(file, "rb") as src, fs.open_output_stream(self.fs_path(file)) as out:
                 while block := src.read(CHUNK):
                     out.write(block)
+
+    def read_remote(self, path: Path) -> tuple[bytes, float] | None:
+        """(content, age in seconds by its modification time) of the remote file at the mirror
+        path `path`, None if there is none: how a driver reads another machine's lease."""
+        import pyarrow.fs
+
+        fs, _ = self._fs()
+        info = fs.get_file_info(self.fs_path(path))
+        if info.type != pyarrow.fs.FileType.File:
+            return None
+        with fs.open_input_stream(info.path) as src:
+            data = src.read()
+        return data, (time.time() - info.mtime.timestamp()) if info.mtime else 0.0
+
+    def delete(self, path: Path) -> None:
+        """Remove the remote file at the mirror path `path`."""
+        fs, _ = self._fs()
+        fs.delete_file(self.fs_path(path))
 
     def ensure(self, *paths: Path) -> None:
         """Pull each cache entry at `paths` that this machine's mirror lacks: a directory

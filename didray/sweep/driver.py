@@ -6,6 +6,7 @@ What it writes where: docs/design.md §3.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -23,6 +24,7 @@ from didray.files import TABLES, atomic_write
 from didray.metrics import TIMES, labels
 from didray.storage import Storage
 from didray.sweep import RAY_ENV, state
+from didray.sweep.lock import LOCK, SweepLock
 from didray.sweep.prepare import Caches, PreparedSweep, model_dtype, prepare
 from didray.sweep.progress import AXES, ResultsWriter, sealed
 from didray.sweep.results import read_parquet
@@ -209,14 +211,26 @@ def run_sweep(sweep: Sweep, source: str, address: str | None = None,
     storage.check()  # a storage it cannot write fails before Ray starts
     if resume or extend:  # before anything reads its Tune state
         state.check_private(storage.local / sweep.name)
-    started = start_ray(address)  # prepare samples pi_ref's responses on sampler actors
-    try:
-        with sigterm_as_interrupt():
-            check_resources(sweep, fixed=address is None)
-            return run_on_ray(sweep, source, resume, overrides, extend)
-    finally:
-        if started:
-            ray.shutdown()
+    # Taken before anything else: of two drivers started together, the second is refused
+    # however fast the first prepares (design §3.8).
+    with SweepLock(storage, storage.local / sweep.name, say):
+        started = start_ray(address)  # prepare samples pi_ref's responses on sampler actors
+        try:
+            with sigterm_as_interrupt():
+                check_resources(sweep, fixed=address is None)
+                return run_on_ray(sweep, source, resume, overrides, extend)
+        finally:
+            if started:
+                ray.shutdown()
+
+
+def continue_command(file: str, overrides: Sequence[str], storage: str | None,
+                     address: str | None) -> str:
+    """The shell command that continues this sweep: the same file, overrides, storage and
+    cluster, with --resume (without --storage it would start a new sweep elsewhere)."""
+    where = [*(["--storage", storage] if storage else []),
+             *(["--address", address] if address else [])]
+    return shlex.join(["didray", "run", file, *overrides, *where, "--resume"])
 
 
 @contextmanager
@@ -273,7 +287,9 @@ def mirror_results(storage: Storage, sweep_dir: Path) -> None:
     must not lend it rows. Tune's and Train's directories stay remote (Ray reads them)."""
     if not storage.remote:
         return
-    shutil.rmtree(sweep_dir, ignore_errors=True)
+    for entry in sweep_dir.iterdir():  # all but this driver's lease (didray.sweep.lock)
+        if entry.name != LOCK:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     storage.pull(*sealed(sweep_dir, *TABLES), sweep_dir / "manifest.json", sweep_dir / "evals")
 
 
