@@ -266,10 +266,15 @@ def reason(error: dict) -> str:
     return f"{text} (got {shown(error['input'])})" if error["type"] in SHOWS_INPUT else text
 
 
+def visible(text: str) -> str:
+    """`text` with what a terminal would act on (`\\e[2J`, NUL, line separators) escaped."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def typed(override: str) -> str:
-    """An override as a message names it: as typed, but a terminal escape (`\\e[2J`) escaped and a
-    5000-digit value shortened."""
-    text = override if override.isprintable() else repr(override)[1:-1]
+    """An override as a message names it: as typed, but escaped (`visible`) and a 5000-digit
+    value shortened."""
+    text = visible(override)
     return text if len(text) <= 80 else f"{text[:60]}... ({len(text):,} characters)"
 
 
@@ -313,7 +318,7 @@ def apply_overrides(data: dict, overrides: Sequence[str], source: str) -> dict:
         try:
             data = put(data, parse(key), override_value(value))
         except ValueError as err:  # a PathError or a bad value
-            raise SweepFileError(source, [f"{typed(text)}: {err}"]) from None
+            raise SweepFileError(source, [f"{typed(text)}: {visible(str(err))}"]) from None
     return data
 
 
