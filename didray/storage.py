@@ -23,6 +23,7 @@ from didray.files import INDEX, atomic_write, json_hash, seal_path
 # What pyarrow.fs.FileSystem.from_uri opens besides local paths.
 SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
 URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
+UNSET = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")  # what os.path.expandvars leaves: unset
 CHUNK = 8 << 20
 # Credentials pyarrow takes from a URI: a userinfo with a password (s3://KEY:SECRET@bucket,
 # abfs://account:KEY@container), any userinfo of s3 (its access key) and abfs's
@@ -63,17 +64,30 @@ def refuse_credentials(where: str) -> None:
             "AZURE_CLIENT_SECRET) and drop them from the URI")
 
 
-def check_location(where: str | Path) -> str:
-    """`where` as a storage location: a local path, or a URI of a scheme pyarrow opens
-    without credentials in it (ValueError otherwise). Nothing is opened: that needs the
-    network (`Storage.check`)."""
-    where = str(where)
-    refuse_credentials(where)
-    if where.startswith("file://"):
-        return where.removeprefix("file://")
+def check_location(where: object) -> str:
+    """`where` as a storage location: a local path, `~` and `$VARS` expanded, or a URI of a
+    scheme pyarrow opens, without credentials in it (ValueError otherwise). Nothing is
+    opened: that needs the network (`Storage.check`). Refused: no text (`storage: null` would
+    write to ./None), control characters (a NUL cannot be in a path), an unset variable, and
+    the filesystem's root, where the shared store would be /cache and every sweep a
+    top-level directory."""
+    if not isinstance(where, str | Path):
+        what = "null" if where is None else f"the {type(where).__name__} {str(where)[:40]}"
+        raise ValueError(f"must be a path or URI (text), not {what}")
+    given = str(where)
+    refuse_credentials(given)
+    if not given.strip():
+        raise ValueError("must be a path or URI, not empty")
+    if not given.isprintable():
+        raise ValueError(f"{given!r}: a path or URI has no unprintable characters")
+    where = os.path.expanduser(os.path.expandvars(given.removeprefix("file://")))
+    if unset := UNSET.search(where):
+        raise ValueError(f"{given!r}: the environment variable {unset.group(1)} is not set")
     if (match := URI.match(where)) and match.group(1).lower() not in SCHEMES:
-        raise ValueError(f"{where!r}: {match.group(1)}:// is not a storage didray can write; "
+        raise ValueError(f"{given!r}: {match.group(1)}:// is not a storage didray can write; "
                          f"use a local path or a URI of {', '.join(s + '://' for s in SCHEMES)}")
+    if not match and Path(os.path.abspath(where)).parent == Path(os.path.abspath(where)):
+        raise ValueError(f"{given!r} is the filesystem's root: give a directory for the results")
     return where
 
 

@@ -14,6 +14,9 @@ from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"  # used in paths and trial names
 SEED_MAX = 2**31 - 1  # numpy's and Ray's seeds are 32-bit
 MAX_TRIALS = 10_000
+# beta, tau and the sampling temperature divide log-ratios and scores: at 1e-300 or 1e308 they
+# are typos that train on inf and nan, not settings (docs/design.md §3.3).
+SCALE_MIN, SCALE_MAX = 1e-4, 10_000
 
 
 def refuse_bool(value: object) -> object:
@@ -58,6 +61,9 @@ IntOrNone = Annotated[int | None, BeforeValidator(refuse_bool)]
 Float = Annotated[float, AllowInfNan(False), BeforeValidator(refuse_bool)]
 Positive = Annotated[float, AllowInfNan(False), Gt(0), BeforeValidator(refuse_bool)]
 Seed = Annotated[int, Ge(0), Le(SEED_MAX), BeforeValidator(refuse_bool)]
+Scale = Annotated[float, AllowInfNan(False), Ge(SCALE_MIN), Le(SCALE_MAX),
+                  BeforeValidator(refuse_bool)]
+SCALE_RANGE = f"{SCALE_MIN:g} to {SCALE_MAX:,}"  # for the descriptions of Scale fields
 
 
 def count(default: int | None, limit: int, description: str) -> Any:

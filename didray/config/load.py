@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import get_args
 
@@ -23,6 +24,11 @@ from didray.errors import BadInput
 
 MAX_BYTES = 1 << 20  # sweep files are a few kB; this bounds what `validate` reads and parses
 MAX_DEPTH = 20  # sections nest 4 deep; deeper YAML would recurse until Python's stack gives out
+# The numbers YAML 1.1 (PyYAML) and YAML 1.2 read alike, `_` digit groups as Python reads them;
+# PyYAML's other integer forms (`010` octal, `0x10`, `0b10`, `1:30` base 60) are text in YAML
+# 1.2 and nothing a researcher means by `steps: 010` (docs/design.md §3.3).
+DECIMAL = re.compile(r"[-+]?(?:0|[1-9][0-9_]*)")
+YAML11_PREFIXES = {"0b": "binary", "0x": "hexadecimal", "0": "octal"}
 
 
 class SweepFileError(BadInput):
@@ -46,13 +52,40 @@ def shown(value: object) -> str:
     return text if len(text) <= 60 else f"{text[:50]}... ({len(text)} characters)"
 
 
+def yaml11_form(text: str) -> str | None:
+    """The YAML 1.1 number form of an int or float scalar that YAML 1.2 reads otherwise."""
+    digits = text.lstrip("+-")
+    if "." in digits:  # a float: only its base-60 form (`1:30.5`) is YAML 1.1's own
+        return "base-60" if ":" in digits else None
+    if DECIMAL.fullmatch(text):
+        return None
+    if ":" in digits:
+        return "base-60"
+    # PyYAML reads any other integer as one of these (`!!int abc` was refused before)
+    return next(name for prefix, name in YAML11_PREFIXES.items() if digits.startswith(prefix))
+
+
+def node_paths(node: yaml.Node, path: tuple = ()) -> Iterator[tuple[int, tuple]]:
+    """(id of a value node, its key path) for every node of a document: errors name the field."""
+    yield id(node), path
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            yield from node_paths(value, (*path, name))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from node_paths(item, (*path, i))
+
+
 class SweepLoader(yaml.SafeLoader):
     """Safe YAML refusing what a sweep file never needs and PyYAML gets wrong or crashes on:
     duplicate keys (YAML keeps the last silently), aliases (cycles, exponential expansion),
-    deep nesting; a scalar its tag cannot hold (`!!int abc`, `2024-02-30`) is an error at its
-    line instead of a Python exception out of the constructor."""
+    deep nesting, YAML 1.1's number forms (`1:30` is 90, `010` is 8); a scalar its tag cannot
+    hold (`!!int abc`, `2024-02-30`) is an error at its line, naming its field, instead of a
+    Python exception out of the constructor."""
 
     depth = 0
+    paths: dict[int, tuple] = {}  # noqa: RUF012 (replaced per document, never mutated)
 
     def compose_node(self, parent, index):
         event = self.peek_event()
@@ -74,14 +107,32 @@ class SweepLoader(yaml.SafeLoader):
             raise ScannerError("while scanning a quoted scalar", start_mark,
                                "an escape beyond U+10FFFF", self.get_mark()) from None
 
+    def construct_document(self, node):
+        self.paths = dict(node_paths(node))
+        return super().construct_document(node)
+
+    def refuse(self, node: yaml.Node, problem: str) -> ConstructorError:
+        path = dotted(self.paths.get(id(node), ()))
+        field = f"{path if path.isprintable() else repr(path)}: " if path else ""
+        return ConstructorError(None, None, f"{field}{problem}", node.start_mark)
+
     def construct_object(self, node, deep=False):
         try:
             return super().construct_object(node, deep)
         except (ValueError, KeyError, IndexError, AttributeError) as err:
             why = f" ({str(err).split(';')[0]})" if isinstance(err, ValueError) else ""
             kind = node.tag.rsplit(":", 1)[-1]
-            raise ConstructorError(None, None, f"{shown(node.value)} is not a valid {kind}{why}",
-                                   node.start_mark) from None
+            raise self.refuse(node, f"{shown(node.value)} is not a valid {kind}{why}") from None
+
+    def construct_yaml_number(self, node):
+        number = self.construct_yaml_int if node.tag.endswith(":int") else \
+            self.construct_yaml_float
+        value = number(node)  # a bad literal (`!!int abc`) is refused by construct_object
+        if form := yaml11_form(node.value.replace("_", "")):
+            raise self.refuse(node, f"{shown(node.value)} is read as {shown(value)} ({form}) by "
+                              "YAML 1.1 and as text by YAML 1.2: write the number in decimal, "
+                              "or quote the text")
+        return value
 
     def construct_mapping(self, node, deep=False):
         mapping = super().construct_mapping(node, deep)
@@ -94,6 +145,10 @@ class SweepLoader(yaml.SafeLoader):
                                            key_node.start_mark)
                 first[key] = key_node.start_mark
         return mapping
+
+
+for tag in ("int", "float"):
+    SweepLoader.add_constructor(f"tag:yaml.org,2002:{tag}", SweepLoader.construct_yaml_number)
 
 
 def where(text: str | bytes, index: int) -> str:
@@ -147,7 +202,7 @@ def field_path(loc: tuple) -> str:
 
 
 SHOWS_INPUT = ("greater_than", "greater_than_equal", "less_than_equal", "finite_number",
-               "invalid_key")
+               "invalid_key", "string_too_long")
 
 
 # TRL's DPOConfig names of `train` settings that mean what didray's do: accepted for them
@@ -216,7 +271,7 @@ def hint(loc: tuple) -> str:
 def reason(error: dict) -> str:
     """Pydantic's message, phrased as a rule where it has a plain one."""
     # Limits as the field descriptions state them: 100,000 and 16, not 100000 and 16.0.
-    ctx = {k: f"{v:,}" if isinstance(v, int) else f"{v:g}" if isinstance(v, float) else v
+    ctx = {k: f"{v:,}" if isinstance(v, int) else f"{v:,g}" if isinstance(v, float) else v
            for k, v in (error.get("ctx") or {}).items()}
     rules = {
         "greater_than": "must be > {gt}",
@@ -227,6 +282,7 @@ def reason(error: dict) -> str:
         "extra_forbidden": "unknown field (not in the schema)",
         "missing": "required field is missing",
         "too_short": "must have at least {min_length} item(s)",
+        "string_too_long": "must be at most {max_length} characters",
         "string_pattern_mismatch": "must match {pattern}",
     }
     rule = rules.get(error["type"])
@@ -236,13 +292,25 @@ def reason(error: dict) -> str:
     return f"{text} (got {shown(error['input'])})" if error["type"] in SHOWS_INPUT else text
 
 
+def visible(text: str) -> str:
+    """`text` with what a terminal would act on (`\\e[2J`, NUL, line separators) escaped."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
+def typed(override: str) -> str:
+    """An override as a message names it: as typed, but escaped (`visible`) and a 5000-digit
+    value shortened."""
+    text = visible(override)
+    return text if len(text) <= 80 else f"{text[:60]}... ({len(text):,} characters)"
+
+
 def blame(line_path: str, overrides: Sequence[str]) -> str:
     """The error's field path, or the override that set it (the last one wins, as they are
     applied): a bad value typed on the command line is named as typed."""
     for text in reversed(overrides):
         key = dotted(parse(text.partition("=")[0]))
         if line_path == key or line_path.startswith((f"{key}.", f"{key}[")):
-            return text
+            return typed(text)
     return line_path
 
 
@@ -261,7 +329,9 @@ def override_value(text: str) -> object:
         return yaml.load(text, SweepLoader)  # SweepLoader is a SafeLoader
     except yaml.YAMLError as err:
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise ValueError(f"not a YAML value ({problem})") from None
+        # A value the loader refused says why itself; YAML it cannot parse is named as such.
+        raise ValueError(problem if isinstance(err, ConstructorError)
+                         else f"not a YAML value ({problem})") from None
 
 
 # Search axes whose value is a list of values; an override may give one value for a
@@ -292,11 +362,11 @@ def apply_overrides(data: dict, overrides: Sequence[str], source: str) -> dict:
     for text in overrides:
         key, equals, value = text.partition("=")
         if not equals or not key.strip():
-            raise SweepFileError(source, [f"{text}: an override is key.path=value"])
+            raise SweepFileError(source, [f"{typed(text)}: an override is key.path=value"])
         try:
             data = put(data, *override_target(key, override_value(value)))
         except ValueError as err:  # a PathError or a bad value
-            raise SweepFileError(source, [f"{text}: {err}"]) from None
+            raise SweepFileError(source, [f"{typed(text)}: {visible(str(err))}"]) from None
     return data
 
 

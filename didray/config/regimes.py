@@ -7,7 +7,16 @@ from typing import Annotated, Literal, get_args
 from annotated_types import Gt, Lt
 from pydantic import AllowInfNan, BeforeValidator, Field, model_validator
 
-from didray.config.fields import NAME_PATTERN, Int, Positive, Strict, count, refuse_bool
+from didray.config.fields import (
+    NAME_PATTERN,
+    SCALE_RANGE,
+    Int,
+    Positive,
+    Scale,
+    Strict,
+    count,
+    refuse_bool,
+)
 
 
 class OffPolicy(Strict):
@@ -21,15 +30,17 @@ class Tilted(Strict):
     """A target pi_star = pi_ref * exp(score / tau), given by `tau` or by the data DID entropy
     H(q_{pi_star/pi_ref}) it should have (docs/design.md §5.4: the world solves for tau)."""
 
-    tau: Positive | None = Field(
-        None, description="temperature of pi_star; give tau, did_entropy or did_entropy_fraction")
+    tau: Scale | None = Field(
+        None, description=f"temperature of pi_star, {SCALE_RANGE}; give tau, did_entropy or "
+        "did_entropy_fraction")
     did_entropy: Positive | None = Field(
         None, description="the data DID entropy H(q_{pi_star/pi_ref}) to reach, in nats; the "
         "world solves for tau (toy: exactly; hf: on an SNIS estimate)")
     did_entropy_fraction: Annotated[float, AllowInfNan(False), Gt(0), Lt(1),
                                     BeforeValidator(refuse_bool)] | None = Field(
         None, description="the same as a fraction of log N, in (0, 1) (toy only)")
-    beta_data: Positive = Field(0.1, description="power-law exponent that builds the data")
+    beta_data: Scale = Field(
+        0.1, description=f"power-law exponent that builds the data, {SCALE_RANGE}")
     candidates: Int = count(
         32, 1024, "pi_ref candidates per pair for importance resampling of the tilted side")
 

@@ -11,15 +11,24 @@ from __future__ import annotations
 import math
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from didray.config.checks import SWEEP_RULES, TRAIN_RULES, first_problem, point_errors
 from didray.config.fields import (
     NAME_PATTERN,
+    SCALE_RANGE,
     Float,
     Int,
     IntOrNone,
     Positive,
+    Scale,
     Seed,
     Strict,
     amount,
@@ -171,7 +180,8 @@ class SamplerSettings(Strict):
     actors: Int = count(1, 256, "sampler actors in the pool")
     cpus_per_actor: Float = amount(1.0, 1024, "CPUs each actor reserves")
     gpus_per_actor: Float = amount(0.0, 16, "GPUs each actor reserves", zero=True)
-    temperature: Positive = Field(1.0, description="sampling temperature of pi_ref draws")
+    temperature: Scale = Field(
+        1.0, description=f"sampling temperature of pi_ref draws, {SCALE_RANGE}")
     max_tokens: Int = count(
         64, 32_768, "world: hf: longest sampled response (toy: its response length)")
 
@@ -179,7 +189,7 @@ class SamplerSettings(Strict):
 class Train(Strict):
     """The DPO loop run by each trial's Ray Train workers."""
 
-    lr: Positive = Field(1e-3, description="learning rate")
+    lr: Positive = Field(1e-3, le=10, description="learning rate, in (0, 10]")
     steps: Int = count(40, 100_000, "optimizer steps per trial")
     batch_size: Int = count(
         8, 8192, "pairs per optimizer step, over all workers; a multiple of "
@@ -333,10 +343,19 @@ class SweepSearch(Search):
 
 
 
+# What didray keeps under a storage beside the sweeps' directories (didray.sweep.prepare.Store).
+RESERVED_NAMES = ("cache",)
+# A directory name (at most 255 bytes) with room for what is named after it: `.tmp-<name>-*`
+# while it is written whole, Ray job ids.
+NAME_MAX = 128
+
+
 class Sweep(Strict):
     """A whole sweep file."""
 
-    name: str = Field(pattern=NAME_PATTERN, description="results go to <storage>/<name>/")
+    name: str = Field(
+        pattern=NAME_PATTERN, max_length=NAME_MAX, description="results go to "
+        f"<storage>/<name>/; at most {NAME_MAX} characters, not {' or '.join(RESERVED_NAMES)}")
     world: Literal["toy", "hf"] = Field("toy", description="where policies live")
     storage: Annotated[str, BeforeValidator(check_location)] = Field(
         "results", description="results root: a local directory, or a URI pyarrow opens "
@@ -352,6 +371,14 @@ class Sweep(Strict):
                                      description="sampler actors")
     tracking: Tracking = Field(default_factory=Tracking,
                                description="experiment trackers (MLflow, W&B)")
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, name: str) -> str:
+        if name.lower() in RESERVED_NAMES:  # lower: macOS and Windows fold case
+            raise ValueError(f"`{name}` is reserved: <storage>/{name}/ is the store the sweeps "
+                             "under a storage share; choose another name")
+        return name
 
     @model_validator(mode="after")
     def _rules(self) -> Sweep:

@@ -27,10 +27,12 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from didray.config.fields import (
     MAX_TRIALS,
+    SCALE_RANGE,
     Float,
     Int,
     IntOrNone,
     Positive,
+    Scale,
     Seed,
     Strict,
     count,
@@ -175,10 +177,10 @@ class Search(Strict):
     sections: ClassVar[dict[str, type[BaseModel]]] = {}
 
     mode: Literal["grid", "random"] = Field("grid", description="grid or random search")
-    beta: Annotated[list[Positive], AfterValidator(distinct)] = Field(
-        min_length=1, description="training betas, distinct")
+    beta: Annotated[list[Scale], AfterValidator(distinct)] = Field(
+        min_length=1, description=f"training betas, distinct, each {SCALE_RANGE}")
     regime: Annotated[list[str], AfterValidator(distinct)] | None = Field(
-        None, description="regime names, distinct (default: all regimes)")
+        None, min_length=1, description="regime names, distinct (default: all regimes)")
     seed: Annotated[list[Seed], AfterValidator(distinct)] = Field(
         [0], min_length=1, description="training seeds, distinct (each 0 to 2,147,483,647)")
     num_samples: Int = count(1, MAX_TRIALS, "random mode: trials drawn")

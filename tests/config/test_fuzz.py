@@ -1,4 +1,5 @@
-"""Property: `didray validate` on any mutation of a sweep file exits 0 or 2 and never raises.
+"""Property: `didray validate` on any mutation of a sweep file, or with any `key.path=value`
+overrides, exits 0 or 2 and never raises.
 
 Documents are the shipped sweeps/*.yaml, mutated through their fields (drop, add, swap types,
 and out-of-bounds numbers taken from the schema's own JSON schema), then as YAML text (tags,
@@ -190,10 +191,10 @@ def mutate_text(raw: bytes, data) -> tuple[bytes, list[str]]:
     return "\n".join(lines).encode(), expected
 
 
-def validate(path: Path) -> tuple[int, str, str]:
+def validate(path: Path, overrides: list[str] = ()) -> tuple[int, str, str]:
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(["validate", str(path)])
+        code = main(["validate", str(path), *overrides])
     return code, out.getvalue(), err.getvalue()
 
 
@@ -228,5 +229,59 @@ def test_validate_exits_0_or_2_and_names_the_problem(sweep_file, base, data):
     assert head == f"{sweep_file}: {len(lines)} error(s)"  # one paragraph, a line per error
     assert lines and all(line.startswith("  ") and line.strip() for line in lines)
     event("error named" if expected else "error unchecked")
+    for needle in expected:
+        assert needle in err, (needle, err)
+
+
+# Override values: what a shell passes, control characters and extreme numbers included, and
+# the YAML 1.1 forms and bad tags whose error is certain: (text, what the error says).
+KEY_PATHS = sorted({dotted(path) for doc in SWEEPS for path in positions(doc)})
+CERTAIN = [*NASTY[:-2], ("1:30", "'1:30' is read as 90 (base-60) by YAML 1.1"),
+           ("010", "'010' is read as 8 (octal)"), ("-0x10", "'-0x10' is read as -16 (hex"),
+           ("0b11", "'0b11' is read as 3 (binary)"), ("1:0.5", "'1:0.5' is read as 60.5"),
+           ("9" * 5000, "is not a valid int (Exceeds the limit (4300 digits)")]
+EXTREME = ["1e308", "-1e308", "1.0e+309", "1e-300", "4.9e-324", "-0.0", ".nan", "-.inf",
+           str(2**63), str(-(2**64)), "0x" + "f" * 600, "[1e308, 1e-300]"]
+raw_text = st.text(st.characters(max_codepoint=0x2FFF, blacklist_categories=("Cs",)),
+                   max_size=12)  # C0 and C1 controls, NUL, line separators, escapes
+override_values = st.one_of(
+    st.sampled_from(EXTREME), raw_text, st.integers().map(str), st.floats().map(repr),
+    values.map(lambda v: yaml.dump(v, Dumper=NoAliases, default_flow_style=True,
+                                   width=math.inf).removesuffix("\n...\n").strip()))
+override_keys = st.one_of(st.sampled_from(KEY_PATHS), st.sampled_from(FIELDS), raw_text)
+
+
+def printable(text: str) -> bool:
+    """No character a terminal would act on (str.splitlines would split at some): a message
+    shows them escaped."""
+    return all(line.isprintable() for line in text.split("\n"))
+
+
+@settings(max_examples=300, deadline=None, phases=set(Phase) - {Phase.explain})
+@given(base=st.sampled_from(SWEEPS), data=st.data())
+def test_overrides_exit_0_or_2_and_name_the_problem(sweep_file, base, data):
+    sweep_file.write_text(yaml.dump(base, Dumper=NoAliases, sort_keys=False, width=math.inf))
+    overrides = [f"{data.draw(override_keys)}={data.draw(override_values)}"
+                 for _ in range(data.draw(st.integers(0, 3), label="overrides"))]
+    expected = []
+    if data.draw(st.booleans(), label="certain error first"):
+        value, says = data.draw(st.sampled_from(CERTAIN))
+        overrides.insert(0, f"{data.draw(st.sampled_from(KEY_PATHS))}={value}")
+        expected = [says]
+
+    code, out, err = validate(sweep_file, overrides)
+
+    assert code in (0, 2)
+    event(f"exit {code}")
+    if code == 0:
+        assert expected == [] and err == ""
+        return
+    assert printable(err), err
+    if any(o.startswith("-") for o in overrides) and err.startswith("didray: "):
+        assert err.count("\n") == 1  # argparse took it for an option: a usage error's line
+        return
+    head, *lines = err.splitlines()
+    assert head == f"{sweep_file}: {len(lines)} error(s)"
+    assert lines and all(line.startswith("  ") and line.strip() for line in lines)
     for needle in expected:
         assert needle in err, (needle, err)

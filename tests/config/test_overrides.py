@@ -52,8 +52,8 @@ def test_the_last_override_of_a_key_wins():
     ("overrides", "line"),
     [
         (["train.lr=abc"], "train.lr=abc: Input should be a valid number"),
-        (["regimes[1].tau=-1"], "regimes[1].tau=-1: must be > 0 (got -1)"),
-        (["regimes.1.tau=-1"], "regimes.1.tau=-1: must be > 0 (got -1)"),
+        (["regimes[1].tau=-1"], "regimes[1].tau=-1: must be >= 0.0001 (got -1)"),
+        (["regimes.1.tau=-1"], "regimes.1.tau=-1: must be >= 0.0001 (got -1)"),
         (["search.seed=[0,0]"], "search.seed=[0,0]: values must be distinct"),
         (["train.lr=[1,"], "train.lr=[1,: not a YAML value"),
         (["regimes[5].tau=1"], "regimes[5].tau=1: list index out of range"),

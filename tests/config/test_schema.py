@@ -27,7 +27,7 @@ def test_toy_default_has_three_betas_and_two_regimes():
 @pytest.mark.parametrize(
     ("path", "value", "expected"),
     [
-        ("search.beta", [0.1, 0.2, -1], "search.beta[2]: must be > 0 (got -1)"),
+        ("search.beta", [0.1, 0.2, -1], "search.beta[2]: must be >= 0.0001 (got -1)"),
         ("train.lrr", 0.1, "train.lrr: unknown field (not in the schema)"),
         # unknown fields: the nearest valid name of their section, or TRL's name pointed to ours
         ("train.step", 6, "train.step: unknown field (not in the schema); did you mean `steps`?"),
@@ -49,7 +49,7 @@ def test_toy_default_has_three_betas_and_two_regimes():
                                       "steps (didray has no epochs)"),
         ("train.beta", 0.1, "train.beta: unknown field (not in the schema); TRL's `beta`: the "
                             "training beta is a search axis, `search.beta`"),
-        ("regimes.1.tau", 0, "regimes[1].tau: must be > 0 (got 0)"),
+        ("regimes.1.tau", 0, "regimes[1].tau: must be >= 0.0001 (got 0)"),
         ("regimes.0.kind", "nope", "regimes[0]: Input tag 'nope'"),
         ("train.optimizer", "lion", "train.optimizer: Input should be 'adamw' or 'sgd'"),
         ("name", "a b", "name: must match"),
@@ -185,7 +185,7 @@ def test_a_refused_search_key_hides_no_other_search_error():
     """An unknown key and a prepared setting under `search` are named beside the bad beta
     (a hypothesis find: the unknown key used to stop the search's validation)."""
     errors = errors_of(swept(beta=[-1], bogus=1, **{"data.pairs_per_prompt": [4, 8]}))
-    assert errors == ["search.beta[0]: must be > 0 (got -1)",
+    assert errors == ["search.beta[0]: must be >= 0.0001 (got -1)",
                       "search: unknown field `bogus` (not in the schema)",
                       "search: `data.pairs_per_prompt` cannot be a search axis: it is read "
                       "while the regime datasets, reference caches and evaluation data are "
@@ -208,7 +208,7 @@ def test_validate_cli_exit_codes(tmp_path, capsys):
     bad.write_text(yaml.safe_dump(with_("search.beta", [0.1, 0.2, -1])))
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "search.beta[2]: must be > 0 (got -1)" in err
+    assert "search.beta[2]: must be >= 0.0001 (got -1)" in err
     assert "Traceback" not in err
 
 
