@@ -1,8 +1,12 @@
 """Fixtures shared by the test modules (registered by tests/conftest.py)."""
 
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import pyarrow.fs as pafs
 import pytest
 import ray
 import torch
@@ -59,3 +63,30 @@ def tiny_llama(tmp_path_factory) -> Path:
     torch.manual_seed(0)
     return save_plain(LlamaForCausalLM, tmp_path_factory.mktemp("tiny"))
 
+
+@pytest.fixture
+def s3(tmp_path, monkeypatch):
+    """(storage URI, pyarrow filesystem) of an empty bucket on a loopback moto server."""
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
+                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    # Inherited by `didray run` and its Ray workers, as credentials on a cluster would be.
+    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                       "AWS_DEFAULT_REGION": "us-east-1",
+                       "DIDRAY_MIRROR": str(tmp_path / "mirror")}.items():
+        monkeypatch.setenv(key, value)
+    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http",
+                           access_key="test", secret_key="test", region="us-east-1",
+                           allow_bucket_creation=True)
+    fs.create_dir("didray")
+    try:
+        yield f"s3://didray/results?endpoint_override=127.0.0.1:{port}&scheme=http", fs
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

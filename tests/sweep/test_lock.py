@@ -21,9 +21,6 @@ from didray.storage import Storage
 from didray.sweep import lock
 from didray.sweep.driver import continue_command
 from didray.sweep.lock import LOCK, STALE_AFTER_S, SweepBusy, SweepLock
-from sweep import test_storage_uri
-
-s3 = test_storage_uri.s3  # the loopback S3 server's fixture
 
 
 def dead_pid() -> int:

@@ -9,14 +9,9 @@ About building caches too (their entries must reach the bucket): it starts from 
 import io
 import json
 import shutil
-import socket
-import subprocess
-import sys
-import time
 
 import polars as pl
 import pyarrow.fs as pafs
-import pytest
 import torch
 from support.fixtures import free_port
 from support.sweeps import ROOT, assert_same_results, run_cli
@@ -25,34 +20,6 @@ from didray.analysis import load
 from didray.analysis.load import mirrored
 from didray.analysis.policy import load_policy
 from didray.cli import main
-
-
-@pytest.fixture
-def s3(tmp_path, monkeypatch):
-    """(storage URI, pyarrow filesystem) of an empty bucket on a loopback moto server."""
-    port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p",
-                               str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    # Inherited by `didray run` and its Ray workers, as credentials on a cluster would be.
-    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                       "AWS_DEFAULT_REGION": "us-east-1",
-                       "DIDRAY_MIRROR": str(tmp_path / "mirror")}.items():
-        monkeypatch.setenv(key, value)
-    fs = pafs.S3FileSystem(endpoint_override=f"127.0.0.1:{port}", scheme="http",
-                           access_key="test", secret_key="test", region="us-east-1",
-                           allow_bucket_creation=True)
-    fs.create_dir("didray")
-    try:
-        yield f"s3://didray/results?endpoint_override=127.0.0.1:{port}&scheme=http", fs
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 def remote_files(fs, prefix: str) -> set[str]:
