@@ -7,7 +7,6 @@ import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import polars as pl
 
@@ -74,11 +73,11 @@ def cmd_theory(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from didray.config.load import load_sweep
+    from didray.examples import load
     from didray.preflight import trackers_ready
     from didray.storage import Storage
 
-    sweep = load_sweep(args.file, args.overrides)
+    _, sweep = load(args.file, args.overrides)  # a path, or a shipped example's name
     Storage.of(sweep.storage).check()  # a URI it cannot open is refused here, not mid-sweep
     trackers_ready(sweep)  # a tracker that would fail after prepare is refused here
     given = f" with {' '.join(args.overrides)}" if args.overrides else ""
@@ -98,15 +97,15 @@ def storage_option(where: str) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from didray.analysis import print_summary
-    from didray.config.load import load_sweep
+    from didray.examples import load
     from didray.sweep.driver import continue_command, run_sweep
 
-    sweep = load_sweep(args.file, args.overrides)
+    file, sweep = load(args.file, args.overrides)  # a path, or a shipped example's name
     if args.storage:
         sweep = sweep.model_copy(update={"storage": storage_option(args.storage)})
     again = continue_command(args.file, args.overrides, args.storage, args.address)
     try:
-        sweep_dir = run_sweep(sweep, Path(args.file).read_text(), args.address, args.resume,
+        sweep_dir = run_sweep(sweep, file.read_text(), args.address, args.resume,
                               args.overrides, args.extend)
     except KeyboardInterrupt:
         print(f"didray: interrupted; what was written is kept, continue with `{again}`",
@@ -122,6 +121,9 @@ def cmd_run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 130
     return 0 if table["failed"].sum() == 0 else 1
+
+
+SWEEP_FILE_HELP = "a sweep file, or a shipped example sweep by name (toy, did-claims, ...)"
 
 
 def build_parser() -> Parser:
@@ -148,12 +150,12 @@ def build_parser() -> Parser:
     theory.set_defaults(func=cmd_theory)
 
     validate = sub.add_parser("validate", help="check a sweep file; exit 2 listing every error")
-    validate.add_argument("file")
+    validate.add_argument("file", help=SWEEP_FILE_HELP)
     add_overrides(validate)
     validate.set_defaults(func=cmd_validate)
 
     run = sub.add_parser("run", help="run a sweep on Ray (embedded local Ray by default)")
-    run.add_argument("file")
+    run.add_argument("file", help=SWEEP_FILE_HELP)
     add_overrides(run)
     run.add_argument("--address", help="Ray cluster to join, e.g. ray://HEAD:10001 or auto")
     continued = run.add_mutually_exclusive_group()

@@ -11,9 +11,11 @@ The address is the Ray dashboard's URL (port 8265 by default), as for `ray job s
 commands default to the RAY_ADDRESS environment variable. A bare `HOST:PORT` means
 `http://HOST:PORT`.
 
-Token authentication (Ray >= 2.52): when RAY_AUTH_MODE=token, requests carry the token that
-Ray itself would use: RAY_AUTH_TOKEN, else the file named by RAY_AUTH_TOKEN_PATH, else
-~/.ray/auth_token (`ray get-auth-token` prints a cluster's token on its head node).
+Token authentication (Ray >= 2.52; on by default since 2.59 only for a cluster that a local
+`ray.init()` starts, announced for every cluster from 2.61): when RAY_AUTH_MODE=token, requests
+carry the token that Ray itself would use: RAY_AUTH_TOKEN, else the file named by
+RAY_AUTH_TOKEN_PATH, else ~/.ray/auth_token (`ray get-auth-token` prints a cluster's token on
+its head node).
 Unreachable dashboards and refused tokens raise `BadInput`, so the CLI exits 2 with one
 paragraph saying what to check.
 """

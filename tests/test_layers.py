@@ -20,7 +20,7 @@ RANKS = {
     "files": 1,
     "storage": 2,
     "config": 3,
-    "worlds": 4, "preflight": 4,
+    "worlds": 4, "examples": 4, "preflight": 4,
     "sampling": 5, "theory": 5,
     "data": 6, "eval": 6,
     "train": 7,
