@@ -199,9 +199,10 @@ def sealed_write(path: Path, write: Callable[[str], object]) -> None:
     _write_seal(path, [size_and_sha256(path)])
 
 
-def file_damage(path: Path, unsealed_ok: bool = False) -> str | None:
-    """Why the file `path` differs from what `sealed_write` wrote, or None. A file without a
-    seal is damage unless `unsealed_ok` (results of a sweep that sealed nothing).
+def file_damage(path: Path, unsealed_ok: bool = False, data: bytes | None = None) -> str | None:
+    """Why the file `path` (or `data`, its bytes as already read) differs from what
+    `sealed_write` wrote, or None. A file without a seal is damage unless `unsealed_ok`
+    (results of a sweep that sealed nothing).
 
     A writer may replace the file while this reads it (a running sweep rewrites its tables):
     the seal is read before and after hashing, and the file counts as intact if either
@@ -210,9 +211,10 @@ def file_damage(path: Path, unsealed_ok: bool = False) -> str | None:
         before = _read_seal(path)
         if before is None:
             return None if unsealed_ok else f"{path.name} has no readable {seal_path(path).name}"
-        if not path.is_file():
+        if data is None and not path.is_file():
             return f"{path.name} is missing"
-        actual = size_and_sha256(path)
+        actual = (size_and_sha256(path) if data is None
+                  else [len(data), hashlib.sha256(data).hexdigest()])
         after = _read_seal(path) or []
         if actual in before + after:
             return None
@@ -230,10 +232,19 @@ def has_seals(directory: Path) -> bool:
                for d in (directory, directory / "steps", directory / "evals"))
 
 
-def check_sealed(path: Path, sealed: bool) -> None:
-    """BadInput naming `path` when it differs from what didray wrote (a flipped byte can
-    decode to a plausible, wrong number), or has no seal where the sweep is `sealed`; a file
-    of a sweep that sealed nothing (an older didray) passes."""
-    if problem := file_damage(path, unsealed_ok=not sealed):
+def read_sealed(path: Path, sealed: bool) -> bytes:
+    """The bytes of `path`, read once and checked by `check_sealed`: what the caller parses is
+    what was checked, even if a writer replaces the file meanwhile (a reader that checked the
+    file, then opened it again, could read one version's footer with another's pages)."""
+    data = path.read_bytes()
+    check_sealed(path, sealed, data)
+    return data
+
+
+def check_sealed(path: Path, sealed: bool, data: bytes | None = None) -> None:
+    """BadInput naming `path` (or its bytes `data`) when it differs from what didray wrote (a
+    flipped byte can decode to a plausible, wrong number), or has no seal where the sweep is
+    `sealed`; a file of a sweep that sealed nothing (an older didray) passes."""
+    if problem := file_damage(path, unsealed_ok=not sealed, data=data):
         raise BadInput(f"{path}: changed after didray wrote it ({problem}); the file is "
                        "corrupt: restore it and its seal from a copy of the sweep")

@@ -9,6 +9,7 @@ by a `sweep` column holding the directory name.
 
 from __future__ import annotations
 
+import io
 import shutil
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ import polars as pl
 
 from didray import metrics
 from didray.errors import BadInput
-from didray.files import TABLES, check_sealed, has_seals, manifest_json, seal_path
+from didray.files import TABLES, has_seals, manifest_json, read_sealed, seal_path
 from didray.storage import Storage, is_uri
 
 DTYPES = {"float": pl.Float64(), "int": pl.Int64(), "str": pl.String()}
@@ -120,17 +121,14 @@ def _evals(trials: pl.LazyFrame, estimates: pl.LazyFrame | None) -> pl.LazyFrame
     return pl.concat(frames, how="diagonal_relaxed")
 
 
-def _check_parquet(path: Path, sealed: bool) -> None:
-    """Check the file against its seal (a flipped byte can read as a plausible wrong value;
-    in a `sealed` sweep a missing seal is damage, §3.3), then read it now so a truncated or
-    foreign file fails here, named, not mid-query: the footer of a sealed file, every page of
-    an unsealed one (an older sweep's), whose damage only decoding can find."""
-    check_sealed(path, sealed)
+def _read_parquet(path: Path, sealed: bool) -> pl.DataFrame:
+    """The table, its bytes read once and checked against its seal (a flipped byte can read
+    as a plausible wrong value; in a `sealed` sweep a missing seal is damage, §3.3), then
+    decoded from those same bytes: a sweep rewriting the file meanwhile cannot mix two
+    versions, and a truncated or foreign file fails here, named, not mid-query."""
+    data = read_sealed(path, sealed)
     try:
-        if sealed:
-            pl.read_parquet_schema(path)
-        else:
-            pl.read_parquet(path)
+        return pl.read_parquet(io.BytesIO(data))
     except (pl.exceptions.PolarsError, OSError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise BadInput(f"{path}: not a readable Parquet file ({reason})") from None
@@ -138,8 +136,8 @@ def _check_parquet(path: Path, sealed: bool) -> None:
 
 def _scan(path: Path, schema: Mapping[str, pl.DataType], sweep: str, sealed: bool
           ) -> pl.LazyFrame:
-    _check_parquet(path, sealed)
-    return conform(pl.scan_parquet(path).with_columns(sweep=pl.lit(sweep)), schema)
+    frame = _read_parquet(path, sealed).lazy()
+    return conform(frame.with_columns(sweep=pl.lit(sweep)), schema)
 
 
 def mirrored(uri: str) -> Path:

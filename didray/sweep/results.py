@@ -3,11 +3,12 @@ sha256 (`didray.files.sealed_write`), so a reader can tell a damaged file from a
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import polars as pl
 
-from didray.files import check_sealed, has_seals, sealed_write
+from didray.files import has_seals, read_sealed, sealed_write
 
 
 def write_parquet(frame: pl.DataFrame, path: Path) -> None:
@@ -17,8 +18,7 @@ def write_parquet(frame: pl.DataFrame, path: Path) -> None:
 def read_parquet(path: Path, sweep_dir: Path) -> pl.DataFrame:
     """A results table of the sweep in `sweep_dir`, refused (BadInput) if it no longer
     matches its seal, or has none while the sweep's other tables do."""
-    check_sealed(path, has_seals(sweep_dir))
-    return pl.read_parquet(path)
+    return pl.read_parquet(io.BytesIO(read_sealed(path, has_seals(sweep_dir))))
 
 
 def rows_frame(rows: list[dict]) -> pl.DataFrame:

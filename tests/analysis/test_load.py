@@ -1,12 +1,14 @@
 """Loading results directories: declared schemas, several sweeps, and bad input named."""
 
+import threading
+
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
 from didray.analysis.load import EVALS_SCHEMA, STEPS_SCHEMA, TRIALS_SCHEMA, load
 from didray.errors import BadInput
-from didray.files import seal_path
+from didray.files import seal_path, sealed_write
 
 
 def test_every_frame_has_its_declared_schema(sweep_dir):
@@ -179,3 +181,29 @@ def test_an_undecodable_table_of_an_unsealed_sweep_is_named_not_a_traceback(seal
 
 
 ZSTD_MAGIC = bytes.fromhex("28b52ffd")  # the first zstd frame: a page polars compressed
+
+
+def test_a_table_rewritten_while_it_is_read_loads_whole(sealed_sweep_dir):
+    """A running sweep replaces its tables (sealed_write) while `didray analyze` reads them:
+    every load sees one whole version, never one version's footer with another's pages (the
+    reader used to check the file, then open it again lazily: 'Invalid thrift' and polars
+    panics, 1 of 59 analyze calls during an --extend)."""
+    path = sealed_sweep_dir / "trials.parquet"
+    versions = [pl.read_parquet(path)]
+    versions.append(pl.concat([versions[0]] * 40))  # a larger file: a mixed read cannot parse
+    done = threading.Event()
+
+    def rewrite():
+        i = 0
+        while not done.is_set():
+            sealed_write(path, versions[i % 2].write_parquet)
+            i += 1
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        heights = {load(sealed_sweep_dir).trials.collect().height for _ in range(60)}
+    finally:
+        done.set()
+        writer.join()
+    assert heights <= {versions[0].height, versions[1].height}
