@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass
 from fnmatch import fnmatch
@@ -25,6 +26,7 @@ SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
 URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 UNSET = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")  # what os.path.expandvars leaves: unset
 CHUNK = 8 << 20
+PROBE_TIMEOUT_S = 10.0  # how long `check` waits for a remote storage to answer
 # Credentials pyarrow takes from a URI: a userinfo with a password (s3://KEY:SECRET@bucket,
 # abfs://account:KEY@container), any userinfo of s3 (its access key) and abfs's
 # ?client_secret=. The password runs to the last @ (an unencoded / or @ in a secret key is
@@ -150,19 +152,36 @@ class Storage:
         """Ray's (storage_path, storage_filesystem) for the mirror path `path`."""
         return (self.fs_path(path), self._fs()[0]) if self.remote else (str(path), None)
 
-    def check(self) -> None:
-        """Refuse, in one paragraph, a remote storage that cannot be opened or listed."""
+    def check(self, timeout_s: float | None = None) -> None:
+        """Refuse, in one paragraph, a remote storage that cannot be opened or listed, or does
+        not answer within `timeout_s` (PROBE_TIMEOUT_S): pyarrow waits on an unreachable
+        service (a gs:// URI offline hung `validate` past 300 s). The probe runs in a daemon
+        thread, abandoned if it does not answer: pyarrow cannot cancel it."""
         if not self.remote:
             return
+        outcome: list = []
+        probe = threading.Thread(target=lambda: outcome.append(self._probe()), daemon=True)
+        probe.start()
+        wait = PROBE_TIMEOUT_S if timeout_s is None else timeout_s
+        probe.join(wait)
+        if not outcome:
+            outcome.append(f"no answer within {wait:g} s: is this machine offline, or the "
+                           "endpoint wrong?")
+        if outcome[0] is not None:
+            raise BadInput(
+                f"storage {self.uri!r} cannot be opened ({outcome[0]}); check "
+                "the URI, the network, the credentials in the environment (AWS_*, GOOGLE_"
+                "APPLICATION_CREDENTIALS, AZURE_*) and, for S3-compatible servers, "
+                "?endpoint_override=HOST:PORT&scheme=http")
+
+    def _probe(self) -> str | None:
+        """Why the remote storage cannot be listed, or None."""
         try:
             fs, root = self._fs()
             fs.get_file_info(root)
         except (OSError, ValueError) as err:
-            raise BadInput(
-                f"storage {self.uri!r} cannot be opened ({str(err).splitlines()[0]}); check "
-                "the URI, the credentials in the environment (AWS_*, GOOGLE_APPLICATION_"
-                "CREDENTIALS, AZURE_*) and, for S3-compatible servers, "
-                "?endpoint_override=HOST:PORT&scheme=http") from None
+            return str(err).splitlines()[0]
+        return None
 
     def exists(self, path: Path) -> bool:
         if not self.remote:

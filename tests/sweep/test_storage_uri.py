@@ -9,6 +9,8 @@ About building caches too (their entries must reach the bucket): it starts from 
 import io
 import json
 import shutil
+import socket
+import time
 
 import polars as pl
 import pyarrow.fs as pafs
@@ -87,3 +89,24 @@ def test_a_storage_that_cannot_be_opened_is_refused_before_anything_runs(tmp_pat
     assert main(["validate", str(ROOT / "sweeps/ci.yaml"), f"storage={uri}"]) == 2
     err = capsys.readouterr().err
     assert f"storage {uri!r} cannot be opened" in err and "endpoint_override" in err
+
+
+def test_a_storage_that_never_answers_is_refused_within_the_probe_timeout(monkeypatch,
+                                                                          capsys):
+    """A server that accepts the connection and never replies (as an offline gs:// did: the
+    probe waited past 300 s) is refused once PROBE_TIMEOUT_S has passed, in one paragraph."""
+    import didray.storage
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test")
+    monkeypatch.setattr(didray.storage, "PROBE_TIMEOUT_S", 1.0)
+    silent = socket.create_server(("127.0.0.1", 0))  # listens, never reads nor answers
+    port = silent.getsockname()[1]
+    uri = f"s3://didray/results?endpoint_override=127.0.0.1:{port}&scheme=http"
+    started = time.monotonic()
+    try:
+        assert main(["validate", str(ROOT / "sweeps/ci.yaml"), f"storage={uri}"]) == 2
+    finally:
+        silent.close()
+    assert time.monotonic() - started < 5
+    assert "cannot be opened (no answer within 1 s" in capsys.readouterr().err
