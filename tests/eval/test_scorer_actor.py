@@ -47,20 +47,22 @@ def scored_sweep(tmp_path_factory):
     tokenizer.chat_template = RM_TEMPLATE
     torch.manual_seed(0)
     save_plain(LlamaForSequenceClassification, root / "rm", tokenizer, num_labels=1)
-    (root / "prefs.jsonl").write_text("".join(
-        json.dumps({"prompt": p.text, "chosen": "red", "rejected": "blue"}) + "\n"
-        for p in WORLD.prompts))
+    (root / "prefs").mkdir()  # the training split, and held-out prompts to evaluate on
+    for split, prompts in (("train", WORLD.prompts), ("test", WORLD.heldout_prompts[:2])):
+        (root / "prefs" / f"{split}.jsonl").write_text("".join(
+            json.dumps({"prompt": p.text, "chosen": "red", "rejected": "blue"}) + "\n"
+            for p in prompts))
     sweep = {
         "name": "scored", "world": "hf", "storage": str(root),
         "model": {"hf": {"path": str(root / "model")}},
-        "data": {"source": str(root / "prefs.jsonl"), "pairs_per_prompt": 1},
+        "data": {"source": str(root / "prefs"), "pairs_per_prompt": 1},
         "regimes": [{"kind": "offpolicy", "name": "given"}],
         "sampler": {"backend": "transformers", "max_tokens": 4},
         "train": {"steps": 2, "batch_size": 2, "max_prompt_tokens": 24,
                   "max_response_tokens": 5, "report_every": 2, "checkpoint_every": 2},
         "search": {"beta": [0.1, 0.5]},
         "scaling": {"workers_per_trial": 1, "cpus_per_worker": 1, "max_concurrent_trials": 2},
-        "eval": {"did_samples": 2, "bootstrap": 10,
+        "eval": {"split": "test", "did_samples": 2, "bootstrap": 10,
                  "scorer": {"kind": "reward_model", "path": str(root / "rm"),
                             "dtype": "bfloat16"}},
     }
