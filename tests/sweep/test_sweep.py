@@ -4,6 +4,7 @@ resumes, moves, lost trainers, DDP. They start from the CI sweep's warm cache (s
 
 import json
 import math
+import shlex
 import shutil
 import signal
 from pathlib import Path
@@ -25,6 +26,7 @@ from support.sweeps import (
 )
 
 from didray.cli import main
+from didray.sweep.lock import LOCK
 
 
 def test_rerun_without_resume_is_refused_and_keeps_results(ci_sweep, capsys):
@@ -116,12 +118,18 @@ def test_driver_killed_in_final_evaluation_resumes_to_the_uninterrupted_results(
     assert_same_results(tmp_path / "ci", clean)
 
 
-def test_sigterm_stops_the_sweep_and_its_ray_then_resume_finishes(warm_cache, tmp_path):
-    args = one_trial_sweep(warm(tmp_path, warm_cache))
+def test_sigterm_stops_the_sweep_and_its_ray_then_its_hint_finishes(warm_cache, tmp_path):
+    """SIGTERM: exit 130, no Ray process left, the driver's lease released, and the printed
+    command, followed as printed, continues this sweep (its storage and overrides kept)."""
+    args = [*one_trial_sweep(warm(tmp_path, warm_cache)), "train.lr=0.01"]
     code, log, leftovers = run_cli(args, kill_after="step 2/6", kill=lambda p: p.terminate())
     assert code == 130, log
     assert leftovers == [], leftovers
-    code, log, _ = run_cli([*args, "--resume"])
+    assert not (tmp_path / "ci" / LOCK).exists()
+    hint = shlex.split(log.split("continue with `")[1].split("`")[0])
+    assert hint == ["didray", "run", args[1], "train.lr=0.01", "--storage", str(tmp_path),
+                    "--resume"]
+    code, log, _ = run_cli(hint[1:])
     assert code == 0, log
     trials = pl.read_parquet(tmp_path / "ci" / "trials.parquet")
     assert trials["status"].to_list() == ["TERMINATED"] and trials["step"].to_list() == [6]
