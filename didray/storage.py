@@ -23,6 +23,7 @@ from didray.files import INDEX, atomic_write, json_hash, seal_path
 
 # What pyarrow.fs.FileSystem.from_uri opens besides local paths.
 SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
+BUCKETED = ("s3", "gs", "gcs")  # object stores whose path starts with a bucket
 URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 UNSET = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")  # what os.path.expandvars leaves: unset
 CHUNK = 8 << 20
@@ -175,10 +176,18 @@ class Storage:
                 "?endpoint_override=HOST:PORT&scheme=http")
 
     def _probe(self) -> str | None:
-        """Why the remote storage cannot be listed, or None."""
+        """Why the remote storage cannot be listed, or None. On an object store the bucket
+        must exist: didray does not create one, and without it the first write would fail
+        after prepare."""
+        import pyarrow.fs
+
         try:
             fs, root = self._fs()
             fs.get_file_info(root)
+            bucket = root.split("/")[0]
+            if (URI.match(self.uri).group(1).lower() in BUCKETED
+                    and fs.get_file_info(bucket).type == pyarrow.fs.FileType.NotFound):
+                return f"the bucket {bucket!r} does not exist; create it first"
         except (OSError, ValueError) as err:
             return str(err).splitlines()[0]
         return None

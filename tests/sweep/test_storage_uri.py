@@ -110,3 +110,14 @@ def test_a_storage_that_never_answers_is_refused_within_the_probe_timeout(monkey
         silent.close()
     assert time.monotonic() - started < 5
     assert "cannot be opened (no answer within 1 s" in capsys.readouterr().err
+
+
+def test_a_bucket_that_does_not_exist_is_refused_by_validate(s3, capsys):
+    """didray creates no bucket: one missing (a typo) is named by `validate`, not found by
+    the first write after prepare. An existing bucket passes, whatever prefix follows."""
+    uri, _ = s3
+    missing = uri.replace("s3://didray/", "s3://didray-typo/")
+    assert main(["validate", str(ROOT / "sweeps/ci.yaml"), f"storage={missing}"]) == 2
+    assert "(the bucket 'didray-typo' does not exist; create it first)" in capsys.readouterr().err
+    fresh = sweep_uri(uri, "new/prefix")  # nothing written there yet
+    assert main(["validate", str(ROOT / "sweeps/ci.yaml"), f"storage={fresh}"]) == 0
