@@ -1,5 +1,5 @@
-"""t critical values (closed forms at 1 and 2 degrees of freedom, a property elsewhere) and
-the weighted within-strata correlations the bootstrap resamples."""
+"""t critical values (closed forms at 1 and 2 degrees of freedom, printed tables, a property
+elsewhere) and the weighted within-strata correlations the bootstrap resamples."""
 
 import math
 from statistics import NormalDist
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from didray.analysis.stats import _central_mass, t_critical, within_correlations
+from didray.analysis.stats import t_critical, within_correlations
 
 
 def test_closed_forms():
@@ -19,12 +19,17 @@ def test_closed_forms():
     assert t_critical(4) == pytest.approx(2.7764451051977987, rel=1e-10)  # tables
 
 
+@pytest.mark.parametrize(("df", "level", "printed"), [
+    (1, 0.95, 12.706205), (2, 0.95, 4.302653), (4, 0.95, 2.776445), (10, 0.99, 3.169273),
+    (30, 0.90, 1.697261), (120, 0.95, 1.979930), (2000, 0.95, 1.961151)])
+def test_two_sided_quantiles_of_the_printed_tables(df, level, printed):
+    """t_{(1 + level)/2, df}: the two-sided level's upper quantile, not the one-sided."""
+    assert t_critical(df, level) == pytest.approx(printed, abs=1e-6)
+
+
 @given(st.integers(1, 3000))
-def test_critical_value_has_the_level_and_shrinks_to_normal(df):
-    t = t_critical(df)
-    if df <= 1000:
-        assert _central_mass(t, df) == pytest.approx(0.95, abs=1e-10)
-    assert NormalDist().inv_cdf(0.975) < t <= t_critical(max(df - 1, 1))
+def test_critical_value_shrinks_to_normal(df):
+    assert NormalDist().inv_cdf(0.975) < t_critical(df) <= t_critical(max(df - 1, 1))
 
 
 def test_rejects_no_degrees_of_freedom():
