@@ -98,7 +98,13 @@ class Progress:
     """Progress of a long phase of `total` units: a tqdm bar (count, rate, ETA) on a terminal;
     elsewhere (Ray job logs, a Ray task's output relayed to the driver with a prefix) a plain
     "[didray] what: k/N" line at each quarter, so a log gets four lines, not a bar's redraws.
-    A context manager; `update(n)` counts n more units done."""
+    A context manager; `update(n)` counts n more units done.
+
+    The quarter lines are not tqdm's or rich's own modes for a non-terminal: tqdm's
+    `disable=None` prints nothing there, and otherwise (even with `miniters`) writes its
+    redraws joined by carriage returns on one line, which a Ray job log and the `(pid=...)`
+    relay of a task's output show as a single line; rich's Progress prints only the final
+    state."""
 
     def __init__(self, what: str, total: int, stream: TextIO | None = None) -> None:
         self.what, self.total, self.done = what, total, 0
