@@ -26,7 +26,6 @@ SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
 BUCKETED = ("s3", "gs", "gcs")  # object stores whose path starts with a bucket
 URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 UNSET = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")  # what os.path.expandvars leaves: unset
-CHUNK = 8 << 20
 PROBE_TIMEOUT_S = 10.0  # how long `check` waits for a remote storage to answer
 # Credentials pyarrow takes from a URI: a userinfo with a password (s3://KEY:SECRET@bucket,
 # abfs://account:KEY@container), any userinfo of s3 (its access key) and abfs's
@@ -105,6 +104,22 @@ def _filesystem(uri: str):
     import pyarrow.fs
 
     return pyarrow.fs.FileSystem.from_uri(uri)
+
+
+@functools.cache
+def _local_fs():
+    import pyarrow.fs
+
+    return pyarrow.fs.LocalFileSystem()
+
+
+def _copy(source: str, source_fs, destination: str, destination_fs) -> None:
+    """One file from one filesystem to the other, streamed in chunks. An object store's
+    object appears only once the whole file is uploaded (S3: when the upload completes)."""
+    import pyarrow.fs
+
+    pyarrow.fs.copy_files(source, destination, source_filesystem=source_fs,
+                          destination_filesystem=destination_fs)
 
 
 def _is_index(path: str) -> bool:
@@ -215,7 +230,11 @@ class Storage:
 
     def pull(self, *paths: Path) -> bool:
         """Copy the remote files or directory trees at `paths` into the mirror, each file
-        replaced atomically, indexes and seals last; returns whether there was any."""
+        replaced atomically, indexes and seals last; returns whether there was any.
+
+        File by file (`_copy`), not `pyarrow.fs.copy_files` of a directory: that copies a
+        tree's files concurrently in no set order and writes each in place, so a reader
+        could find a seal before its file, or half a file."""
         if not self.remote:
             return any(p.exists() for p in paths)
         fs, _ = self._fs()
@@ -223,13 +242,7 @@ class Storage:
         for path, name in sorted(found, key=lambda pair: _is_index(pair[1])):
             root = self.fs_path(path)
             target = path / name[len(root) + 1:] if name != root else path
-
-            def download(tmp: str, name: str = name) -> None:
-                with fs.open_input_stream(name) as src, open(tmp, "wb") as out:
-                    while block := src.read(CHUNK):
-                        out.write(block)
-
-            atomic_write(target, download)
+            atomic_write(target, lambda tmp, name=name: _copy(name, fs, tmp, _local_fs()))
         return bool(found)
 
     def push(self, *paths: Path) -> None:
@@ -242,10 +255,8 @@ class Storage:
         files = [f for path in paths
                  for f in ([path] if path.is_file() else sorted(path.rglob("*")))
                  if f.is_file()]
-        for file in sorted(files, key=lambda p: _is_index(p.name)):
-            with open(file, "rb") as src, fs.open_output_stream(self.fs_path(file)) as out:
-                while block := src.read(CHUNK):
-                    out.write(block)
+        for file in sorted(files, key=lambda p: _is_index(p.name)):  # one by one: see `pull`
+            _copy(str(file), _local_fs(), self.fs_path(file), fs)
 
     def read_remote(self, path: Path) -> tuple[bytes, float] | None:
         """(content, age in seconds by its modification time) of the remote file at the mirror
