@@ -29,6 +29,7 @@ from transformers import AutoTokenizer
 from didray import display
 from didray.config.schema import Scorer, Sweep
 from didray.config.trial import dataset_key, threads_for
+from didray.core.threads import torch_threads
 from didray.data.regimes import Sources, build_pairs, warnings
 from didray.data.sources import PoolFactory, hf_sources, toy_sources
 from didray.data.tensors import PairTensors, save_pair_tensors
@@ -324,21 +325,37 @@ def sampling_key(sweep: Sweep) -> dict:
 def reference_caches(world_dir: str, dtype: str, jobs: list[tuple[list[str], list[str]]],
                      lengths: tuple[int, int], threads: int) -> list[PairTensors]:
     """Tokenise each job's (prompts, responses) and score them under pi_ref, loaded once for
-    all of them (run as a Ray task: a GPU if asked)."""
-    torch.set_num_threads(threads)
+    all of them (in the driver, or as a Ray task where a GPU or an hf model is asked)."""
     model, tokenizer, hook = load_policy(world_dir, dtype)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model.to(device).eval()
     out = []
     # A Ray task's output reaches the driver's log line by line: plain k/N lines, no bar.
     sequences = sum(len(prompts) for prompts, _ in jobs)
-    with display.Progress("data: reference log-probs, sequences", sequences) as shown:
+    with (torch_threads(threads),
+          display.Progress("data: reference log-probs, sequences", sequences) as shown):
         for prompts, responses in jobs:
             enc = encode(tokenizer, prompts, responses, *lengths)
             ref = batched_response_logps(model, enc.to(device), hook, batch_size=16,
                                          progress=shown)
             out.append(PairTensors(enc, ref.float().cpu()))
     return out
+
+
+def compute_references(sweep: Sweep, world_dir: Path, jobs: list[tuple[list[str], list[str]]],
+                       lengths: tuple[int, int]) -> list[PairTensors]:
+    """The toy world's reference log-probs on a CPU are computed in the driver: a Ray task
+    would start a worker process (importing torch and transformers) for a model of a few
+    thousand parameters and sequences of a dozen tokens (docs/design.md §3, step 3). Elsewhere
+    one Ray task holds a training worker's resources (a GPU if asked) and loads pi_ref once."""
+    scaling = sweep.scaling
+    args = (str(world_dir), model_dtype(sweep), jobs, lengths,
+            threads_for(scaling.cpus_per_worker))
+    if sweep.world == "toy" and not scaling.gpus_per_worker:
+        return reference_caches(*args)
+    task = ray.remote(reference_caches).options(  # Ray: a training worker's resources
+        num_cpus=scaling.cpus_per_worker, num_gpus=scaling.gpus_per_worker)
+    return ray.get(task.remote(*args))
 
 
 def prepare(sweep: Sweep, caches: Caches, progress: Progress) -> PreparedSweep:
@@ -416,7 +433,7 @@ def references(sweep: Sweep, world: World, data: dict[str, tuple[str, Path, str,
                caches: Caches, progress: Progress) -> dict[str, PreparedRegime]:
     """Each regime's reference cache, computed once (keyed by model, data, max lengths and
     the device kind: trials compare their log-probs with these, so a GPU sweep does not reuse
-    a CPU sweep's); the missing ones in one Ray task with a training worker's resources."""
+    a CPU sweep's); the missing ones all at once (`compute_references`)."""
     train, scaling = sweep.train, sweep.scaling
     lengths = (train.max_prompt_tokens, train.max_response_tokens)
     regimes, missing = {}, {}
@@ -441,10 +458,7 @@ def references(sweep: Sweep, world: World, data: dict[str, tuple[str, Path, str,
             missing[ref_file] = (list(dataset["prompt"]) * 2,
                                  list(dataset["chosen"]) + list(dataset["rejected"]))
     if missing:
-        task = ray.remote(reference_caches).options(  # Ray: a training worker's resources
-            num_cpus=scaling.cpus_per_worker, num_gpus=scaling.gpus_per_worker)
-        computed = ray.get(task.remote(str(world.dir), model_dtype(sweep), list(missing.values()),
-                                       lengths, threads_for(scaling.cpus_per_worker)))
+        computed = compute_references(sweep, world.dir, list(missing.values()), lengths)
         for ref_file, ref in zip(missing, computed, strict=True):
             save_pair_tensors(ref, ref_file)
             store.keep(ref_file)

@@ -12,13 +12,13 @@ some instance, e.g. a loss too flat to tell the fit from the target; see `reach_
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import polars as pl
 import torch
 
+from didray.core.threads import torch_threads
 from didray.theory.checks import check_instance, pooled_claims
 from didray.theory.claims import Run
 from didray.worlds.tabular import random_instance, retilt
@@ -47,7 +47,9 @@ def theory_report(
     if instances < 1 or steps < 1:
         raise ValueError(f"instances and steps must be >= 1 (got {instances}, {steps})")
     run, start, total = Run(beta, steps, taus), time.perf_counter(), instances * len(taus)
-    with _one_thread():
+    # The tensors here have at most N*N entries: extra threads only add contention (a fit
+    # ran ~10x slower with 2 threads than with 1 on a loaded 2-core machine).
+    with torch_threads(1):
         generator = torch.Generator().manual_seed(seed)
         for draw in range(instances):
             base = random_instance(outcomes, taus[0], generator)
@@ -59,16 +61,4 @@ def theory_report(
         pooled_claims(run)
     return TheoryReport(pl.DataFrame([c.row() for c in run.claims.values()]),
                         pl.DataFrame(run.fits), pl.concat(run.dynamics))
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """The tensors here have at most N*N entries: extra threads only add contention (a fit ran
-    ~10x slower with 2 threads than with 1 on a loaded 2-core machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 

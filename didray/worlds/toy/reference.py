@@ -26,6 +26,7 @@ from transformers import (
 )
 
 from didray.config.schema import TOY_RECIPE_VERSION, ToyWorldSpec
+from didray.core.threads import torch_threads
 from didray.display import Progress
 from didray.files import build_once, unusable
 from didray.worlds.text import batched_response_logps, encode, response_logps
@@ -182,15 +183,11 @@ def _fit_into(spec: ToyWorldSpec, out: Path) -> None:
     world = build_world(spec)
     tokenizer = build_tokenizer()
     model = build_model(spec, tokenizer)
-    threads = torch.get_num_threads()
+    start = time.perf_counter()
     # One thread: this model is too small to gain from intra-op parallelism, and on shared
     # cores a second OpenMP thread made SFT 20-40x slower (spin-waiting) in measurements.
-    torch.set_num_threads(1)
-    start = time.perf_counter()
-    try:
+    with torch_threads(1):
         losses = train_sft(model, tokenizer, world)
-    finally:
-        torch.set_num_threads(threads)
     seconds = time.perf_counter() - start
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
