@@ -67,7 +67,7 @@ def missing(sweep: object, base: Path) -> list[tuple[str, str]]:
         if value is not None and looks_local(value) and not os.path.exists(value):
             problems.append((dotted(key), (
                 f"{os.path.abspath(value)} does not exist; a relative path in the sweep file "
-                f"is read from its directory ({os.path.abspath(base)}), one in an override from the working "
-                "directory, and a path is never looked up on the Hugging Face hub (a hub name "
-                "is owner/name)")))
+                f"is read from its directory ({os.path.abspath(base)}), one in an override "
+                "from the working directory, and a path is never looked up on the Hugging Face "
+                "hub (a hub name is owner/name)")))
     return problems

@@ -51,13 +51,15 @@ def run_here(args: list[str]) -> int:
 
 
 def run_cli(args: list[str], kill_after: str | None = None,
-            kill=lambda proc: proc.kill()) -> tuple[int, str, list[str]]:
+            kill=lambda proc: proc.kill(), stdout: bool = False) -> tuple[int, str, list[str]]:
     """`didray` in a subprocess (its own Ray). Once a line containing `kill_after` is printed,
-    `kill(proc)` runs. Returns the exit code, stderr and the names of the processes it had
-    started that were still alive 10 s after it exited (they are killed then)."""
+    `kill(proc)` runs. Returns the exit code, stderr (with stdout in it if `stdout`) and the
+    names of the processes it had started that were still alive 10 s after it exited (they
+    are killed then)."""
     tiers.require_slow("runs `didray` in a subprocess")
     proc = subprocess.Popen([sys.executable, "-m", "didray.cli", *args], cwd=ROOT,
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            stdout=subprocess.STDOUT if stdout else subprocess.DEVNULL)
     lines, family = [], []
     for line in proc.stderr:
         lines.append(line)
