@@ -57,11 +57,12 @@ def run_cli(args: list[str], kill_after: str | None = None,
     names of the processes it had started that were still alive 10 s after it exited (they
     are killed then)."""
     tiers.require_slow("runs `didray` in a subprocess")
-    proc = subprocess.Popen([sys.executable, "-m", "didray.cli", *args], cwd=ROOT,
-                            stderr=subprocess.PIPE, text=True,
-                            stdout=subprocess.STDOUT if stdout else subprocess.DEVNULL)
+    streams = ({"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT} if stdout
+               else {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE})
+    proc = subprocess.Popen([sys.executable, "-m", "didray.cli", *args], cwd=ROOT, text=True,
+                            **streams)
     lines, family = [], []
-    for line in proc.stderr:
+    for line in proc.stdout if stdout else proc.stderr:
         lines.append(line)
         if kill_after and kill_after in line:
             family = psutil.Process(proc.pid).children(recursive=True)
