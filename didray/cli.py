@@ -106,7 +106,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     again = continue_command(args.file, args.overrides, args.storage, args.address)
     try:
         sweep_dir = run_sweep(sweep, file.read_text(), args.address, args.resume,
-                              args.overrides, args.extend)
+                              args.overrides, args.extend, args.verbose)
     except KeyboardInterrupt:
         print(f"didray: interrupted; what was written is kept, continue with `{again}`",
               file=sys.stderr)
@@ -165,6 +165,8 @@ def build_parser() -> Parser:
                             "differ from the recorded one only by added search values)")
     run.add_argument("--storage", help="override the sweep file's storage (a path or a URI)")
     run.add_argument("--format", choices=("table", "md", "csv"), default="table")
+    run.add_argument("-v", "--verbose", action="store_true",
+                     help="also print Tune's periodic trial table (status, axes, metrics)")
     run.set_defaults(func=cmd_run)
 
     add_analyze_command(sub)

@@ -3,9 +3,8 @@ repository's sweeps/), so that an installed didray runs them from any directory 
 `didray run toy` is `didray run sweeps/toy.yaml` from the repository root.
 
 A path that exists is always taken as the path; a bare name (no `/`) that is no file here is
-looked up among the shipped sweeps. A shipped sweep's own data (`sweeps/data/...` in the file,
-relative to the repository root) is read from the shipped copy when the working directory has
-no such path.
+looked up among the shipped sweeps. A shipped sweep's own data (`data/...` in the file) is read
+from beside it, as every sweep file's relative paths are (didray.config.inputs).
 """
 
 from __future__ import annotations
@@ -13,12 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from didray.config import paths
 from didray.config.schema import Sweep
 
 SHIPPED = Path(__file__).parent / "sweeps"
-# The sweep file fields that name local inputs the shipped sweeps' data can fill.
-INPUT_FIELDS: tuple[paths.KeyPath, ...] = (("data", "source"), ("eval", "qa", "source"))
 
 
 def shipped() -> list[str]:
@@ -37,24 +33,6 @@ def sweep_file(given: str) -> Path:
     return candidate if candidate.is_file() else path
 
 
-def with_shipped_inputs(sweep: Sweep, file: Path) -> Sweep:
-    """`sweep`, loaded from `file`; when `file` is a shipped sweep, each relative input path it
-    names that does not exist from the working directory but does in the shipped tree (as
-    `sweeps/data/...` does outside a checkout) is pointed at the shipped copy."""
-    if file.resolve().parent != SHIPPED.resolve():
-        return sweep
-    base = SHIPPED.parent  # `sweeps/data/x` in a sweep file is didray/sweeps/data/x
-    for key in INPUT_FIELDS:
-        try:
-            value = paths.get(sweep, key)
-        except (AttributeError, KeyError, TypeError):  # a section the sweep leaves out (None)
-            continue
-        if isinstance(value, str) and not Path(value).is_absolute() and not Path(value).exists() \
-                and (base / value).exists():
-            sweep = paths.put(sweep, key, str(base / value))
-    return sweep
-
-
 def load(given: str, overrides: Sequence[str] = ()) -> tuple[Path, Sweep]:
     """The sweep file `given` names (see sweep_file) and the sweep it holds, validated."""
     from didray.config.load import SweepFileError, load_sweep
@@ -63,4 +41,4 @@ def load(given: str, overrides: Sequence[str] = ()) -> tuple[Path, Sweep]:
     if not file.exists() and "/" not in given:
         raise SweepFileError(given, [f"no such file, and no shipped example sweep of that name "
                                      f"(shipped: {', '.join(shipped())})"])
-    return file, with_shipped_inputs(load_sweep(file, overrides), file)
+    return file, load_sweep(file, overrides)

@@ -251,11 +251,11 @@ def local_inputs(sweep: Sweep, root: Path) -> tuple[str, ...]:
     what exists here; hub names and python-package: paths do not), relative to `root`. One
     outside `root` is refused: the job runs in the uploaded copy of `root` and would not find
     it."""
-    named = [sweep.data.source, sweep.eval.qa and sweep.eval.qa.source,
-             sweep.model.hf and sweep.model.hf.path, sweep.eval.scorer and sweep.eval.scorer.path,
-             sweep.data.scorer and sweep.data.scorer.path]
+    from didray.config.inputs import INPUT_FIELDS, value_at
+
     inputs = []
-    for given in filter(None, named):
+    # The loader wrote each as read from the sweep file's directory, relative to this one.
+    for given in filter(None, (value_at(sweep, key) for key in INPUT_FIELDS)):
         path = Path(given).resolve()
         if not path.exists():
             continue

