@@ -78,7 +78,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from didray.storage import Storage
 
     _, sweep = load(args.file, args.overrides)  # a path, or a shipped example's name
-    Storage.of(sweep.storage).check()  # a URI it cannot open is refused here, not mid-sweep
+    storage = Storage.of(sweep.storage)
+    storage.check()  # a URI it cannot open is refused here, not mid-sweep
+    storage.check_writable(storage.local / sweep.name)  # as `run` does before Ray starts
     trackers_ready(sweep)  # a tracker that would fail after prepare is refused here
     given = f" with {' '.join(args.overrides)}" if args.overrides else ""
     print(f"{args.file}{given}: valid sweep {sweep.name!r}: {sweep.trial_count()} trial(s) "

@@ -208,12 +208,15 @@ def run_sweep(sweep: Sweep, source: str, address: str | None = None,
     import ray
 
     storage = Storage.of(sweep.storage)
-    storage.check()  # a storage it cannot write fails before Ray starts
+    storage.check()  # a storage it cannot open fails before Ray starts
+    sweep_dir = storage.local / sweep.name
+    # A finished sweep made read-only is refused here, not by Tune once Ray runs.
+    storage.check_writable(sweep_dir, *state.tune_dirs(sweep_dir))
     if resume or extend:  # before anything reads its Tune state
-        state.check_private(storage.local / sweep.name)
+        state.check_private(sweep_dir)
     # Taken before anything else: of two drivers started together, the second is refused
     # however fast the first prepares (design §3.8).
-    with SweepLock(storage, storage.local / sweep.name, say):
+    with SweepLock(storage, sweep_dir, say):
         started = start_ray(address)  # prepare samples pi_ref's responses on sampler actors
         try:
             with sigterm_as_interrupt():

@@ -197,9 +197,8 @@ def check_private(sweep_dir: Path) -> None:
     §3.3). Checked: the sweep directory, its Tune experiment directories, their files."""
     if not sweep_dir.is_dir():
         return
-    tune_dirs = [d for d in [sweep_dir / BASE, *sorted(sweep_dir.glob(f"{BASE}-*"))]
-                 if d.is_dir()]
-    for path in [sweep_dir, *tune_dirs, *(f for d in tune_dirs for f in sorted(d.iterdir()))]:
+    tunes = tune_dirs(sweep_dir)
+    for path in [sweep_dir, *tunes, *(f for d in tunes for f in sorted(d.iterdir()))]:
         if why := writers(path):
             raise SweepStateError(
                 f"{path} {why}. --resume and --extend continue from Tune's saved state, which "
@@ -207,6 +206,11 @@ def check_private(sweep_dir: Path) -> None:
                 f"can write are refused (nothing was changed). Make them yours alone with "
                 f"`chmod -R go-w {sweep_dir}` (and `chown -R` them to you if another user owns "
                 "them), then run again")
+
+
+def tune_dirs(sweep_dir: Path) -> list[Path]:
+    """The sweep's Tune experiment directories: tune/ and its extensions' tune-<n>/."""
+    return [d for d in [sweep_dir / BASE, *sorted(sweep_dir.glob(f"{BASE}-*"))] if d.is_dir()]
 
 
 def writers(path: Path) -> str | None:

@@ -1,0 +1,136 @@
+"""Environment failures end in one paragraph and exit 2, never a traceback (docs/design.md
+§3.3), table-driven: each case sets up real directories or a real file size limit, runs the
+CLI and expects its exit code, the words of its message, and the files it found left as they
+were. Every case is refused or fails before Ray starts (the tier guard on ray.init fails the
+test otherwise).
+
+Permissions do not stop root: as root the CLI runs with the effective user nobody (the real
+one stays root, so the test takes root back after)."""
+
+# What the commands import when they run, imported here: nobody cannot read Python's own
+# library under /root (email.policy: what `didray --version` reads the metadata with).
+import email.policy  # noqa: F401
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+import didray.analysis  # noqa: F401
+import didray.examples  # noqa: F401
+import didray.preflight  # noqa: F401
+import didray.sweep.driver  # noqa: F401
+from didray.cli import main
+
+CI = Path(__file__).parents[2] / "sweeps/ci.yaml"
+NOBODY = 65534
+
+
+@contextmanager
+def unprivileged(fsize: int) -> Iterator[None]:
+    """Nobody's effective uid where the test runs as root, and files of at most `fsize` bytes
+    (-1: no limit): a write past it fails with EFBIG (SIGXFSZ ignored, as a shell's
+    `ulimit -f` leaves a Python process that handles it)."""
+    limits, handler = resource.getrlimit(resource.RLIMIT_FSIZE), None
+    if fsize >= 0:
+        handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, limits[1]))
+    root = os.geteuid() == 0
+    if root:
+        os.seteuid(NOBODY)
+    try:
+        yield
+    finally:
+        if root:
+            os.seteuid(0)
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        if handler is not None:
+            signal.signal(signal.SIGXFSZ, handler)
+
+
+@pytest.fixture
+def place():
+    """A directory the CLI's user owns, which that user (nobody, as root) can reach: pytest's
+    tmp_path lies under a directory only its owner can enter."""
+    where = Path(tempfile.mkdtemp(prefix="didray-env-"))
+    os.chmod(where, 0o755)
+    if os.getuid() == 0:
+        os.chown(where, NOBODY, NOBODY)
+    yield where
+    subprocess.run(["chmod", "-R", "u+w", str(where)], check=True)
+    shutil.rmtree(where)
+
+
+def give(path: Path) -> None:
+    """`path` and everything under it made the CLI user's (what the user would have written)."""
+    if os.getuid() == 0:
+        subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(path)], check=True)
+
+
+def read_only(path: Path) -> Path:
+    path.mkdir(exist_ok=True)
+    give(path)
+    subprocess.run(["chmod", "-R", "a-w", str(path)], check=True)
+    return path
+
+
+def finished_sweep(place: Path) -> Path:
+    """A results directory as a finished CI sweep leaves it (the files Tune and didray wrote,
+    their content immaterial: it is refused before any is read), made read-only."""
+    sweep = place / "results" / "ci"
+    for name, data in [("manifest.json", b"{}"), ("trials.parquet", b"PAR1"),
+                       ("tune/tuner.pkl", b"\x80\x04N."), ("tune/experiment_state-x.json", b"{}")]:
+        (sweep / name).parent.mkdir(parents=True, exist_ok=True)
+        (sweep / name).write_bytes(data)
+    return read_only(place / "results")
+
+
+def below_a_file(place: Path) -> Path:
+    (place / "a-file").write_text("not a directory")
+    return place / "a-file" / "results"
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(root)): (p.stat().st_mode, p.read_bytes() if p.is_file() else b"")
+            for p in sorted(root.rglob("*"))}
+
+
+# Each case: the set-up of `place` (returns the storage), the command and its flags, the file
+# size limit, the exit code and the words of the message ({storage}, {place} filled in).
+CASES: dict[str, tuple[Callable[[Path], Path], list[str], int, int, list[str]]] = {
+    "validate: a read-only storage": (
+        lambda p: read_only(p / "results"), ["validate"], -1, 2,
+        ["{storage}/ci: {storage} is not writable by this user (mode dr-xr-xr-x)",
+         "`chmod -R u+w {storage}/ci`", "(nothing was changed)"]),
+    "validate: a storage below a file": (
+        below_a_file, ["validate"], -1, 2,
+        ["{storage}/ci: {place}/a-file is a file, not a directory"]),
+    "run: a read-only storage": (
+        lambda p: read_only(p / "results"), ["run"], -1, 2,
+        ["{storage}/ci: {storage} is not writable by this user", "give another `storage`"]),
+    "run --resume: a finished sweep made read-only": (
+        finished_sweep, ["run", "--resume"], -1, 2,
+        ["{storage}/ci: {storage}/ci is not writable by this user (mode dr-xr-xr-x)",
+         "also to resume or extend a finished sweep", "`chmod -R u+w {storage}/ci`"]),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_an_environment_failure_is_one_paragraph(case, place, capsys):
+    set_up, (command, *flags), fsize, code, words = CASES[case]
+    storage = set_up(place)
+    before = snapshot(place)
+    with unprivileged(fsize):
+        got = main([command, str(CI), f"storage={storage}", *flags])
+    err = capsys.readouterr().err
+    assert got == code, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    for word in words:
+        assert word.format(storage=storage, place=place) in err, err
+    assert snapshot(place) == before  # nothing written, nothing changed
