@@ -217,7 +217,7 @@ def writers(path: Path) -> str | None:
     """Who besides its owner can change `path` (the file a symlink names), in words; None if
     no one."""
     info = path.stat()
-    if info.st_uid != os.getuid():
+    if info.st_uid != os.geteuid():  # who the process writes as
         return f"is owned by another user (uid {info.st_uid})"
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return f"is writable by its group or by others (mode {stat.filemode(info.st_mode)})"

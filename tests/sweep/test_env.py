@@ -10,6 +10,7 @@ one stays root, so the test takes root back after)."""
 # What the commands import when they run, imported here: nobody cannot read Python's own
 # library under /root (email.policy: what `didray --version` reads the metadata with).
 import email.policy  # noqa: F401
+import errno
 import os
 import resource
 import shutil
@@ -20,13 +21,18 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from ray.exceptions import RayTaskError
+from ray.tune.error import TuneError
 
 import didray.analysis  # noqa: F401
 import didray.examples  # noqa: F401
 import didray.preflight  # noqa: F401
 import didray.sweep.driver  # noqa: F401
 from didray.cli import main
+from didray.errors import no_room
 
 CI = Path(__file__).parents[2] / "sweeps/ci.yaml"
 NOBODY = 65534
@@ -118,6 +124,11 @@ CASES: dict[str, tuple[Callable[[Path], Path], list[str], int, int, list[str]]] 
         finished_sweep, ["run", "--resume"], -1, 2,
         ["{storage}/ci: {storage}/ci is not writable by this user (mode dr-xr-xr-x)",
          "also to resume or extend a finished sweep", "`chmod -R u+w {storage}/ci`"]),
+    "run: no room for a file (ulimit -f)": (
+        lambda p: p / "results", ["run"], 0, 2,
+        ["didray: a file size limit (ulimit -f) was reached, or the disk is full: a write "
+         "failed", "while the sweep wrote to {storage}. What was written before stays intact",
+         "the shared cache {storage}/cache/", "then continue with `didray run"]),
 }
 
 
@@ -134,3 +145,37 @@ def test_an_environment_failure_is_one_paragraph(case, place, capsys):
     for word in words:
         assert word.format(storage=storage, place=place) in err, err
     assert snapshot(place) == before  # nothing written, nothing changed
+
+
+def no_space() -> OSError:
+    """The error of a real Parquet write to a full device (pyarrow's own, errno in its text
+    too). Into an open file: given the path, pyarrow deletes what it failed to write."""
+    try:
+        with pa.OSFile("/dev/full", "wb") as full:
+            pq.write_table(pa.table({"x": list(range(100_000))}), full)
+    except OSError as err:
+        return err
+    raise AssertionError("/dev/full took the write")
+
+
+def wrapped(err: OSError, how: str) -> BaseException:
+    """`err` as the driver receives it from Ray, Tune or a reader that failed after it."""
+    if how == "ray":
+        return RayTaskError("write", "Traceback ...", err).as_instanceof_cause()
+    try:
+        try:
+            raise err
+        except OSError as cause:
+            if how == "tune":
+                raise TuneError("the trial callback failed") from cause
+            raise OSError("Couldn't deserialize thrift: Invalid thrift: transport error")  # noqa: B904
+    except (TuneError, OSError) as outer:
+        return outer
+
+
+@pytest.mark.parametrize("how", ["ray", "tune", "thrift"])
+def test_a_full_disk_is_recognised_however_wrapped(how):
+    found = no_room(wrapped(no_space(), how))
+    assert found is not None and found[0] == "the disk is full"
+    assert found[1].errno == errno.ENOSPC
+    assert no_room(wrapped(PermissionError(errno.EACCES, "denied"), how)) is None
