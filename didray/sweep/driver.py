@@ -327,10 +327,11 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str]
     caches = Caches()
     prepared = prepare(sweep, caches, say)
     counts = state.cache_counts(old, caches.computed)
+    sealed = state.sealed(old, sweep_dir)
 
     def record(run: state.Run) -> None:
         manifest = state.manifest_of(sweep, source, prepared, overrides, counts,
-                                     state.runs_with(old, run), todo.extensions)
+                                     state.runs_with(old, run), todo.extensions, sealed)
         state.write_manifest(manifest, storage, sweep_dir)
 
     run = state.Run(started=started, resumed=todo.resume, extended=extend,

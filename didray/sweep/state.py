@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 from didray.config.load import parse_sweep
 from didray.config.schema import Sweep
 from didray.errors import BadInput
-from didray.files import manifest_json, write_json
+from didray.files import has_seals, manifest_json, write_json
 from didray.sampling.sampler import resolve_backend
 from didray.storage import Storage
 from didray.sweep.space import grid_points, point_key
@@ -95,6 +95,9 @@ class Manifest(Record):
     versions: dict[str, str]
     runs: tuple[Run, ...]
     extensions: tuple[Extension, ...] = ()
+    # The tables are sealed: a sweep stripped of every seal is then refused, not taken for
+    # one an older didray wrote without seals (docs/design.md §3.3, `files.has_seals`).
+    sealed: bool = False
 
 
 def read_manifest(sweep_dir: Path) -> Manifest | None:
@@ -131,8 +134,9 @@ def versions() -> dict[str, str]:
 
 def manifest_of(sweep: Sweep, source: str, prepared: PreparedSweep, overrides: Sequence[str],
                 counts: Mapping[str, int], runs: Sequence[Run],
-                extensions: Sequence[Extension]) -> Manifest:
-    """The manifest of a run: `sweep` is `source` (the file's text) with `overrides` applied."""
+                extensions: Sequence[Extension], sealed: bool = True) -> Manifest:
+    """The manifest of a run: `sweep` is `source` (the file's text) with `overrides` applied;
+    `sealed` unless it continues a sweep an older didray wrote without seals."""
     return Manifest(
         version=MANIFEST_VERSION, sweep=sweep.model_dump(mode="json"), sweep_file=source,
         overrides=tuple(overrides), world_hash=prepared.world_hash,
@@ -143,7 +147,7 @@ def manifest_of(sweep: Sweep, source: str, prepared: PreparedSweep, overrides: S
                                 data_dir=r.data_dir, ref_file=r.ref_file)
                  for n, r in prepared.regimes.items()},
         cache_computations=dict(counts), versions=versions(), runs=tuple(runs),
-        extensions=tuple(extensions))
+        extensions=tuple(extensions), sealed=sealed)
 
 
 @dataclass(frozen=True)
@@ -287,6 +291,12 @@ def extension(sweep: Sweep, manifest: Manifest) -> Extension:
     if not new:
         raise SweepStateError("--extend: the sweep adds no search point; nothing to run")
     return Extension(dir=f"tune-{len(manifest.extensions) + 2}", points=tuple(new))
+
+
+def sealed(manifest: Manifest | None, sweep_dir: Path) -> bool:
+    """Whether the sweep's tables are sealed: a new sweep's are, and so are those of a sweep
+    sealed before; an older didray's unsealed tables stay readable until rewritten sealed."""
+    return manifest is None or manifest.sealed or has_seals(sweep_dir)
 
 
 def cache_counts(manifest: Manifest | None, computed: Mapping[str, int]) -> dict[str, int]:
