@@ -8,6 +8,7 @@ requested Sweep and the flags, plus what the driver looked up (`Found`): no Ray,
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -210,6 +211,48 @@ def check_private(sweep_dir: Path) -> None:
                 f"can write are refused (nothing was changed). Make them yours alone with "
                 f"`chmod -R go-w {sweep_dir}` (and `chown -R` them to you if another user owns "
                 "them), then run again")
+
+
+def check_tune_state(sweep_dir: Path, tune_dir: Path) -> None:
+    """Refuse, before Ray starts, to resume the Tune experiment `tune_dir` from state that
+    cannot be read: Tune would stop on it with a traceback once trials were scheduled (random
+    bytes in tuner.pkl: "unregistered extension code"; a truncated experiment state: a
+    KeyError), after the manifest had recorded a run (docs/design.md §3.3)."""
+    if problem := tune_damage(tune_dir):
+        raise SweepStateError(
+            f"{problem}: the Tune state --resume continues from is damaged (a full disk, a "
+            "copy cut short, an edit). The finished trials' results in "
+            f"{sweep_dir} (trials.parquet, steps.parquet, evals.parquet, steps/, evals/, done/ "
+            "and the trials' checkpoints) are intact and `didray analyze` reads them. Restore "
+            f"{tune_dir} from a copy of the sweep and resume again, or run the sweep anew "
+            "under another `name`, which reuses its caches (nothing was changed)")
+
+
+def tune_damage(tune_dir: Path) -> str | None:
+    """Which file of the Tune experiment `tune_dir` Tune could not read on restore, and why;
+    None when each reads (or there is no experiment yet: nothing to restore)."""
+    import ray.cloudpickle as cloudpickle
+
+    if not tune_dir.is_dir():
+        return None
+    states = sorted(tune_dir.glob("experiment_state-*.json"))  # Tune restores the newest
+    if not states:
+        return f"{tune_dir} holds no experiment_state-*.json"
+    loads = [(tune_dir / "tuner.pkl", cloudpickle.loads), (states[-1], experiment_state),
+             *((p, cloudpickle.loads) for p in sorted(tune_dir.glob("basic-variant-state-*")))]
+    for path, load in loads:
+        try:
+            load(path.read_bytes())
+        except Exception as err:  # damaged pickles raise any type at all
+            reason = str(err).strip().splitlines()[:1]
+            return f"{path} cannot be read ({': '.join([type(err).__name__, *reason])})"
+    return None
+
+
+def experiment_state(data: bytes) -> dict:
+    """Tune's experiment state as its restore reads it: JSON with these two entries."""
+    state = json.loads(data)
+    return {key: state[key] for key in ("trial_data", "runner_data")}
 
 
 def tune_dirs(sweep_dir: Path) -> list[Path]:

@@ -12,6 +12,7 @@ one stays root, so the test takes root back after)."""
 import email.policy  # noqa: F401
 import errno
 import os
+import random
 import resource
 import shutil
 import signal
@@ -26,6 +27,7 @@ import pyarrow.parquet as pq
 import pytest
 from ray.exceptions import RayTaskError
 from ray.tune.error import TuneError
+from support.sweeps import run_here
 
 import didray.analysis  # noqa: F401
 import didray.examples  # noqa: F401
@@ -179,3 +181,38 @@ def test_a_full_disk_is_recognised_however_wrapped(how):
     assert found is not None and found[0] == "the disk is full"
     assert found[1].errno == errno.ENOSPC
     assert no_room(wrapped(PermissionError(errno.EACCES, "denied"), how)) is None
+
+
+def cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+# Damage done to a copy of the CI sweep's Tune state, and the file the message names.
+TUNE_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "random bytes in tuner.pkl": (
+        lambda tune: (tune / "tuner.pkl").write_bytes(random.Random(0).randbytes(2459)),
+        "tuner.pkl cannot be read ("),
+    "a truncated experiment state": (
+        lambda tune: cut(max(tune.glob("experiment_state-*.json"))), "experiment_state-"),
+    "the experiment state deleted": (
+        lambda tune: max(tune.glob("experiment_state-*.json")).unlink(),
+        "holds no experiment_state-*.json"),
+}
+
+
+@pytest.mark.parametrize("damage", TUNE_DAMAGE)
+def test_damaged_tune_state_is_refused_before_ray_starts(damage, ci_sweep, tmp_path, capsys):
+    """A copy of the finished CI sweep, its Tune state damaged: --resume refuses it in one
+    paragraph (exit 2) and changes nothing; no experiment is started in tune/."""
+    sweep_dir = tmp_path / "ci"
+    shutil.copytree(ci_sweep[1], sweep_dir)
+    harm, named = TUNE_DAMAGE[damage]
+    harm(sweep_dir / "tune")
+    before = snapshot(tmp_path)
+    assert run_here(["run", str(CI), "--storage", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert f"didray: {sweep_dir / 'tune'}" in err and named in err, err
+    assert f"finished trials' results in {sweep_dir} (trials.parquet" in err
+    assert f"Restore {sweep_dir / 'tune'} from a copy" in err and "another `name`" in err
+    assert snapshot(tmp_path) == before  # nothing written: no run recorded, no experiment
