@@ -152,7 +152,7 @@ class SweepLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._take_local()
         except OSError as err:
-            self._release()  # the directories made for the lease
+            self._remove_made()  # nothing of this driver is left behind
             if no_room(err):
                 raise  # a full disk is said as such, with what to free (didray.cli)
             raise BadInput(f"{self.path.parent}: the sweep's lease cannot be written there "
@@ -221,6 +221,9 @@ class SweepLock:
         lease = read_lease(self.path)
         if lease is not None and lease[0] == mine:
             self.path.unlink()
+        self._remove_made()
+
+    def _remove_made(self) -> None:
         for made in self._made:
             with contextlib.suppress(OSError):  # it holds results
                 made.rmdir()
