@@ -35,6 +35,7 @@ import didray.preflight  # noqa: F401
 import didray.sweep.driver  # noqa: F401
 from didray.cli import main
 from didray.errors import no_room
+from didray.sweep import state
 
 CI = Path(__file__).parents[2] / "sweeps/ci.yaml"
 NOBODY = 65534
@@ -206,6 +207,7 @@ def test_damaged_tune_state_is_refused_before_ray_starts(damage, ci_sweep, tmp_p
     paragraph (exit 2) and changes nothing; no experiment is started in tune/."""
     sweep_dir = tmp_path / "ci"
     shutil.copytree(ci_sweep[1], sweep_dir)
+    assert ci_sweep[0] == 0 and state.tune_damage(sweep_dir / "tune") is None  # intact: reads
     harm, named = TUNE_DAMAGE[damage]
     harm(sweep_dir / "tune")
     before = snapshot(tmp_path)
