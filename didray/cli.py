@@ -13,7 +13,7 @@ import polars as pl
 from didray.analysis.cli import add_analyze_command
 from didray.analysis.policy import add_sample_command
 from didray.display import print_frame
-from didray.errors import BadInput
+from didray.errors import BadInput, NoRoom, no_room
 from didray.jobs_cli import add_job_commands, add_overrides
 from didray.storage import redact
 
@@ -78,7 +78,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from didray.storage import Storage
 
     _, sweep = load(args.file, args.overrides)  # a path, or a shipped example's name
-    Storage.of(sweep.storage).check()  # a URI it cannot open is refused here, not mid-sweep
+    storage = Storage.of(sweep.storage)
+    storage.check()  # a URI it cannot open is refused here, not mid-sweep
+    storage.check_writable(storage.local / sweep.name)  # as `run` does before Ray starts
     trackers_ready(sweep)  # a tracker that would fail after prepare is refused here
     given = f" with {' '.join(args.overrides)}" if args.overrides else ""
     print(f"{args.file}{given}: valid sweep {sweep.name!r}: {sweep.trial_count()} trial(s) "
@@ -111,6 +113,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"didray: interrupted; what was written is kept, continue with `{again}`",
               file=sys.stderr)
         return 130
+    except Exception as err:
+        # A full disk reaches here from any writer, often wrapped (Ray, Tune, pyarrow).
+        if (found := no_room(err)) is None:
+            raise
+        raise NoRoom(*found, sweep.storage, again) from None
     print(f"\nResults: {sweep_dir}")
     table = print_summary(sweep_dir, args.format)
     # A trial the scheduler stopped early (ASHA) has ended as intended: not unfinished.

@@ -226,10 +226,12 @@ def file_damage(path: Path, unsealed_ok: bool = False, data: bytes | None = None
 
 
 def has_seals(directory: Path) -> bool:
-    """Whether a sweep directory's results were sealed: any seal beside its tables or its
-    trials' parts (steps/, evals/). Then every table must have one (docs/design.md §3.3)."""
-    return any(next(d.glob(f"*.parquet.{INDEX}"), None)
-               for d in (directory, directory / "steps", directory / "evals"))
+    """Whether a sweep directory's results were sealed: its manifest says so, or a seal lies
+    beside its tables or its trials' parts (steps/, evals/). Then every table must have one
+    (docs/design.md §3.3): deleting every seal does not make an older, unsealed sweep."""
+    return bool(manifest_json(directory / "manifest.json").get("sealed")) or any(
+        next(d.glob(f"*.parquet.{INDEX}"), None)
+        for d in (directory, directory / "steps", directory / "evals"))
 
 
 def read_sealed(path: Path, sealed: bool) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -190,6 +191,21 @@ class Storage:
                 "APPLICATION_CREDENTIALS, AZURE_*) and, for S3-compatible servers, "
                 "?endpoint_override=HOST:PORT&scheme=http")
 
+    def check_writable(self, *directories: Path) -> None:
+        """Refuse, in one paragraph, a local directory this process cannot write, or could
+        not create: validate and run say so before Ray starts, where writing the lease,
+        tables, manifest or Tune state would fail with a traceback (docs/design.md §3.3).
+        A remote storage's permissions are its service's, found by the first write."""
+        if self.remote:
+            return
+        for directory in directories:
+            if why := unwritable(directory):
+                raise BadInput(
+                    f"{directory}: {why}. didray writes a sweep's lease, tables, manifest and "
+                    "Tune state there, also to resume or extend a finished sweep. Make it "
+                    f"writable (`chmod -R u+w {directory}` if it is yours, or remount a "
+                    "read-only disk), or give another `storage` (nothing was changed)")
+
     def _probe(self) -> str | None:
         """Why the remote storage cannot be listed, or None. On an object store the bucket
         must exist: didray does not create one, and without it the first write would fail
@@ -297,3 +313,17 @@ class Storage:
         root = self.fs_path(directory)
         names = (n[len(root) + 1:] for n in self._remote_files(directory))
         return sorted(directory / n for n in names if "/" not in n and fnmatch(n, pattern))
+
+
+def unwritable(directory: Path) -> str | None:
+    """Why this process cannot write in `directory`, or make it where it does not exist yet
+    (its nearest existing ancestor decides), or None."""
+    existing = next(p for p in (directory, *directory.parents) if os.path.exists(p))
+    if not existing.is_dir():
+        return f"{existing} is a file, not a directory"
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:
+        return f"{existing} is on a read-only filesystem"
+    if not os.access(existing, os.W_OK | os.X_OK, effective_ids=True):  # as a write is
+        return (f"{existing} is not writable by this user (mode "
+                f"{stat.filemode(existing.stat().st_mode)})")
+    return None

@@ -222,12 +222,11 @@ def run_sweep(sweep: Sweep, source: str, address: str | None = None,
     import ray
 
     storage = Storage.of(sweep.storage)
-    storage.check()  # a storage it cannot write fails before Ray starts
-    if resume or extend:  # before anything reads its Tune state
-        state.check_private(storage.local / sweep.name)
+    sweep_dir = storage.local / sweep.name
+    check_before_ray(storage, sweep_dir, resume, extend)
     # Taken before anything else: of two drivers started together, the second is refused
     # however fast the first prepares (design §3.8).
-    with SweepLock(storage, storage.local / sweep.name, say):
+    with SweepLock(storage, sweep_dir, say):
         started = start_ray(address)  # prepare samples pi_ref's responses on sampler actors
         try:
             with sigterm_as_interrupt():
@@ -236,6 +235,19 @@ def run_sweep(sweep: Sweep, source: str, address: str | None = None,
         finally:
             if started:
                 ray.shutdown()
+
+
+def check_before_ray(storage: Storage, sweep_dir: Path, resume: bool, extend: bool) -> None:
+    """What the environment must allow, refused in one paragraph before Ray starts: a storage
+    it cannot open, a directory it cannot write (a finished sweep made read-only), Tune state
+    others could write or that cannot be read (docs/design.md §3.3)."""
+    storage.check()
+    storage.check_writable(sweep_dir, *state.tune_dirs(sweep_dir))
+    if resume or extend:  # before anything reads its Tune state
+        state.check_private(sweep_dir)
+    if resume and not storage.remote:  # a remote one is read by Tune only, where it lies
+        latest = state.latest_dir(state.recorded(state.read_manifest(sweep_dir)))
+        state.check_tune_state(sweep_dir, sweep_dir / latest)
 
 
 def continue_command(file: str, overrides: Sequence[str], storage: str | None,
@@ -338,10 +350,11 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str]
     caches = Caches()
     prepared = prepare(sweep, caches, say)
     counts = state.cache_counts(old, caches.computed)
+    sealed = state.sealed(old, sweep_dir)
 
     def record(run: state.Run) -> None:
         manifest = state.manifest_of(sweep, source, prepared, overrides, counts,
-                                     state.runs_with(old, run), todo.extensions)
+                                     state.runs_with(old, run), todo.extensions, sealed)
         state.write_manifest(manifest, storage, sweep_dir)
 
     run = state.Run(started=started, resumed=todo.resume, extended=extend,

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from didray.errors import BadInput
+from didray.errors import BadInput, no_room
 from didray.storage import Storage
 
 LOCK = "driver.lock"
@@ -152,6 +152,9 @@ class SweepLock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._take_local()
         except OSError as err:
+            self._remove_made()  # nothing of this driver is left behind
+            if no_room(err):
+                raise  # a full disk is said as such, with what to free (didray.cli)
             raise BadInput(f"{self.path.parent}: the sweep's lease cannot be written there "
                            f"({err.strerror or err}): a sweep's directory must be writable, "
                            "also to resume or extend it (nothing was started)") from None
@@ -218,6 +221,9 @@ class SweepLock:
         lease = read_lease(self.path)
         if lease is not None and lease[0] == mine:
             self.path.unlink()
+        self._remove_made()
+
+    def _remove_made(self) -> None:
         for made in self._made:
             with contextlib.suppress(OSError):  # it holds results
                 made.rmdir()

@@ -8,6 +8,7 @@ requested Sweep and the flags, plus what the driver looked up (`Found`): no Ray,
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import stat
 from collections.abc import Mapping, Sequence
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, model_serializer
 from didray.config.load import parse_sweep
 from didray.config.schema import Sweep
 from didray.errors import BadInput
-from didray.files import manifest_json, write_json
+from didray.files import has_seals, manifest_json, write_json
 from didray.sampling.sampler import resolve_backend
 from didray.storage import Storage
 from didray.sweep.space import grid_points, point_key
@@ -95,6 +96,9 @@ class Manifest(Record):
     versions: dict[str, str]
     runs: tuple[Run, ...]
     extensions: tuple[Extension, ...] = ()
+    # The tables are sealed: a sweep stripped of every seal is then refused, not taken for
+    # one an older didray wrote without seals (docs/design.md §3.3, `files.has_seals`).
+    sealed: bool = False
 
 
 def read_manifest(sweep_dir: Path) -> Manifest | None:
@@ -131,8 +135,9 @@ def versions() -> dict[str, str]:
 
 def manifest_of(sweep: Sweep, source: str, prepared: PreparedSweep, overrides: Sequence[str],
                 counts: Mapping[str, int], runs: Sequence[Run],
-                extensions: Sequence[Extension]) -> Manifest:
-    """The manifest of a run: `sweep` is `source` (the file's text) with `overrides` applied."""
+                extensions: Sequence[Extension], sealed: bool = True) -> Manifest:
+    """The manifest of a run: `sweep` is `source` (the file's text) with `overrides` applied;
+    `sealed` unless it continues a sweep an older didray wrote without seals."""
     return Manifest(
         version=MANIFEST_VERSION, sweep=sweep.model_dump(mode="json"), sweep_file=source,
         overrides=tuple(overrides), world_hash=prepared.world_hash,
@@ -143,7 +148,7 @@ def manifest_of(sweep: Sweep, source: str, prepared: PreparedSweep, overrides: S
                                 data_dir=r.data_dir, ref_file=r.ref_file)
                  for n, r in prepared.regimes.items()},
         cache_computations=dict(counts), versions=versions(), runs=tuple(runs),
-        extensions=tuple(extensions))
+        extensions=tuple(extensions), sealed=sealed)
 
 
 @dataclass(frozen=True)
@@ -197,9 +202,8 @@ def check_private(sweep_dir: Path) -> None:
     §3.3). Checked: the sweep directory, its Tune experiment directories, their files."""
     if not sweep_dir.is_dir():
         return
-    tune_dirs = [d for d in [sweep_dir / BASE, *sorted(sweep_dir.glob(f"{BASE}-*"))]
-                 if d.is_dir()]
-    for path in [sweep_dir, *tune_dirs, *(f for d in tune_dirs for f in sorted(d.iterdir()))]:
+    tunes = tune_dirs(sweep_dir)
+    for path in [sweep_dir, *tunes, *(f for d in tunes for f in sorted(d.iterdir()))]:
         if why := writers(path):
             raise SweepStateError(
                 f"{path} {why}. --resume and --extend continue from Tune's saved state, which "
@@ -209,11 +213,58 @@ def check_private(sweep_dir: Path) -> None:
                 "them), then run again")
 
 
+def check_tune_state(sweep_dir: Path, tune_dir: Path) -> None:
+    """Refuse, before Ray starts, to resume the Tune experiment `tune_dir` from state that
+    cannot be read: Tune would stop on it with a traceback once trials were scheduled (random
+    bytes in tuner.pkl: "unregistered extension code"; a truncated experiment state: a
+    KeyError), after the manifest had recorded a run (docs/design.md §3.3)."""
+    if problem := tune_damage(tune_dir):
+        raise SweepStateError(
+            f"{problem}: the Tune state --resume continues from is damaged (a full disk, a "
+            "copy cut short, an edit). The finished trials' results in "
+            f"{sweep_dir} (trials.parquet, steps.parquet, evals.parquet, steps/, evals/, done/ "
+            "and the trials' checkpoints) are intact and `didray analyze` reads them. Restore "
+            f"{tune_dir} from a copy of the sweep and resume again, or run the sweep anew "
+            "under another `name`, which reuses its caches (nothing was changed)")
+
+
+def tune_damage(tune_dir: Path) -> str | None:
+    """Which file of the Tune experiment `tune_dir` Tune could not read on restore, and why;
+    None when each reads (or there is no experiment yet: nothing to restore)."""
+    import ray.cloudpickle as cloudpickle
+
+    if not tune_dir.is_dir():
+        return None
+    states = sorted(tune_dir.glob("experiment_state-*.json"))  # Tune restores the newest
+    if not states:
+        return f"{tune_dir} holds no experiment_state-*.json"
+    loads = [(tune_dir / "tuner.pkl", cloudpickle.loads), (states[-1], experiment_state),
+             *((p, cloudpickle.loads) for p in sorted(tune_dir.glob("basic-variant-state-*")))]
+    for path, load in loads:
+        try:
+            load(path.read_bytes())
+        except Exception as err:  # damaged pickles raise any type at all
+            reason = str(err).strip().splitlines()[:1]
+            return f"{path} cannot be read ({': '.join([type(err).__name__, *reason])})"
+    return None
+
+
+def experiment_state(data: bytes) -> dict:
+    """Tune's experiment state as its restore reads it: JSON with these two entries."""
+    state = json.loads(data)
+    return {key: state[key] for key in ("trial_data", "runner_data")}
+
+
+def tune_dirs(sweep_dir: Path) -> list[Path]:
+    """The sweep's Tune experiment directories: tune/ and its extensions' tune-<n>/."""
+    return [d for d in [sweep_dir / BASE, *sorted(sweep_dir.glob(f"{BASE}-*"))] if d.is_dir()]
+
+
 def writers(path: Path) -> str | None:
     """Who besides its owner can change `path` (the file a symlink names), in words; None if
     no one."""
     info = path.stat()
-    if info.st_uid != os.getuid():
+    if info.st_uid != os.geteuid():  # who the process writes as
         return f"is owned by another user (uid {info.st_uid})"
     if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         return f"is writable by its group or by others (mode {stat.filemode(info.st_mode)})"
@@ -283,6 +334,12 @@ def extension(sweep: Sweep, manifest: Manifest) -> Extension:
     if not new:
         raise SweepStateError("--extend: the sweep adds no search point; nothing to run")
     return Extension(dir=f"tune-{len(manifest.extensions) + 2}", points=tuple(new))
+
+
+def sealed(manifest: Manifest | None, sweep_dir: Path) -> bool:
+    """Whether the sweep's tables are sealed: a new sweep's are, and so are those of a sweep
+    sealed before; an older didray's unsealed tables stay readable until rewritten sealed."""
+    return manifest is None or manifest.sealed or has_seals(sweep_dir)
 
 
 def cache_counts(manifest: Manifest | None, computed: Mapping[str, int]) -> dict[str, int]:

@@ -8,7 +8,7 @@ import pytest
 
 from didray.analysis.load import EVALS_SCHEMA, STEPS_SCHEMA, TRIALS_SCHEMA, load
 from didray.errors import BadInput
-from didray.files import seal_path, sealed_write
+from didray.files import seal_path, sealed_write, write_json
 
 
 def test_every_frame_has_its_declared_schema(sweep_dir):
@@ -164,6 +164,20 @@ def test_a_table_whose_seal_is_gone_is_refused_while_the_sweep_has_seals(sealed_
         load(sealed_sweep_dir)
     seal_path(path).write_text("[12, ")  # unreadable: the same
     with pytest.raises(BadInput, match="has no readable trials.parquet.integrity.json"):
+        load(sealed_sweep_dir)
+
+
+def test_a_sweep_stripped_of_every_seal_is_refused_when_its_manifest_says_sealed(
+        sealed_sweep_dir):
+    """Without its manifest's word, a sweep with no seal left reads as an older didray's
+    and loads unchecked: the flipped DID entropy would be read as written."""
+    write_json({"version": 2, "sealed": True}, sealed_sweep_dir / "manifest.json")
+    path = sealed_sweep_dir / "trials.parquet"
+    flip(path, middle_of_column(path, "did_entropy"))
+    for table in ("trials.parquet", "steps.parquet"):
+        seal_path(sealed_sweep_dir / table).unlink()
+    with pytest.raises(BadInput, match=f"{path}: changed after didray wrote it \\(trials.parquet "
+                                       "has no readable trials.parquet.integrity.json"):
         load(sealed_sweep_dir)
 
 

@@ -94,6 +94,7 @@ def test_manifest_records_the_overrides(tmp_path):
     assert manifest["overrides"] == ["train.lr=0.002", "search.seed=[0,1]"]
     assert manifest["sweep"]["search"]["seed"] == [0, 1]
     assert manifest["sweep_file"] == CI.read_text()
+    assert manifest["sealed"] is True  # its tables' seals cannot all be deleted unnoticed
 
 
 def test_submit_validates_and_passes_the_overrides_to_the_job():

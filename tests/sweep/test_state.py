@@ -22,6 +22,7 @@ from didray.sweep.state import (
     extension,
     plan,
     read_manifest,
+    sealed,
     write_manifest,
 )
 
@@ -136,7 +137,7 @@ def test_a_manifest_round_trips_to_the_same_json(tmp_path):
     assert list(written) == [
         "version", "sweep", "sweep_file", "overrides", "world_hash", "sampler_backend",
         "world_dir", "enum_file", "eval_file", "regimes", "cache_computations", "versions",
-        "runs", "extensions"]
+        "runs", "extensions", "sealed"]
     assert list(written["runs"][0]) == [*running, "trials_s", "total_s", "errors",
                                         "trial_seconds"]
     text = json.dumps(written, indent=2)
@@ -206,6 +207,15 @@ def test_a_resume_after_a_cut_extension_restores_its_experiment(tmp_path):
 
 
 # ------------------------------------------------------------------ runs and counts
+
+
+def test_the_manifest_records_sealed_tables_unless_an_older_sweep_is_continued(tmp_path):
+    older = manifest()  # written before the manifest recorded sealing: no `sealed` key
+    assert not older.sealed and not sealed(older, tmp_path)  # its unsealed tables stay readable
+    (tmp_path / "trials.parquet.integrity.json").write_text("[1, \"ab\"]")
+    assert sealed(older, tmp_path)  # once rewritten sealed, it is a sealed sweep
+    assert sealed(None, tmp_path / "new")
+    assert sealed(older.model_copy(update={"sealed": True}), tmp_path / "new")
 
 
 def test_cache_counts_add_up_over_runs():

@@ -1,0 +1,220 @@
+"""Environment failures end in one paragraph and exit 2, never a traceback (docs/design.md
+§3.3), table-driven: each case sets up real directories or a real file size limit, runs the
+CLI and expects its exit code, the words of its message, and the files it found left as they
+were. Every case is refused or fails before Ray starts (the tier guard on ray.init fails the
+test otherwise).
+
+Permissions do not stop root: as root the CLI runs with the effective user nobody (the real
+one stays root, so the test takes root back after)."""
+
+# What the commands import when they run, imported here: nobody cannot read Python's own
+# library under /root (email.policy: what `didray --version` reads the metadata with).
+import email.policy  # noqa: F401
+import errno
+import os
+import random
+import resource
+import shutil
+import signal
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from ray.exceptions import RayTaskError
+from ray.tune.error import TuneError
+from support.sweeps import run_here
+
+import didray.analysis  # noqa: F401
+import didray.examples  # noqa: F401
+import didray.preflight  # noqa: F401
+import didray.sweep.driver  # noqa: F401
+from didray.cli import main
+from didray.errors import no_room
+from didray.sweep import state
+
+CI = Path(__file__).parents[2] / "sweeps/ci.yaml"
+NOBODY = 65534
+
+
+@contextmanager
+def unprivileged(fsize: int) -> Iterator[None]:
+    """Nobody's effective uid where the test runs as root, and files of at most `fsize` bytes
+    (-1: no limit): a write past it fails with EFBIG (SIGXFSZ ignored, as a shell's
+    `ulimit -f` leaves a Python process that handles it)."""
+    limits, handler = resource.getrlimit(resource.RLIMIT_FSIZE), None
+    if fsize >= 0:
+        handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, limits[1]))
+    root = os.geteuid() == 0
+    if root:
+        os.seteuid(NOBODY)
+    try:
+        yield
+    finally:
+        if root:
+            os.seteuid(0)
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        if handler is not None:
+            signal.signal(signal.SIGXFSZ, handler)
+
+
+@pytest.fixture
+def place():
+    """A directory the CLI's user owns, which that user (nobody, as root) can reach: pytest's
+    tmp_path lies under a directory only its owner can enter."""
+    where = Path(tempfile.mkdtemp(prefix="didray-env-"))
+    os.chmod(where, 0o755)
+    if os.getuid() == 0:
+        os.chown(where, NOBODY, NOBODY)
+    yield where
+    subprocess.run(["chmod", "-R", "u+w", str(where)], check=True)
+    shutil.rmtree(where)
+
+
+def give(path: Path) -> None:
+    """`path` and everything under it made the CLI user's (what the user would have written)."""
+    if os.getuid() == 0:
+        subprocess.run(["chown", "-R", f"{NOBODY}:{NOBODY}", str(path)], check=True)
+
+
+def read_only(path: Path) -> Path:
+    path.mkdir(exist_ok=True)
+    give(path)
+    subprocess.run(["chmod", "-R", "a-w", str(path)], check=True)
+    return path
+
+
+def finished_sweep(place: Path) -> Path:
+    """A results directory as a finished CI sweep leaves it (the files Tune and didray wrote,
+    their content immaterial: it is refused before any is read), made read-only."""
+    sweep = place / "results" / "ci"
+    for name, data in [("manifest.json", b"{}"), ("trials.parquet", b"PAR1"),
+                       ("tune/tuner.pkl", b"\x80\x04N."), ("tune/experiment_state-x.json", b"{}")]:
+        (sweep / name).parent.mkdir(parents=True, exist_ok=True)
+        (sweep / name).write_bytes(data)
+    return read_only(place / "results")
+
+
+def below_a_file(place: Path) -> Path:
+    (place / "a-file").write_text("not a directory")
+    return place / "a-file" / "results"
+
+
+def snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
+    return {str(p.relative_to(root)): (p.stat().st_mode, p.read_bytes() if p.is_file() else b"")
+            for p in sorted(root.rglob("*"))}
+
+
+# Each case: the set-up of `place` (returns the storage), the command and its flags, the file
+# size limit, the exit code and the words of the message ({storage}, {place} filled in).
+CASES: dict[str, tuple[Callable[[Path], Path], list[str], int, int, list[str]]] = {
+    "validate: a read-only storage": (
+        lambda p: read_only(p / "results"), ["validate"], -1, 2,
+        ["{storage}/ci: {storage} is not writable by this user (mode dr-xr-xr-x)",
+         "`chmod -R u+w {storage}/ci`", "(nothing was changed)"]),
+    "validate: a storage below a file": (
+        below_a_file, ["validate"], -1, 2,
+        ["{storage}/ci: {place}/a-file is a file, not a directory"]),
+    "run: a read-only storage": (
+        lambda p: read_only(p / "results"), ["run"], -1, 2,
+        ["{storage}/ci: {storage} is not writable by this user", "give another `storage`"]),
+    "run --resume: a finished sweep made read-only": (
+        finished_sweep, ["run", "--resume"], -1, 2,
+        ["{storage}/ci: {storage}/ci is not writable by this user (mode dr-xr-xr-x)",
+         "also to resume or extend a finished sweep", "`chmod -R u+w {storage}/ci`"]),
+    "run: no room for a file (ulimit -f)": (
+        lambda p: p / "results", ["run"], 0, 2,
+        ["didray: a file size limit (ulimit -f) was reached, or the disk is full: a write "
+         "failed", "while the sweep wrote to {storage}. What was written before stays intact",
+         "the shared cache {storage}/cache/", "then continue with `didray run"]),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_an_environment_failure_is_one_paragraph(case, place, capsys):
+    set_up, (command, *flags), fsize, code, words = CASES[case]
+    storage = set_up(place)
+    before = snapshot(place)
+    with unprivileged(fsize):
+        got = main([command, str(CI), f"storage={storage}", *flags])
+    err = capsys.readouterr().err
+    assert got == code, err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    for word in words:
+        assert word.format(storage=storage, place=place) in err, err
+    assert snapshot(place) == before  # nothing written, nothing changed
+
+
+def no_space() -> OSError:
+    """The error of a real Parquet write to a full device (pyarrow's own, errno in its text
+    too). Into an open file: given the path, pyarrow deletes what it failed to write."""
+    try:
+        with pa.OSFile("/dev/full", "wb") as full:
+            pq.write_table(pa.table({"x": list(range(100_000))}), full)
+    except OSError as err:
+        return err
+    raise AssertionError("/dev/full took the write")
+
+
+def wrapped(err: OSError, how: str) -> BaseException:
+    """`err` as the driver receives it from Ray, Tune or a reader that failed after it."""
+    if how == "ray":
+        return RayTaskError("write", "Traceback ...", err).as_instanceof_cause()
+    try:
+        try:
+            raise err
+        except OSError as cause:
+            if how == "tune":
+                raise TuneError("the trial callback failed") from cause
+            raise OSError("Couldn't deserialize thrift: Invalid thrift: transport error")  # noqa: B904
+    except (TuneError, OSError) as outer:
+        return outer
+
+
+@pytest.mark.parametrize("how", ["ray", "tune", "thrift"])
+def test_a_full_disk_is_recognised_however_wrapped(how):
+    found = no_room(wrapped(no_space(), how))
+    assert found is not None and found[0] == "the disk is full"
+    assert found[1].errno == errno.ENOSPC
+    assert no_room(wrapped(PermissionError(errno.EACCES, "denied"), how)) is None
+
+
+def cut(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+# Damage done to a copy of the CI sweep's Tune state, and the file the message names.
+TUNE_DAMAGE: dict[str, tuple[Callable[[Path], None], str]] = {
+    "random bytes in tuner.pkl": (
+        lambda tune: (tune / "tuner.pkl").write_bytes(random.Random(0).randbytes(2459)),
+        "tuner.pkl cannot be read ("),
+    "a truncated experiment state": (
+        lambda tune: cut(max(tune.glob("experiment_state-*.json"))), "experiment_state-"),
+    "the experiment state deleted": (
+        lambda tune: max(tune.glob("experiment_state-*.json")).unlink(),
+        "holds no experiment_state-*.json"),
+}
+
+
+@pytest.mark.parametrize("damage", TUNE_DAMAGE)
+def test_damaged_tune_state_is_refused_before_ray_starts(damage, ci_sweep, tmp_path, capsys):
+    """A copy of the finished CI sweep, its Tune state damaged: --resume refuses it in one
+    paragraph (exit 2) and changes nothing; no experiment is started in tune/."""
+    sweep_dir = tmp_path / "ci"
+    shutil.copytree(ci_sweep[1], sweep_dir)
+    assert ci_sweep[0] == 0 and state.tune_damage(sweep_dir / "tune") is None  # intact: reads
+    harm, named = TUNE_DAMAGE[damage]
+    harm(sweep_dir / "tune")
+    before = snapshot(tmp_path)
+    assert run_here(["run", str(CI), "--storage", str(tmp_path), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.count("\n") == 1, err
+    assert f"didray: {sweep_dir / 'tune'}" in err and named in err, err
+    assert f"finished trials' results in {sweep_dir} (trials.parquet" in err
+    assert f"Restore {sweep_dir / 'tune'} from a copy" in err and "another `name`" in err
+    assert snapshot(tmp_path) == before  # nothing written: no run recorded, no experiment
