@@ -61,8 +61,9 @@ def test_load_policy_names_a_trial_whose_checkpoint_is_gone(ci_sweep, tmp_path):
     moved = tmp_path / "ci"
     moved.mkdir()
     trials = pl.read_parquet(results_dir / "trials.parquet")
-    trials.with_columns(checkpoint_path=pl.lit(str(tmp_path / "gone"))).write_parquet(
-        moved / "trials.parquet")
+    # Sealed as didray writes it: the copied manifest says the sweep's tables are sealed.
+    write_parquet(trials.with_columns(checkpoint_path=pl.lit(str(tmp_path / "gone"))),
+                  moved / "trials.parquet")
     (moved / "manifest.json").write_bytes((results_dir / "manifest.json").read_bytes())
     with pytest.raises(BadInput, match=f"trial '{trial_id}': its checkpoint .*gone is missing"):
         load_policy(moved, trial_id)
