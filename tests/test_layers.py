@@ -16,7 +16,7 @@ PACKAGE = ROOT / "didray"
 # A module may import its own package and packages of a lower rank, never the same rank or
 # above (docs/design.md §4): the bottom holds what every layer shares.
 RANKS = {
-    "__init__": 0, "errors": 0, "metrics": 0, "display": 0, "core": 0,
+    "__init__": 0, "errors": 0, "metrics": 0, "display": 0, "core": 0, "threads": 0,
     "files": 1,
     "storage": 2,
     "config": 3,

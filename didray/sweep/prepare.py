@@ -29,7 +29,6 @@ from transformers import AutoTokenizer
 from didray import display
 from didray.config.schema import Scorer, Sweep
 from didray.config.trial import dataset_key, threads_for
-from didray.core.threads import torch_threads
 from didray.data.regimes import Sources, build_pairs, warnings
 from didray.data.sources import PoolFactory, hf_sources, toy_sources
 from didray.data.tensors import PairTensors, save_pair_tensors
@@ -40,6 +39,7 @@ from didray.files import build_once, content_hash, file_damage, seal_path, seale
 from didray.sampling.pool import SamplerPool
 from didray.sampling.sampler import resolve_backend
 from didray.storage import Storage
+from didray.threads import torch_threads
 from didray.worlds import hf, hf_data, toy
 from didray.worlds.policy import load_policy
 from didray.worlds.text import batched_response_logps, encode, prompt_ids, prompt_text

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 import polars as pl
 import torch
 
-from didray.core.threads import torch_threads
 from didray.theory.checks import check_instance, pooled_claims
 from didray.theory.claims import Run
+from didray.threads import torch_threads
 from didray.worlds.tabular import random_instance, retilt
 
 TAUS = (0.05, 0.15, 0.5, 2.0)  # at N = 50: DID entropy of pi_star from 1.4-2.3 nats to ~log N

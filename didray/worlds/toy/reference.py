@@ -26,9 +26,9 @@ from transformers import (
 )
 
 from didray.config.schema import TOY_RECIPE_VERSION, ToyWorldSpec
-from didray.core.threads import torch_threads
 from didray.display import Progress
 from didray.files import build_once, unusable
+from didray.threads import torch_threads
 from didray.worlds.text import batched_response_logps, encode, response_logps
 from didray.worlds.toy.language import (
     ToyPrompt,
