@@ -25,8 +25,10 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import torch
 from ray.exceptions import RayTaskError
 from ray.tune.error import TuneError
+from safetensors.torch import save_file
 from support.sweeps import run_here
 
 import didray.analysis  # noqa: F401
@@ -184,6 +186,19 @@ def test_a_full_disk_is_recognised_however_wrapped(how):
     assert no_room(wrapped(PermissionError(errno.EACCES, "denied"), how)) is None
 
 
+def test_a_checkpoint_past_a_file_size_limit_is_recognised(place):
+    """safetensors (Rust) says EFBIG only in its text, "(os error 27)": a trial's checkpoint
+    write past `ulimit -f`, as the driver finds it in the trial's error (Ray's wrapping)."""
+    with unprivileged(1000):
+        try:
+            save_file({"w": torch.zeros(1000)}, str(place / "model.safetensors"))
+        except Exception as err:  # noqa: BLE001 - SafetensorError is no OSError
+            failed = err
+    found = no_room(RayTaskError("run_trial", "Traceback ...", failed).as_instanceof_cause())
+    assert found is not None and found[0].startswith("a file size limit (ulimit -f)")
+    assert "(os error 27)" in str(found[1])
+
+
 def cut(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
@@ -218,3 +233,4 @@ def test_damaged_tune_state_is_refused_before_ray_starts(damage, ci_sweep, tmp_p
     assert f"finished trials' results in {sweep_dir} (trials.parquet" in err
     assert f"Restore {sweep_dir / 'tune'} from a copy" in err and "another `name`" in err
     assert snapshot(tmp_path) == before  # nothing written: no run recorded, no experiment
+
