@@ -175,9 +175,9 @@ def test_of_two_remote_leases_written_at_once_the_overwritten_one_steps_back(s3,
     racer = threading.Thread(target=overwrite_once_written)
     racer.start()
     try:
-        with pytest.raises(SweepBusy, match=rf"\(pid {os.getpid()} on {socket.gethostname()}"):
-            with SweepLock(first, first.local / "ci", [].append):
-                pass
+        with (pytest.raises(SweepBusy, match=rf"\(pid {os.getpid()} on {socket.gethostname()}"),
+              SweepLock(first, first.local / "ci", [].append)):
+            pass
     finally:
         racer.join()
     assert json.loads(fs.open_input_stream(remote).read())["token"] == other.me.token
