@@ -8,8 +8,9 @@ import re
 # whoever wrote the file.
 NO_ROOM = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
            errno.EFBIG: "a file size limit (ulimit -f) was reached, or the disk is full"}
-# pyarrow's errors carry the errno only in their text ("Detail: [errno 28] No space ...").
-NO_ROOM_TEXT = re.compile(r"\[errno (\d+)\]", re.IGNORECASE)
+# pyarrow's errors carry the errno only in their text ("Detail: [errno 28] No space ..."),
+# Rust's as "(os error 28)": safetensors' SafetensorError, which a trial's checkpoint raises.
+NO_ROOM_TEXT = re.compile(r"\[errno (\d+)\]|\(os error (\d+)\)", re.IGNORECASE)
 
 
 class BadInput(Exception):
@@ -19,30 +20,39 @@ class BadInput(Exception):
         return f"didray: {self}"
 
 
-def no_room(err: BaseException) -> tuple[str, OSError] | None:
-    """(what ran out, the OSError) where `err` or anything it wraps is a write that found no
-    room; None otherwise. Ray re-raises a task's error as a RayTaskError keeping it as
-    `cause`; Tune, pyarrow and Python chain it as __cause__ or __context__."""
-    todo, seen = [err], set()
+def no_room(err: BaseException) -> tuple[str, BaseException] | None:
+    """(what ran out, the error saying so) where `err` or anything it wraps is a write that
+    found no room; None otherwise. An OSError's own errno first (it names the file), then
+    one in an error's text: a RayTaskError's traceback, pyarrow's and Rust's messages."""
+    found = chain(err)
+    for each in found:
+        if isinstance(each, OSError) and each.errno in NO_ROOM:
+            return NO_ROOM[each.errno], each
+    for each in found:
+        codes = {int(a or b) for a, b in NO_ROOM_TEXT.findall(str(each))} & NO_ROOM.keys()
+        if codes:
+            return NO_ROOM[min(codes)], each
+    return None
+
+
+def chain(err: BaseException) -> list[BaseException]:
+    """`err` and every error it wraps. Ray re-raises a task's error as a RayTaskError keeping
+    it as `cause`; Tune, pyarrow and Python chain it as __cause__ or __context__."""
+    todo, seen = [err], {}
     while todo:
         if id(err := todo.pop()) in seen:
             continue
-        seen.add(id(err))
-        if isinstance(err, OSError):
-            text = NO_ROOM_TEXT.search(str(err))
-            code = err.errno if err.errno in NO_ROOM else int(text.group(1)) if text else None
-            if code in NO_ROOM:
-                return NO_ROOM[code], err
+        seen[id(err)] = err
         todo += [e for e in (err.__cause__, err.__context__, getattr(err, "cause", None))
                  if isinstance(e, BaseException)]
-    return None
+    return list(seen.values())
 
 
 class NoRoom(BadInput):
     """A sweep stopped because a write found no room: what to free, and how to continue."""
 
-    def __init__(self, what: str, err: OSError, storage: str, again: str):
-        where = f" ({err.filename})" if err.filename else ""
+    def __init__(self, what: str, err: BaseException, storage: str, again: str):
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
         super().__init__(
             f"{what}: a write failed{where} while the sweep wrote to {storage}. What was "
             "written before stays intact: every table, manifest, cache entry and checkpoint "

@@ -15,6 +15,7 @@ import re
 import stat
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
@@ -25,6 +26,9 @@ from didray.files import INDEX, atomic_write, json_hash, seal_path
 # What pyarrow.fs.FileSystem.from_uri opens besides local paths.
 SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")
 BUCKETED = ("s3", "gs", "gcs")  # object stores whose path starts with a bucket
+# Object stores whose object appears only once its upload completes: a push writes there
+# directly. HDFS and Azure Data Lake files are visible, growing, while they are written.
+WHOLE_PUTS = ("s3", "gs", "gcs")
 URI = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 UNSET = re.compile(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)")  # what os.path.expandvars leaves: unset
 PROBE_TIMEOUT_S = 10.0  # how long `check` waits for a remote storage to answer
@@ -121,6 +125,31 @@ def _copy(source: str, source_fs, destination: str, destination_fs) -> None:
 
     pyarrow.fs.copy_files(source, destination, source_filesystem=source_fs,
                           destination_filesystem=destination_fs)
+
+
+def puts_whole(uri: str) -> bool:
+    """Whether a file copied to `uri`'s storage is seen by readers only once complete."""
+    return URI.match(uri).group(1).lower() in WHOLE_PUTS
+
+
+def _put(file: Path, fs, target: str, whole: bool) -> None:
+    """Copy the local `file` to `target` in `fs`. Where a file is visible while written
+    (`whole` false: hdfs://, abfs://), it is copied to a temporary name beside `target` and
+    moved into place, as didray.files.atomic_write does locally: a reader (`didray analyze`
+    of a sweep being extended) never finds half a table under its name (docs/design.md §3.5)."""
+    import pyarrow.fs
+
+    if whole:
+        _copy(str(file), _local_fs(), target, fs)
+        return
+    head, _, name = target.rpartition("/")
+    partial = f"{head}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        _copy(str(file), _local_fs(), partial, fs)
+        fs.move(partial, target)
+    finally:
+        if fs.get_file_info(partial).type != pyarrow.fs.FileType.NotFound:
+            fs.delete_file(partial)  # what a failed copy left
 
 
 def _is_index(path: str) -> bool:
@@ -271,8 +300,9 @@ class Storage:
         files = [f for path in paths
                  for f in ([path] if path.is_file() else sorted(path.rglob("*")))
                  if f.is_file()]
+        whole = puts_whole(self.uri)
         for file in sorted(files, key=lambda p: _is_index(p.name)):  # one by one: see `pull`
-            _copy(str(file), _local_fs(), self.fs_path(file), fs)
+            _put(file, fs, self.fs_path(file), whole)
 
     def read_remote(self, path: Path) -> tuple[bytes, float] | None:
         """(content, age in seconds by its modification time) of the remote file at the mirror

@@ -19,7 +19,7 @@ from pathlib import Path
 from didray.config.checks import last_cut
 from didray.config.schema import Sweep
 from didray.config.trial import PairLaw, RegimeFiles, TrialSpec
-from didray.errors import BadInput
+from didray.errors import BadInput, no_room
 from didray.files import TABLES, atomic_write
 from didray.metrics import TIMES, labels
 from didray.storage import Storage
@@ -374,4 +374,16 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str]
             for name, value in spent.items()))
     record(state.ended(run, trials["status"].to_list(), sweep.trial_count(), grid.num_errors,
                        spent, time.time()))
+    raise_no_room(grid)
     return sweep_dir
+
+
+def raise_no_room(grid) -> None:
+    """Raise the error of a trial that found no room for a write in its own process (its
+    checkpoint, its tables): Tune ends it as an errored trial, its error only in
+    trials.parquet, where the driver's own full disk is one paragraph and exit 2 (`didray
+    run`, errors.NoRoom). Raised after the run is recorded: Tune keeps the trial errored,
+    so --resume runs it again once there is room (docs/design.md §3.3)."""
+    for err in grid.errors:
+        if no_room(err):
+            raise err

@@ -10,7 +10,9 @@ STALE_AFTER_S (the only sign of life of a driver on another host sharing the dir
 
 On a URI storage the lease is held on this machine's mirror and copied to the same path on the
 remote, where other machines' drivers look for it. An object store has no create-if-absent:
-two drivers on different machines started within the same second or two can both pass.
+each driver writes its lease (a unique token in it), waits SETTLE_S and reads it back; the one
+whose lease was overwritten steps back. Two drivers pass together only if one took longer
+than SETTLE_S between finding no lease and writing its own.
 """
 
 from __future__ import annotations
@@ -33,6 +35,9 @@ from didray.storage import Storage
 LOCK = "driver.lock"
 HEARTBEAT_S = 10.0
 STALE_AFTER_S = 120.0
+# How long a driver waits after writing a remote lease before reading it back: a lease
+# another driver had under way (it read the remote before this one's arrived) lands within.
+SETTLE_S = 1.0
 
 
 class SweepBusy(BadInput):
@@ -196,8 +201,9 @@ class SweepLock:
         if lease is not None and Holder.parse(lease[0]).token != self.me.token:
             self._judge(*lease, where=where)
         self.storage.push(self.path)
-        # Read back: of two drivers that wrote at once, the one whose lease was overwritten
-        # steps back.
+        # Read back once a lease another driver had under way has landed: of two drivers
+        # that wrote at once, the one whose lease was overwritten steps back.
+        time.sleep(SETTLE_S)
         lease = self.storage.read_remote(self.path)
         if lease is not None and Holder.parse(lease[0]).token != self.me.token:
             raise busy(where, Holder.parse(lease[0]), lease[1])

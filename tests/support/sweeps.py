@@ -7,7 +7,9 @@ Every sweep a test launches goes through `run_here` (in this process) or `run_cl
 
 from __future__ import annotations
 
+import resource
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ import ray
 import yaml
 
 from didray.cli import main
+from didray.sweep import RAY_ENV
 from support import tiers
 
 ROOT = Path(__file__).parents[2]
@@ -48,6 +51,20 @@ def run_here(args: list[str]) -> int:
         return main(args)
     finally:
         ray.shutdown()
+
+
+def small_files_in_workers(fsize: int) -> dict:
+    """The runtime env of a Ray whose worker processes (a trial's own, not the driver) write
+    files of at most `fsize` bytes: a write past it fails with EFBIG, as on a full disk
+    (SIGXFSZ ignored, as a shell's `ulimit -f` leaves a process that handles it). A nested
+    function: cloudpickle sends it by value, the workers cannot import the tests."""
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+        resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, hard))
+
+    # A copy: Ray adds the hook's key to the env_vars it is given, which a later Ray must not get.
+    return {"env_vars": dict(RAY_ENV), "worker_process_setup_hook": limit}
 
 
 def run_cli(args: list[str], kill_after: str | None = None,

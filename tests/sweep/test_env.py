@@ -25,9 +25,18 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import ray
+import torch
 from ray.exceptions import RayTaskError
 from ray.tune.error import TuneError
-from support.sweeps import run_here
+from safetensors.torch import save_file
+from support.sweeps import (
+    assert_same_results,
+    one_trial_sweep,
+    run_here,
+    small_files_in_workers,
+    warm,
+)
 
 import didray.analysis  # noqa: F401
 import didray.examples  # noqa: F401
@@ -184,6 +193,19 @@ def test_a_full_disk_is_recognised_however_wrapped(how):
     assert no_room(wrapped(PermissionError(errno.EACCES, "denied"), how)) is None
 
 
+def test_a_checkpoint_past_a_file_size_limit_is_recognised(place):
+    """safetensors (Rust) says EFBIG only in its text, "(os error 27)": a trial's checkpoint
+    write past `ulimit -f`, as the driver finds it in the trial's error (Ray's wrapping)."""
+    with unprivileged(1000):
+        try:
+            save_file({"w": torch.zeros(1000)}, str(place / "model.safetensors"))
+        except Exception as err:  # noqa: BLE001 - SafetensorError is no OSError
+            failed = err
+    found = no_room(RayTaskError("run_trial", "Traceback ...", failed).as_instanceof_cause())
+    assert found is not None and found[0].startswith("a file size limit (ulimit -f)")
+    assert "(os error 27)" in str(found[1])
+
+
 def cut(path: Path) -> None:
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
@@ -218,3 +240,23 @@ def test_damaged_tune_state_is_refused_before_ray_starts(damage, ci_sweep, tmp_p
     assert f"finished trials' results in {sweep_dir} (trials.parquet" in err
     assert f"Restore {sweep_dir / 'tune'} from a copy" in err and "another `name`" in err
     assert snapshot(tmp_path) == before  # nothing written: no run recorded, no experiment
+
+
+def test_a_trial_that_finds_no_room_ends_the_run_in_one_paragraph(ci_sweep, warm_cache,
+                                                                     tmp_path, capsys):
+    """A trial's checkpoint write past a file size limit in its own process (its model is
+    343 kB; the driver has no limit) ends `didray run` with the driver's disk-full paragraph
+    and exit 2, not as a failed trial (exit 1); the run is recorded, and --resume with room
+    again finishes the trial equal to the clean run's."""
+    args = [*one_trial_sweep(warm(tmp_path, warm_cache)), "train.max_failures=0"]
+    ray.init(runtime_env=small_files_in_workers(100_000))  # the driver joins this Ray
+    assert run_here(args) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("didray: a file size limit (ulimit -f) was reached, or the disk "
+                          "is full: a write failed while the sweep wrote to"), err
+    assert err.endswith(f"then continue with `didray run {args[1]} train.max_failures=0 "
+                        f"--storage {tmp_path} --resume`"), err
+    assert (run := state.read_manifest(tmp_path / "ci").runs[-1]).errors == 1
+    assert run.status == "finished"  # recorded: it ended, one trial errored
+    assert run_here([*args, "--resume"]) == 0
+    assert_same_results(tmp_path / "ci", ci_sweep[1])

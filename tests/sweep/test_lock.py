@@ -8,6 +8,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import polars as pl
@@ -152,3 +153,31 @@ def test_remote_lease_refuses_a_driver_on_another_machine(s3, tmp_path, monkeypa
                 SweepLock(other, other.local / "ci", [].append):
             pass
     assert fs.get_file_info(remote).type == pafs.FileType.NotFound
+
+
+def test_of_two_remote_leases_written_at_once_the_overwritten_one_steps_back(s3, tmp_path,
+                                                                               monkeypatch):
+    """A driver on another machine that found no lease writes its own just after this one's
+    arrived (pyarrow has no create-if-absent on S3): this driver, its lease overwritten
+    while it settles, is refused naming the other, and leaves the other's lease in place."""
+    uri, fs = s3
+    first = Storage.of(uri)
+    remote = "didray/results/ci/" + LOCK
+    monkeypatch.setenv("DIDRAY_MIRROR", str(tmp_path / "other-machine"))
+    other = SweepLock(Storage.of(uri), Storage.of(uri).local / "ci", [].append)
+
+    def overwrite_once_written() -> None:  # the other driver's push, already under way
+        while fs.get_file_info(remote).type == pafs.FileType.NotFound:
+            time.sleep(0.01)
+        with fs.open_output_stream(remote) as out:
+            out.write(other.me.encode())
+
+    racer = threading.Thread(target=overwrite_once_written)
+    racer.start()
+    try:
+        with (pytest.raises(SweepBusy, match=rf"\(pid {os.getpid()} on {socket.gethostname()}"),
+              SweepLock(first, first.local / "ci", [].append)):
+            pass
+    finally:
+        racer.join()
+    assert json.loads(fs.open_input_stream(remote).read())["token"] == other.me.token

@@ -8,12 +8,15 @@ About building caches too (their entries must reach the bucket): it starts from 
 
 import io
 import json
+import os
 import shutil
 import socket
+import threading
 import time
 
 import polars as pl
 import pyarrow.fs as pafs
+import pytest
 import torch
 from support.fixtures import free_port
 from support.sweeps import ROOT, assert_same_results, run_cli
@@ -22,6 +25,7 @@ from didray.analysis import load
 from didray.analysis.load import mirrored
 from didray.analysis.policy import load_policy
 from didray.cli import main
+from didray.storage import _put, puts_whole
 
 
 def remote_files(fs, prefix: str) -> set[str]:
@@ -147,3 +151,37 @@ def test_push_and_pull_copy_a_tree_byte_for_byte(s3):
     assert storage.pull(entry)
     assert {p.relative_to(entry).as_posix(): p.read_bytes()
             for p in entry.rglob("*") if p.is_file()} == content
+
+
+@pytest.mark.parametrize(("uri", "whole"), [
+    ("s3://didray/results", True), ("gs://didray/results", True), ("GCS://didray/x", True),
+    ("hdfs://namenode:8020/results", False), ("viewfs://cluster/results", False),
+    ("abfs://results@account.dfs.core.windows.net/x", False), ("abfss://c@a/x", False)])
+def test_only_object_stores_take_a_push_in_place(uri, whole):
+    assert puts_whole(uri) is whole
+
+
+def test_a_push_where_files_grow_while_written_moves_a_whole_file_under_its_name(tmp_path):
+    """The move path on pyarrow's local filesystem, where a file is visible while written as
+    on HDFS: a reader polling the target name during a 64 MiB push only ever finds nothing or
+    the whole file, and no temporary file is left beside it."""
+    data = os.urandom(64 << 20)
+    (source := tmp_path / "trials.parquet").write_bytes(data)
+    (remote := tmp_path / "remote").mkdir()
+    fs, target, seen, done = pafs.LocalFileSystem(), str(remote / source.name), set(), []
+
+    def watch() -> None:
+        while not done:
+            if (info := fs.get_file_info(target)).type == pafs.FileType.File:
+                seen.add(info.size)
+
+    reader = threading.Thread(target=watch)
+    reader.start()
+    try:
+        _put(source, fs, target, whole=False)
+    finally:
+        done.append(True)
+        reader.join()
+    assert seen <= {len(data)}  # never a partial size
+    assert (remote / source.name).read_bytes() == data
+    assert [p.name for p in remote.iterdir()] == [source.name]
