@@ -164,7 +164,7 @@ def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, todo: state.Plan
                                   storage_filesystem=filesystem, verbose=1,
                                   progress_reporter=trial_table(sweep),
                                   callbacks=callbacks,
-                                  # One-worker toy trials checkpoint through Tune; two kept,
+                                  # One-worker trials checkpoint through Tune; two kept,
                                   # so a damaged newest one falls back to the one before.
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
                                   failure_config=tune.FailureConfig(

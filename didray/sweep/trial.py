@@ -72,7 +72,7 @@ def evaluate_checkpoint(checkpoint: ray.train.Checkpoint, trial: Trial) -> dict[
     history, evaluation = read_final_checkpoint(checkpoint, trial)
     rows, metrics = evaluation["estimates"], evaluation["metrics"]
     if trial.spec.world == "hf":
-        # Imported here: toy trials never load the sampler and scorer stack.
+        # Imported here: toy trials never load the scorer stack.
         from didray.eval.hf import evaluate_policy
 
         with checkpoint.as_directory() as d, trial_sampler(trial.spec) as pool:
