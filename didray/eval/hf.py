@@ -2,7 +2,8 @@
 through a sampler actor and scored by the sweep's scorer.
 
 pi_ref's side is computed once in prepare (`reference_eval`, saved as JSON); each trial then
-runs `evaluate_policy` on its checkpoint with one actor that serves the policy and, after a
+runs `evaluate_policy` on its checkpoint with one actor (the sweep's shared one, or the
+trial's own: didray/sweep/trial.py `trial_sampler`) that serves the policy and, after a
 weight reload, pi_ref again. DID-entropy estimates need K samples from each model scored under
 both; DID samples are drawn at temperature 1 whatever the sampler's setting, since the
 estimators assume draws from the models themselves. The other model scores a sample's token
@@ -99,23 +100,22 @@ def qa_accuracy(pool: SamplerPool, ref: dict, max_tokens: int) -> float | None:
                                                                strict=True)) / len(items)
 
 
-def evaluate_policy(checkpoint_dir: str, trial: Trial) -> tuple[list[dict], dict[str, float]]:
-    """DID-entropy estimate rows and the sampled metrics of a trained policy. The sampler actor
-    reserves the sampler's resources and the sweep's shared scorer actor scores (the trial
-    function holds none and loads no model)."""
+def evaluate_policy(checkpoint_dir: str, trial: Trial, pool: SamplerPool
+                    ) -> tuple[list[dict], dict[str, float]]:
+    """DID-entropy estimate rows and the sampled metrics of a trained policy, drawn and scored
+    by `pool` (on pi_ref, left on pi_ref) and the sweep's shared scorer actor (the trial
+    function loads no sampler or scorer model)."""
     spec = trial.spec
     ref = read_json(spec.eval_file)
-    settings = spec.sampler.model_copy(update={"actors": 1})
-    prompts, k, max_tokens = ref["prompts"], len(ref["samples"][0]), settings.max_tokens
-    with SamplerPool(spec.world_dir, settings, spec.dtype) as pool:
-        pool.reload_weights(checkpoint_dir)  # the engine now serves the trained policy
-        drawn = sample_record(pool.generate(prompts, k, temperature=1.0, max_tokens=max_tokens,
-                                            seed=trial.seed))
-        greedy = greedy_texts(pool, prompts, max_tokens)
-        ref_under_policy = score_samples(pool, prompts, ref)
-        qa = qa_accuracy(pool, ref, max_tokens)
-        pool.reload_weights(spec.world_dir)  # back to pi_ref
-        policy_under_ref = score_samples(pool, prompts, drawn)
+    prompts, k, max_tokens = ref["prompts"], len(ref["samples"][0]), spec.sampler.max_tokens
+    pool.reload_weights(checkpoint_dir)  # the engine now serves the trained policy
+    drawn = sample_record(pool.generate(prompts, k, temperature=1.0, max_tokens=max_tokens,
+                                        seed=trial.seed))
+    greedy = greedy_texts(pool, prompts, max_tokens)
+    ref_under_policy = score_samples(pool, prompts, ref)
+    qa = qa_accuracy(pool, ref, max_tokens)
+    pool.reload_weights(spec.world_dir)  # back to pi_ref
+    policy_under_ref = score_samples(pool, prompts, drawn)
     samples = {"policy": (drawn["samples"], own_logps(drawn), policy_under_ref),
                "ref": (ref["samples"], ref_under_policy, own_logps(ref))}
     rows = sample_estimates(samples, trial.eval.bootstrap, seed=trial.seed)

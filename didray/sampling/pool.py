@@ -1,8 +1,8 @@
 """A pool of sampler actors: `ray.remote(Sampler)` is applied here, where the actors are made.
 
-Prompts are split over the actors in contiguous shards and the answers put back in order.
-Each prompt's random stream is seeded from (seed, prompt text) inside the sampler, so the
-draws do not depend on how many actors there are.
+Prompts are split over the actors in contiguous shards of at least MIN_ROWS rows and the
+answers put back in order. Each prompt's random stream is seeded from (seed, prompt text)
+inside the sampler, so the draws do not depend on how many actors there are.
 
 Ray restarts an actor whose process dies and reruns the calls it was serving: each call is
 idempotent (the draws are seeded per prompt, scores are deterministic), and each names the
@@ -11,6 +11,8 @@ weights it expects, since a restarted actor starts on the weights it was made wi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import ray
@@ -25,6 +27,10 @@ from didray.sampling.sampler import Sampler, resolve_backend
 # Shards per actor when progress is shown: each finished shard is a step of the display (the
 # draws do not depend on the batching, see above).
 SHOWN_SHARDS = 4
+# Rows per call at least: an engine draws many sequences in one batch far faster than a few in
+# each of several serial calls (issue 23, SmolLM2 on vLLM: 4 prompts split into 4 one-prompt
+# calls for the display's sake). Fewer rows go in one call, and the display counts that call.
+MIN_ROWS = 8
 
 
 def actor_env(backend: str) -> dict:
@@ -41,6 +47,13 @@ def shards(n_items: int, n_parts: int) -> list[slice]:
     parts = min(n_parts, n_items)
     bounds = [round(i * n_items / parts) for i in range(parts + 1)]
     return [slice(a, b) for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def call_shards(n_items: int, n_actors: int, shown: bool) -> list[slice]:
+    """The calls `n_items` rows are split into: one per actor, SHOWN_SHARDS per actor where
+    progress is shown, but never a call of fewer than MIN_ROWS rows (unless all are fewer)."""
+    wanted = n_actors * (SHOWN_SHARDS if shown else 1)
+    return shards(n_items, max(1, min(wanted, n_items // MIN_ROWS)))
 
 
 # Ray: a dead sampler actor is replaced, and its calls rerun, this many times.
@@ -70,11 +83,15 @@ class SamplerPool:
     actors (and the CPUs or GPUs they hold) are released when the work is done."""
 
     def __init__(self, model_dir: str | Path, settings: SamplerSettings,
-                 dtype: str = "float32") -> None:
+                 dtype: str = "float32", name: str | None = None, cpus: float | None = None
+                 ) -> None:
+        """`name`: the actors' Ray name (for one actor); `cpus`: the CPUs each reserves, if not
+        `settings.cpus_per_actor` (its threads stay as many as that)."""
         self.backend = resolve_backend(settings.backend)
         threads = threads_for(settings.cpus_per_actor)
         remote = ray.remote(PooledSampler).options(  # Ray: one process per actor
-            num_cpus=settings.cpus_per_actor, num_gpus=settings.gpus_per_actor,
+            num_cpus=settings.cpus_per_actor if cpus is None else cpus,
+            num_gpus=settings.gpus_per_actor, name=name,
             max_concurrency=1,  # an engine is not thread-safe: calls queue up
             max_restarts=RESTARTS, max_task_retries=RESTARTS,
             runtime_env=actor_env(self.backend),
@@ -99,11 +116,10 @@ class SamplerPool:
     def _map(self, method: str, columns: list[list], shown: str | None = None,
              **kwargs) -> list:
         """`method` over the rows of `columns`, in order. `shown`: a progress display of that
-        name counts the rows done, over SHOWN_SHARDS shards per actor."""
+        name counts the rows done, call by call (`call_shards`)."""
         if not columns[0]:
             return []
-        per_actor = SHOWN_SHARDS if shown else 1
-        parts = shards(len(columns[0]), len(self.actors) * per_actor)
+        parts = call_shards(len(columns[0]), len(self.actors), shown is not None)
         refs = [self.actors[i % len(self.actors)].serve.remote(
                     self.weights, method, *(c[s] for c in columns), **kwargs)
                 for i, s in enumerate(parts)]
@@ -132,3 +148,32 @@ class SamplerPool:
         """Serve `model_dir`'s weights from now on (a restarted actor reloads them too)."""
         self.weights = str(model_dir)
         ray.get([a.use.remote(self.weights) for a in self.actors])
+
+
+def sampler_name(sweep: str) -> str:
+    return f"didray-sampler-{sweep}"
+
+
+class SharedSampler(SamplerPool):
+    """A trial's handle on its sweep's `trials_sampler` actor, found by name; closing the
+    handle leaves the actor to the driver that owns it."""
+
+    def __init__(self, sweep: str, model_dir: str | Path) -> None:
+        self.weights = str(model_dir)
+        self.actors = [ray.get_actor(sampler_name(sweep))]  # Ray: the driver's named actor
+
+    def close(self) -> None:
+        self.actors = []
+
+
+@contextmanager
+def trials_sampler(sweep: str, model_dir: Path, settings: SamplerSettings,
+                   dtype: str) -> Iterator[None]:
+    """One sampler actor on pi_ref, shared by the trials that evaluate through `SharedSampler`
+    while the block runs: each trial reloads its weights into it, instead of starting an
+    engine. It reserves no CPU: it works only for a trial waiting on it, whose bundle holds
+    the CPUs (`didray.sweep.trial.trial_resources`, docs/design.md §3)."""
+    pool = SamplerPool(model_dir, settings.model_copy(update={"actors": 1}), dtype,
+                       name=sampler_name(sweep), cpus=0)
+    with pool:
+        yield

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from didray.config.checks import last_cut
@@ -177,7 +177,7 @@ def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, todo: state.Plan
         run_config=tune_output(tune.RunConfig(
             name=tune_dir.name, storage_path=storage_path, storage_filesystem=filesystem,
             callbacks=callbacks,
-            # One-worker toy trials checkpoint through Tune; two kept, so a damaged newest
+            # One-worker trials checkpoint through Tune; two kept, so a damaged newest
             # one falls back to the one before.
             checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
             failure_config=tune.FailureConfig(max_failures=sweep.train.max_failures)),
@@ -185,17 +185,23 @@ def build_tuner(sweep: Sweep, spec: TrialSpec, callbacks: list, todo: state.Plan
     )
 
 
-def fit(tuner, sweep: Sweep, eval_file: Path | None):
+def fit(tuner, sweep: Sweep, spec: TrialSpec):
     """`tuner.fit()` while the trials' slot actor (`didray.sweep.trial.TrialSlots`) and, in
-    the hf world, their shared scorer actor live."""
+    the hf world, their shared scorer actor and, for trials that train in their own process,
+    their shared sampler actor live."""
     import ray
 
     from didray.eval.scorer_actor import trials_scorer
-    from didray.sweep.trial import start_slots
+    from didray.sampling.pool import trials_sampler
+    from didray.sweep.trial import in_trial_process, start_slots
 
     slots = start_slots(sweep.name, sweep.scaling.max_concurrent_trials)
     try:
-        with trials_scorer(sweep.name, sweep.eval.scorer, eval_file):
+        with ExitStack() as actors:
+            actors.enter_context(trials_scorer(sweep.name, sweep.eval.scorer, spec.eval_file))
+            if spec.world == "hf" and in_trial_process(spec):
+                actors.enter_context(trials_sampler(sweep.name, spec.world_dir, spec.sampler,
+                                                    spec.dtype))
             return tuner.fit()
     finally:
         ray.kill(slots)
@@ -362,10 +368,10 @@ def run_on_ray(sweep: Sweep, source: str, resume: bool, overrides: Sequence[str]
     record(run)
     writer = ResultsWriter(sweep_dir, sweep.train.steps, regime_columns(sweep, prepared),
                            storage=storage)
-    tuner = build_tuner(sweep, trial_spec(sweep, prepared, storage, sweep_dir),
-                        [writer, *tracked], todo, verbose)
+    spec = trial_spec(sweep, prepared, storage, sweep_dir)
+    tuner = build_tuner(sweep, spec, [writer, *tracked], todo, verbose)
     say(f"ray: running trials; results in {sweep_dir}")
-    grid = fit(tuner, sweep, prepared.eval_file)
+    grid = fit(tuner, sweep, spec)
     trials = read_parquet(sweep_dir / "trials.parquet", sweep_dir)
     spent = {m.name: float(trials[m.name].sum()) for m in TIMES if m.name in trials.columns}
     if spent:

@@ -22,6 +22,7 @@ from didray.config.schema import Scaling
 from didray.config.trial import Trial, TrialSpec
 from didray.eval.estimates import RELIABLE_ESS
 from didray.files import damage, read_json, seal_path, write_json
+from didray.sampling.pool import SamplerPool, SharedSampler
 from didray.sweep.results import write_parquet
 from didray.train.worker import (
     EVALUATION_FILE,
@@ -71,11 +72,11 @@ def evaluate_checkpoint(checkpoint: ray.train.Checkpoint, trial: Trial) -> dict[
     history, evaluation = read_final_checkpoint(checkpoint, trial)
     rows, metrics = evaluation["estimates"], evaluation["metrics"]
     if trial.spec.world == "hf":
-        # Imported here: toy trials never load the sampler and scorer stack.
+        # Imported here: toy trials never load the scorer stack.
         from didray.eval.hf import evaluate_policy
 
-        with checkpoint.as_directory() as d:
-            sampled_rows, sampled = evaluate_policy(d, trial)
+        with checkpoint.as_directory() as d, trial_sampler(trial.spec) as pool:
+            sampled_rows, sampled = evaluate_policy(d, trial, pool)
         rows, metrics = rows + sampled_rows, metrics | sampled
     sweep_dir = trial.spec.sweep_dir
     steps, evals = (sweep_dir / part / f"{trial.trial_id}.parquet" for part in ("steps", "evals"))
@@ -89,6 +90,16 @@ def evaluate_checkpoint(checkpoint: ray.train.Checkpoint, trial: Trial) -> dict[
     # `loss`) in every result, the final one included.
     return {**history[-1], **did_entropy_columns(estimates, exact, trial.eval.did_samples),
             **metrics}
+
+
+def trial_sampler(spec: TrialSpec) -> SamplerPool:
+    """The sampler actor an hf trial evaluates with: the sweep's shared one for a trial that
+    trains in its own process (its bundle holds the CPUs the actor draws with), else one
+    started for this trial with the sampler's own resources."""
+    if in_trial_process(spec):
+        return SharedSampler(spec.sweep, spec.world_dir)
+    return SamplerPool(spec.world_dir, spec.sampler.model_copy(update={"actors": 1}),
+                       spec.dtype)
 
 
 def estimator_name(estimator: str, proposal: str, k: int) -> str:
@@ -202,22 +213,30 @@ def checkpoint_location(checkpoint: ray.train.Checkpoint) -> str:
 
 
 def in_trial_process(spec: TrialSpec) -> bool:
-    """Toy trials of one worker train in the Tune trial's own process, which Tune reuses
-    from trial to trial (docs/design.md §3): starting a Train run costs more than training.
-    Several workers need Ray Train's DDP; hf trials need their resources released while a
-    sampler actor evaluates them."""
-    return spec.scaling.workers_per_trial == 1 and spec.world == "toy"
+    """Trials of one worker train in the Tune trial's own process, which Tune reuses from
+    trial to trial (docs/design.md §3): starting a Train run costs more than training.
+    Several workers need Ray Train's DDP. An hf trial's sampled evaluation runs on the
+    sweep's shared sampler actor (`trials_sampler`) with the trial's CPUs; a sampler that
+    asks for GPUs keeps the Train run's path, whose trial holds nothing while its own
+    sampler actor holds the GPU."""
+    hf_on_cpus = spec.world == "hf" and spec.sampler.gpus_per_actor == 0
+    return spec.scaling.workers_per_trial == 1 and (spec.world == "toy" or hf_on_cpus)
 
 
 def trial_resources(spec: TrialSpec) -> dict[str, float]:
-    """A trial that trains in its own process holds a worker's resources; one that launches
-    a Train run only waits, holding none (its workers and sampler actor get whole CPUs,
-    however many trial functions wait at once; Tune needs one non-zero resource in a
-    trial's bundle, hence a token of memory)."""
+    """A trial that trains in its own process holds a worker's resources, in the hf world at
+    least the sampler's CPUs too: the shared sampler actor reserves none and draws only while
+    a trial waits on it, on that trial's CPUs. One that launches a Train run only waits,
+    holding none (its workers and sampler actor get whole CPUs, however many trial
+    functions wait at once; Tune needs one non-zero resource in a trial's bundle, hence a
+    token of memory)."""
     scaling = spec.scaling
-    if in_trial_process(spec):
-        return {"CPU": scaling.cpus_per_worker, "GPU": scaling.gpus_per_worker}
-    return {"CPU": 0, "memory": 2**20}
+    if not in_trial_process(spec):
+        return {"CPU": 0, "memory": 2**20}
+    cpus = scaling.cpus_per_worker
+    if spec.world == "hf":
+        cpus = max(cpus, spec.sampler.cpus_per_actor)
+    return {"CPU": cpus, "GPU": scaling.gpus_per_worker}
 
 
 def train_here(trial: Trial) -> ray.train.Checkpoint:

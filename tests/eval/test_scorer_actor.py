@@ -1,9 +1,11 @@
 """The scorer runs in Ray actors, one per sweep stage, on a real local Ray with a tiny reward
-model: the driver never loads it, the trials share one actor, and its dtype is the sweep's."""
+model: the driver never loads it, the trials share one actor, and its dtype is the sweep's.
+The trials also share one sampler actor, and train in their Tune trial process."""
 
 import json
 import time
 
+import polars as pl
 import pytest
 import ray
 import torch
@@ -15,6 +17,7 @@ from transformers import LlamaForCausalLM, LlamaForSequenceClassification, PreTr
 from didray.cli import main
 from didray.eval.scorer_actor import scorer_name
 from didray.eval.scorers import RewardModelScorer
+from didray.sampling.pool import sampler_name
 from didray.sweep import RAY_ENV
 from didray.worlds import toy
 
@@ -40,7 +43,8 @@ def score_calls(address: str, actors: list[dict], timeout_s: float = 30) -> list
 @pytest.fixture(scope="module")
 def scored_sweep(tmp_path_factory):
     """A two-trial hf sweep scored by a bfloat16 reward model: (exit code, storage, the model
-    classes the driver process built, the scorer actors and their score calls)."""
+    classes the driver process built, the scorer actors and their score calls, the sampler
+    actors)."""
     root = tmp_path_factory.mktemp("scored")
     save_plain(LlamaForCausalLM, root / "model", tie_word_embeddings=True)
     tokenizer = toy.build_tokenizer()
@@ -82,14 +86,15 @@ def scored_sweep(tmp_path_factory):
         here = ray.get_runtime_context().gcs_address  # other Ray instances run on this machine
         actors = list_actors(here, filters=[("class_name", "=", "ScorerActor")], detail=True)
         calls = score_calls(here, actors)
+        samplers = list_actors(here, filters=[("class_name", "=", "PooledSampler")])
     finally:
         PreTrainedModel.__init__ = init
         ray.shutdown()
-    return code, root, built, actors, calls
+    return code, root, built, actors, calls, samplers
 
 
 def test_the_driver_never_loads_the_scorer(scored_sweep):
-    code, _, built, actors, _ = scored_sweep
+    code, _, built, actors, _, _ = scored_sweep
     assert code == 0
     assert built == []  # no model at all: the scorer (and pi_ref) load in Ray processes
     # Prepare's actor and the trials' one, both released when their stage ended.
@@ -97,7 +102,7 @@ def test_the_driver_never_loads_the_scorer(scored_sweep):
 
 
 def test_trials_share_one_named_scorer_actor(scored_sweep):
-    _, _, _, actors, calls = scored_sweep
+    _, _, _, actors, calls, _ = scored_sweep
     shared = [a["actor_id"] for a in actors if a["name"] == scorer_name("scored")]
     assert len(shared) == 1
     by_trials = [c for c in calls if c["actor_id"] == shared[0]]
@@ -106,8 +111,18 @@ def test_trials_share_one_named_scorer_actor(scored_sweep):
     assert len({c["worker_pid"] for c in by_trials}) == 1
 
 
+def test_trials_train_in_their_process_and_share_one_sampler_actor(scored_sweep):
+    _, root, _, _, _, samplers = scored_sweep
+    # Prepare's actor and the trials' one, reloaded per trial: not one more per trial.
+    assert sorted(a["name"] for a in samplers) == ["", sampler_name("scored")]
+    trials = pl.read_parquet(root / "scored" / "trials.parquet")
+    # Checkpointed through Tune, in its experiment directory: no Ray Train run (train/...).
+    assert trials.height == 2 and not any(
+        p.startswith("train/") for p in trials["checkpoint_path"])
+
+
 def test_the_scorer_runs_in_the_sweeps_dtype(scored_sweep):
-    _, root, _, _, _ = scored_sweep
+    _, root, _, _, _, _ = scored_sweep
     [eval_file] = [f for f in (root / "cache" / "eval").glob("*.json")
                    if not f.name.endswith(".integrity.json")]  # not its seal
     ref = json.loads(eval_file.read_text())

@@ -26,7 +26,7 @@ from support import tiers
 ROOT = Path(__file__).parents[2]
 CI = yaml.safe_load((ROOT / "sweeps/ci.yaml").read_text())
 
-# The process that trains a trial: Tune's trial process for one-worker toy trials (they train
+# The process that trains a trial: Tune's trial process for one-worker trials (they train
 # in it), a Ray Train worker otherwise.
 TRAINERS = ("ray::ImplicitFunc", "RayTrainWorker")
 
