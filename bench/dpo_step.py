@@ -266,8 +266,8 @@ def flops_per_step(model: LlamaForCausalLM, lengths: Tensor) -> float:
 def measure(name: str, opts: argparse.Namespace) -> dict:
     """One repeat of contender `name` in this process: the model, the data and pi_ref's
     log-probs built from the seed, `opts.warmup` untimed steps, then `opts.steps` timed ones.
-    Returns the timed steps' wall and CPU seconds, every step's loss, and the timed steps'
-    tokens and FLOPs."""
+    Returns the timed steps' count, wall and CPU seconds, tokens and FLOPs, and every step's
+    loss."""
     torch.manual_seed(opts.seed)
     model = build_model(opts.model, getattr(torch, opts.dtype), opts.device)
     enc = pair_data(opts.pairs, MODELS[opts.model][1], model.config.vocab_size, opts.seed)
@@ -288,7 +288,8 @@ def measure(name: str, opts: argparse.Namespace) -> dict:
     lengths = [row_lengths(enc)[torch.cat([i, i + data.n])]
                for i in (batch_indices(data.n, opts.batch, s, opts.seed)
                          for s in range(opts.warmup, total))]
-    return {"seconds": wall, "cpu_seconds": cpu, "losses": [float(x) for x in losses],
+    return {"steps": opts.steps, "seconds": wall, "cpu_seconds": cpu,
+            "losses": [float(x) for x in losses],
             "tokens": sum(float(x.sum()) for x in lengths),
             "flops": sum(flops_per_step(model, x) for x in lengths)}
 
@@ -418,7 +419,7 @@ def main() -> None:
     if opts.threads:
         torch.set_num_threads(opts.threads)
     if opts.worker:  # one repeat of one contender, for `fresh_repeat`
-        print(json.dumps({**measure(opts.worker, opts), "steps": opts.steps}))
+        print(json.dumps(measure(opts.worker, opts)))
         return
     names = [n for n in CONTENDERS
              if n != "TRL DPOTrainer" or importlib.util.find_spec("trl") is not None]
