@@ -20,7 +20,7 @@ reference), the contenders interleaved in an order that rotates from repeat to r
 from other processes on a shared machine falls on every contender alike. Prints steps/s and
 tokens/s (real tokens of the chosen + rejected rows) as median [min-max] over the repeats and
 the ratio didray/plain under the same recipe; on CPU also steps per CPU-second of the process
-(less sensitive to other processes), on CUDA the model FLOPs utilisation (MFU):
+and that ratio (less sensitive to other processes), on CUDA the model FLOPs utilisation (MFU):
 
     FLOPs per step = 6 * N * tokens + 12 * layers * hidden * sum over rows of length^2
 
@@ -331,9 +331,8 @@ def run(names: list[str], argv: list[str], repeats: int) -> dict[str, list[dict]
     for r in range(repeats):
         for name in names[r % len(names):] + names[: r % len(names)]:
             results[name].append(fresh_repeat(name, argv))
-        pace = ", ".join(f"{name} {runs[-1]['steps'] / runs[-1]['seconds']:.2f}"
-                         for name, runs in results.items())
-        print(f"repeat {r + 1}/{repeats}, steps/s: {pace}", flush=True)
+        print(f"repeat {r + 1}/{repeats}, steps/s: " + ", ".join(
+            f"{name} {pace(runs[-1:]):.2f}" for name, runs in results.items()), flush=True)
     return results
 
 
@@ -341,18 +340,28 @@ def spread(values: list[float], digits: int) -> str:
     return f"{median(values):.{digits}f} [{min(values):.{digits}f}-{max(values):.{digits}f}]"
 
 
-def pace(runs: list[dict]) -> list[float]:
-    return [r["steps"] / r["seconds"] for r in runs]
+def pace(runs: list[dict], clock: str = "seconds") -> float:
+    """The median steps per second of `runs` (`clock`: "cpu_seconds" for steps per
+    CPU-second of the process)."""
+    return median(r["steps"] / r[clock] for r in runs)
+
+
+def ratios(didray: list[dict], other: list[dict], cuda: bool) -> str:
+    """didray's median pace over the other's: by the wall clock and, on CPU, per CPU-second,
+    which other processes on a shared machine disturb less."""
+    clocks = ["seconds"] if cuda else ["seconds", "cpu_seconds"]
+    return " / ".join(f"{pace(didray, c) / pace(other, c):.3f}" for c in clocks)
 
 
 def report(results: dict[str, list[dict]], opts: argparse.Namespace) -> None:
     """The table: each contender's pace and, for the others, didray's under the same recipe
-    over theirs (median steps/s)."""
+    over theirs."""
     cuda = opts.device.startswith("cuda")
     print(f"\n{opts.model} Llama, {opts.device} {opts.dtype}, {opts.batch} pairs per step, "
           f"{opts.repeats} fresh-process repeats x {opts.steps} steps, median [min-max]\n")
-    extra = "MFU %" if cuda else "steps/CPU-s"
-    print(f"| contender | recipe | steps/s | tokens/s | {extra} | didray/this |\n"
+    extra, ratio = ("MFU %", "didray/this") if cuda else ("steps/CPU-s",
+                                                           "didray/this: wall / CPU")
+    print(f"| contender | recipe | steps/s | tokens/s | {extra} | {ratio} |\n"
           "|---|---|---|---|---|---|")
     for name, runs in results.items():
         recipe = CONTENDERS[name][0]
@@ -361,15 +370,14 @@ def report(results: dict[str, list[dict]], opts: argparse.Namespace) -> None:
                            for r in runs], 1)
         else:
             last = spread([r["steps"] / r["cpu_seconds"] for r in runs], 2)
-        ratio = ("" if name in DIDRAY.values() else
-                 f"{median(pace(results[DIDRAY[recipe]])) / median(pace(runs)):.3f}")
-        print(f"| {name} | {recipe.name} | {spread(pace(runs), 2)} "
-              f"| {spread([r['tokens'] / r['seconds'] for r in runs], 0)} | {last} | {ratio} |")
+        ratio = "" if name in DIDRAY.values() else ratios(results[DIDRAY[recipe]], runs, cuda)
+        print(f"| {name} | {recipe.name} | {spread([r['steps'] / r['seconds'] for r in runs], 2)}"
+              f" | {spread([r['tokens'] / r['seconds'] for r in runs], 0)} | {last} | {ratio} |")
     if "TRL DPOTrainer" not in results:
         print("| TRL DPOTrainer | | skipped: trl not installed | | | |")
-    cross = median(pace(results[DIDRAY[DIDRAYS]])) / median(pace(results["plain (users')"]))
-    print(f"\ndidray (didray's recipe) / plain (users'), median steps/s: {cross:.3f} "
-          "(different work per step: no clipping nor schedule on didray's side)")
+    cross = ratios(results[DIDRAY[DIDRAYS]], results["plain (users')"], cuda)
+    print(f"\ndidray (didray's recipe) / plain (users'): {cross} (different work per step: no "
+          "clipping nor schedule on didray's side)")
 
 
 # The plain loops must agree with didray (the same recipe at every step, a different one at
@@ -403,7 +411,7 @@ def options(argv: list[str]) -> argparse.Namespace:
     args.add_argument("--batch", type=int, default=8, help="pairs per step")
     args.add_argument("--pairs", type=int, default=64, help="pairs in the dataset")
     args.add_argument("--beta", type=float, default=0.1, help="DPO's beta")
-    args.add_argument("--steps", type=int, default=20, help="timed steps per repeat")
+    args.add_argument("--steps", type=int, default=60, help="timed steps per repeat")
     args.add_argument("--repeats", type=int, default=5, help="fresh processes per contender")
     args.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     args.add_argument("--seed", type=int, default=0)
