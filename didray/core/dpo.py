@@ -31,6 +31,8 @@ def _check_args(beta: float, loss_type: str, label_smoothing: float) -> None:
 def _smoothed_logsigmoid_loss(logits: Tensor, label_smoothing: float) -> Tensor:
     """Conservative-DPO loss: the label is flipped with probability ``label_smoothing``."""
     pos = F.logsigmoid(logits)  # (B,)
+    if label_smoothing == 0.0:  # plain DPO: the flipped term, weighted 0, would only cost ops
+        return -pos  # (B,) the same values and gradients as the general form
     neg = F.logsigmoid(-logits)  # (B,)
     return -(1.0 - label_smoothing) * pos - label_smoothing * neg  # (B,)
 

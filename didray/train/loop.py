@@ -118,7 +118,7 @@ def dpo_step(
     (None: not clipped). Returns the batch means as 0-d tensors, so the step never waits for
     the device (`as_floats` reads them), and the token count."""
     optimizer.zero_grad(set_to_none=True)
-    totals: dict[str, Tensor] = {}
+    parts: list[dict[str, Tensor]] = []  # each micro-batch's means
     chunks = [c for c in idx.chunk(micro_batches) if len(c)]
     for chunk in chunks:
         rows = torch.cat([chunk, chunk + data.n])  # (2b,) chosen rows, then rejected
@@ -128,13 +128,21 @@ def dpo_step(
         ref = data.ref_logps[rows.to(logps.device, non_blocking=True)]  # (2b,)
         sizes = batch.response_mask.sum(dim=-1).chunk(2)  # response tokens: simpo's lengths
         losses, metrics = loss(*logps.chunk(2), *ref.chunk(2), *sizes)
-        (losses.mean() / len(chunks)).backward()
-        for key, value in {"loss": losses.detach().mean(), **metrics}.items():
-            totals[key] = totals.get(key, 0.0) + value / len(chunks)
+        mean = losses.mean()
+        (mean / len(chunks) if len(chunks) > 1 else mean).backward()
+        parts.append({"loss": mean.detach(), **metrics})
     if max_grad_norm is not None:  # after backward: DDP has averaged the gradients by then
         torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
     optimizer.step()
-    return {**totals, "tokens": int(lengths[torch.cat([idx, idx + data.n])].sum())}
+    return {**batch_means(parts), "tokens": int(lengths[torch.cat([idx, idx + data.n])].sum())}
+
+
+def batch_means(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
+    """The micro-batches' means averaged; one micro-batch's as they are, since dividing by 1
+    and adding to 0 change no value but cost a dozen tensor ops a step (docs/performance.md)."""
+    if len(parts) == 1:
+        return parts[0]
+    return {key: sum(part[key] / len(parts) for part in parts) for key in parts[0]}
 
 
 @dataclass(frozen=True)
