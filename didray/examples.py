@@ -27,7 +27,9 @@ def sweep_file(given: str) -> Path:
     shipped sweep of that name (`toy` or `toy.yaml`); a name that is neither is returned as
     given, for the loader to report."""
     path = Path(given)
-    if path.exists() or "/" in given or path.is_absolute():
+    # A path is never looked up (nor stat'ed here: in a directory the user cannot enter,
+    # Path.exists raises, where the loader says "cannot read" in one line).
+    if "/" in given or path.is_absolute() or path.exists():
         return path
     candidate = SHIPPED / (given if given.endswith((".yaml", ".yml")) else f"{given}.yaml")
     return candidate if candidate.is_file() else path
@@ -38,7 +40,7 @@ def load(given: str, overrides: Sequence[str] = ()) -> tuple[Path, Sweep]:
     from didray.config.load import SweepFileError, load_sweep
 
     file = sweep_file(given)
-    if not file.exists() and "/" not in given:
+    if "/" not in given and not file.exists():
         raise SweepFileError(given, [f"no such file, and no shipped example sweep of that name "
                                      f"(shipped: {', '.join(shipped())})"])
     return file, load_sweep(file, overrides)

@@ -148,15 +148,35 @@ CASES: dict[str, tuple[Callable[[Path], Path], list[str], int, int, list[str]]] 
 def test_an_environment_failure_is_one_paragraph(case, place, capsys):
     set_up, (command, *flags), fsize, code, words = CASES[case]
     storage = set_up(place)
+    # The sweep file where nobody can read it: the checkout may lie below a directory only
+    # its owner can enter (a mktemp -d clone).
+    sweep_file = Path(shutil.copy(CI, place / "ci.yaml"))
     before = snapshot(place)
     with unprivileged(fsize):
-        got = main([command, str(CI), f"storage={storage}", *flags])
+        got = main([command, str(sweep_file), f"storage={storage}", *flags])
     err = capsys.readouterr().err
     assert got == code, err
     assert "Traceback" not in err and err.count("\n") == 1, err
     for word in words:
         assert word.format(storage=storage, place=place) in err, err
     assert snapshot(place) == before  # nothing written, nothing changed
+
+
+def test_a_sweep_file_it_cannot_reach_is_one_line(place, capsys):
+    """A sweep file below a directory the user cannot enter: the loader's one line, exit 2
+    (Path.exists raised PermissionError out of the example-name lookup before)."""
+    locked = place / "locked"
+    locked.mkdir()
+    shutil.copy(CI, locked / "ci.yaml")
+    locked.chmod(0)
+    try:
+        with unprivileged(-1):
+            got = main(["validate", str(locked / "ci.yaml")])
+    finally:
+        locked.chmod(0o755)
+    err = capsys.readouterr().err
+    assert got == 2, err
+    assert f"{locked / 'ci.yaml'}" in err and "cannot read: Permission denied" in err, err
 
 
 def no_space() -> OSError:
