@@ -199,22 +199,22 @@ def sealed_write(path: Path, write: Callable[[str], object]) -> None:
     _write_seal(path, [size_and_sha256(path)])
 
 
-def file_damage(path: Path, unsealed_ok: bool = False, data: bytes | None = None) -> str | None:
-    """Why the file `path` (or `data`, its bytes as already read) differs from what
-    `sealed_write` wrote, or None. A file without a seal is damage unless `unsealed_ok`
-    (results of a sweep that sealed nothing).
+def file_damage(path: Path, unsealed_ok: bool = False,
+                measure: Callable[[], list] | None = None) -> str | None:
+    """Why the file `path` differs from what `sealed_write` wrote, or None. `measure` gives
+    the [size, sha256] of the bytes the caller keeps (default: hash the file). A file without
+    a seal is damage unless `unsealed_ok` (results of a sweep that sealed nothing).
 
     A writer may replace the file while this reads it (a running sweep rewrites its tables):
-    the seal is read before and after hashing, and the file counts as intact if either
-    accepts it; only a mismatch against a seal that stayed the same is damage."""
+    the seal is read before and after the bytes are, and the bytes count as intact if either
+    accepts them; only a mismatch against a seal that stayed the same is damage."""
     for _ in range(5):
         before = _read_seal(path)
         if before is None:
             return None if unsealed_ok else f"{path.name} has no readable {seal_path(path).name}"
-        if data is None and not path.is_file():
+        if not path.is_file():
             return f"{path.name} is missing"
-        actual = (size_and_sha256(path) if data is None
-                  else [len(data), hashlib.sha256(data).hexdigest()])
+        actual = measure() if measure else size_and_sha256(path)
         after = _read_seal(path) or []
         if actual in before + after:
             return None
@@ -235,18 +235,22 @@ def has_seals(directory: Path) -> bool:
 
 
 def read_sealed(path: Path, sealed: bool) -> bytes:
-    """The bytes of `path`, read once and checked by `check_sealed`: what the caller parses is
-    what was checked, even if a writer replaces the file meanwhile (a reader that checked the
-    file, then opened it again, could read one version's footer with another's pages)."""
-    data = path.read_bytes()
-    check_sealed(path, sealed, data)
-    return data
+    """The bytes of `path`, checked against its seal: what the caller parses is what was
+    checked, even if a writer replaces the file meanwhile (a reader that checked the file,
+    then opened it again, could read one version's footer with another's pages). Raises
+    BadInput when they differ from what didray wrote (a flipped byte can decode to a
+    plausible, wrong number), or have no seal where the sweep is `sealed`; a file of a sweep
+    that sealed nothing (an older didray) passes."""
+    data = None
 
+    def read() -> list:
+        # Read again on each try, between the two seal reads: bytes read before the first
+        # could be a version the writer has since sealed away.
+        nonlocal data
+        data = path.read_bytes()
+        return [len(data), hashlib.sha256(data).hexdigest()]
 
-def check_sealed(path: Path, sealed: bool, data: bytes | None = None) -> None:
-    """BadInput naming `path` (or its bytes `data`) when it differs from what didray wrote (a
-    flipped byte can decode to a plausible, wrong number), or has no seal where the sweep is
-    `sealed`; a file of a sweep that sealed nothing (an older didray) passes."""
-    if problem := file_damage(path, unsealed_ok=not sealed, data=data):
+    if problem := file_damage(path, unsealed_ok=not sealed, measure=read):
         raise BadInput(f"{path}: changed after didray wrote it ({problem}); the file is "
                        "corrupt: restore it and its seal from a copy of the sweep")
+    return path.read_bytes() if data is None else data  # None: no seal, nothing was read

@@ -18,6 +18,7 @@ from didray.files import (
     has_seals,
     manifest_json,
     read_json,
+    read_sealed,
     seal_path,
     sealed_write,
     write_index,
@@ -146,3 +147,25 @@ def test_written_files_and_built_dirs_get_the_umask_modes_not_tempfiles_private_
     build_once(tmp_path / "entry", Path.exists, lambda d: (Path(d) / "f").write_text("x"))
     assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "entry").stat().st_mode) == 0o755
+
+
+def test_bytes_read_while_the_file_is_rewritten_are_checked_against_their_own_seal(tmp_path):
+    """`read_sealed` returns bytes it checked: bytes read before the writer sealed their
+    version away are read again, not called damaged (1 CI run in 2: a table rewritten while
+    `didray analyze` read it was refused as corrupt)."""
+    path = tmp_path / "trials.parquet"
+    sealed_write(path, lambda tmp: Path(tmp).write_bytes(b"0"))
+    done = threading.Event()
+
+    def rewrite():
+        for i in range(300):
+            sealed_write(path, lambda tmp, i=i: Path(tmp).write_bytes(str(i).encode() * 50))
+        done.set()
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    read = []
+    while not done.is_set():
+        read.append(read_sealed(path, sealed=True))
+    writer.join()
+    assert all(data in {b"0", *(str(i).encode() * 50 for i in range(300))} for data in read)

@@ -26,15 +26,13 @@ WORLD = toy.build_world(toy.ToyWorldSpec(n_open_prompts=2, n_fact_prompts=2))
 
 def score_calls(address: str, actors: list[dict], timeout_s: float = 30) -> list[dict]:
     """The scorer actors' score calls, once the trials' shared actor has two (one per trial)
-    reported finished with their worker's pid: the state API learns of tasks from events
-    flushed every second or so, so right after the sweep it may lack the last call or its pid
-    (the test was flaky)."""
+    reported finished: the state API learns of tasks from events flushed every second or so,
+    so right after the sweep it may lack the last call (the test was flaky)."""
     shared = {a["actor_id"] for a in actors if a["name"] == scorer_name("scored")}
     deadline = time.monotonic() + timeout_s
     while True:
         calls = list_tasks(address, filters=[("name", "=", "ScorerActor.score")], detail=True)
-        done = [c for c in calls if c["actor_id"] in shared and c["state"] == "FINISHED"
-                and c["worker_pid"]]
+        done = [c for c in calls if c["actor_id"] in shared and c["state"] == "FINISHED"]
         if len(done) >= 2 or time.monotonic() > deadline:
             return calls
         time.sleep(0.5)
@@ -107,8 +105,9 @@ def test_trials_share_one_named_scorer_actor(scored_sweep):
     assert len(shared) == 1
     by_trials = [c for c in calls if c["actor_id"] == shared[0]]
     assert len(by_trials) == 2  # one per trial's evaluation
-    # One process served both (no restart between them).
-    assert len({c["worker_pid"] for c in by_trials}) == 1
+    # One process served both: the actor never restarted. (Not the calls' worker_pid: the
+    # last call's pid may never reach the state API once the stage has ended the actor.)
+    assert [int(a["num_restarts"]) for a in actors if a["actor_id"] == shared[0]] == [0]
 
 
 def test_trials_train_in_their_process_and_share_one_sampler_actor(scored_sweep):
