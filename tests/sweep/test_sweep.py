@@ -10,7 +10,6 @@ import signal
 from pathlib import Path
 
 import polars as pl
-import pytest
 import ray
 from support.sweeps import (
     CI,
@@ -52,19 +51,25 @@ def test_resume_with_a_changed_sweep_file_is_refused(ci_sweep, tmp_path, capsys)
     assert "changed: train" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("kill_after", ["step 2/6", "finished"])
-def test_killed_driver_resumes_to_the_uninterrupted_results(ci_sweep, warm_cache, tmp_path,
-                                                            kill_after):
-    """kill -9 of `didray run` while the first trial trains, or between trials; `--resume`
-    then finishes with exactly the results of a run that was never interrupted."""
+# The CI sweep's two pg trials, one at a time.
+TWO_PG_TRIALS = {**CI, "search": {"beta": [0.1, 0.5], "regime": ["pg"]},
+                 "scaling": {**CI["scaling"], "max_concurrent_trials": 1}}
+
+
+def test_driver_killed_between_trials_resumes_to_the_uninterrupted_results(
+        ci_sweep, warm_cache, tmp_path):
+    """kill -9 of `didray run` once the first trial has finished; `--resume` then finishes
+    with exactly the results of a run that was never interrupted, the finished trial not
+    trained again. (A kill while a trial trains: `test_moved_sweep_resumes_in_its_new_place`,
+    which also moves the sweep before resuming it.)"""
     _, clean = ci_sweep
-    path = write_sweep(tmp_path, {**CI, "search": {"beta": [0.1, 0.5], "regime": ["pg"]},
-                                  "scaling": {**CI["scaling"], "max_concurrent_trials": 1}})
+    path = write_sweep(tmp_path, TWO_PG_TRIALS)
     args = ["run", str(path), "--storage", str(warm(tmp_path, warm_cache))]
 
-    code, first, _ = run_cli(args, kill_after=kill_after)
+    code, first, _ = run_cli(args, kill_after="finished")
     assert code == -signal.SIGKILL, first
     done = [line.split()[2] for line in first.splitlines() if line.endswith("finished")]
+    assert done, first
 
     code, second, _ = run_cli([*args, "--resume"])
     assert code == 0, second
@@ -72,8 +77,12 @@ def test_killed_driver_resumes_to_the_uninterrupted_results(ci_sweep, warm_cache
     # saved its state; the trial then reports its results from disk).
     trained = [line.split()[1] for line in second.splitlines() if " step " in line]
     assert not set(done) & set(trained), (done, trained)
+    assert_resumed_to(tmp_path / "ci", clean)
 
-    out = tmp_path / "ci"
+
+def assert_resumed_to(out: Path, clean: Path) -> None:
+    """The two-trial sweep at `out`, killed once and resumed, has the clean run's results,
+    no error, and computed no cache entry in either run."""
     trials = pl.read_parquet(out / "trials.parquet")
     assert trials.height == 2 and set(trials["status"]) == {"TERMINATED"}
     assert "error" not in trials.columns or trials["error"].null_count() == 2
@@ -149,8 +158,7 @@ def move_interrupted_sweep(tmp_path: Path, cache: Path, scaling: dict) -> tuple[
     entries, and resumed in its new place. Returns the new results directory and the old
     storage."""
     path = write_sweep(tmp_path, {
-        **CI, "search": {"beta": [0.1, 0.5], "regime": ["pg"]},
-        "scaling": {**CI["scaling"], **scaling, "max_concurrent_trials": 1}})
+        **TWO_PG_TRIALS, "scaling": {**TWO_PG_TRIALS["scaling"], **scaling}})
     old, new = tmp_path / "old", tmp_path / "new"
     warm(old, cache)
     code, log, _ = run_cli(["run", str(path), "--storage", str(old)], kill_after="step 2/6")
@@ -163,12 +171,12 @@ def move_interrupted_sweep(tmp_path: Path, cache: Path, scaling: dict) -> tuple[
 
 
 def test_moved_sweep_resumes_in_its_new_place(ci_sweep, warm_cache, tmp_path):
-    """An interrupted sweep moved elsewhere resumes and writes only in the new place, with
-    the uninterrupted results."""
+    """kill -9 of `didray run` while the first trial trains, the sweep moved elsewhere:
+    `--resume` writes only in the new place and finishes with the uninterrupted results."""
     _, clean = ci_sweep
     out, old = move_interrupted_sweep(tmp_path, warm_cache, {})
     assert not old.exists()
-    assert_same_results(out, clean)
+    assert_resumed_to(out, clean)
 
 
 def test_moved_sweep_of_train_runs_creates_its_later_trials_in_the_new_place(warm_cache,
