@@ -1,10 +1,10 @@
 """What an hf trial costs beyond its DPO steps: one SmolLM2 trial on the embedded local Ray.
 
 Runs sweeps/smollm2-cpu.yaml cut to one trial (beta 0.1, regime pg, seed 0) of `--steps` DPO
-steps, and prints the trial's phases from `trials.parquet` (time/*_s), what is left of
-time/trial_s after them (a Train run's start, the sampled evaluation on the sampler actor,
-reporting), its non-training time (time/trial_s less time/steps_s) and the sweep's
-end-to-end seconds. Asserts nothing.
+steps, and prints the trial's phases from `trials.parquet` (time/*_s, the sampled evaluation
+on the sampler actor among them), what is left of time/trial_s after them (start-up, reading
+the final checkpoint, reporting), its non-training time (time/trial_s less time/steps_s) and
+the sweep's end-to-end seconds. Asserts nothing.
 
     .venv/bin/python bench/hf_trial.py [--steps 2] [--storage DIR] [--name hf-trial]  # repo root
 
@@ -41,7 +41,7 @@ def phases(trial: dict) -> list[tuple[str, float]]:
     """The trial's time/*_s, the rest of time/trial_s, and its non-training seconds."""
     rows = [(m.name, trial[m.name]) for m in TIMES]
     parts = sum(trial[m.name] for m in TIMES if m.name != "time/trial_s")
-    return [*rows, ("rest: Train start, sampled evaluation, reporting",
+    return [*rows, ("rest: start-up, checkpoint reads, reporting",
                     trial["time/trial_s"] - parts),
             ("non-training (time/trial_s less time/steps_s)",
              trial["time/trial_s"] - trial["time/steps_s"])]

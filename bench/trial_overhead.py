@@ -99,7 +99,7 @@ def main() -> None:
             ray.shutdown()
     rows = [("ray.init (embedded), per sweep", init_s),
             *overheads(n, (opts.short, opts.long), short, long)]
-    phases = [(m.name, float(short[1][m.name].sum()) / n) for m in TIMES]
+    phases = [(m.name, float(short[1][m.name].sum()) / n) for m in TIMES if "toy" in m.worlds]
     with pl.Config(fmt_str_lengths=80, tbl_rows=-1):
         print(f"{n} one-worker toy trials, one at a time, of {opts.short} and {opts.long} steps")
         print(pl.DataFrame(rows, schema=["what", "seconds"], orient="row"))

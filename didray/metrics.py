@@ -220,6 +220,8 @@ TIMES = (
     _m("time/steps_s", "float", "trials", "training steps (and reporting them)", "s"),
     _m("time/eval_s", "float", "trials", "exact evaluation at reports and the final one", "s"),
     _m("time/checkpoint_s", "float", "trials", "saving checkpoints before the final one", "s"),
+    _m("time/sampled_eval_s", "float", "trials",
+       "the final evaluation on the sampler and scorer actors", "s", worlds=("hf",)),
     _m("time/trial_s", "float", "trials", "the whole trial, start-up included", "s"),
 )
 

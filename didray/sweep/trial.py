@@ -75,9 +75,11 @@ def evaluate_checkpoint(checkpoint: ray.train.Checkpoint, trial: Trial) -> dict[
         # Imported here: toy trials never load the scorer stack.
         from didray.eval.hf import evaluate_policy
 
+        began = time.perf_counter()
         with checkpoint.as_directory() as d, trial_sampler(trial.spec) as pool:
             sampled_rows, sampled = evaluate_policy(d, trial, pool)
         rows, metrics = rows + sampled_rows, metrics | sampled
+        metrics["time/sampled_eval_s"] = time.perf_counter() - began
     sweep_dir = trial.spec.sweep_dir
     steps, evals = (sweep_dir / part / f"{trial.trial_id}.parquet" for part in ("steps", "evals"))
     write_parquet(trial_frame(history, trial), steps)

@@ -13,7 +13,7 @@ from transformers import PreTrainedTokenizerBase
 
 from didray.core.dpo import PreferenceLoss, population_loss
 from didray.data.tensors import PairTensors
-from didray.worlds.text import Encoded, LogitsHook, response_logps
+from didray.worlds.text import LogitsHook, batch_rows, response_logps, row_lengths
 from didray.worlds.toy.enumeration import Enumeration
 
 
@@ -79,21 +79,6 @@ def lr_schedule(lr: float, steps: int, schedule: str,
     if schedule == "constant" and warmup_steps == 0:
         return None
     return lambda step: lr * lr_factor(step, steps, schedule, warmup_steps)
-
-
-def row_lengths(enc: Encoded) -> Tensor:
-    """Each row's token count (N,), on the host: read from the device once per run, so that
-    cutting a batch to its longest row never waits for the device."""
-    return enc.attention_mask.sum(dim=-1).cpu()
-
-
-def batch_rows(enc: Encoded, rows: Tensor, lengths: Tensor) -> Encoded:
-    """Rows `rows` (host) of `enc`, cut to the longest of them. Right padding past a row's end
-    changes none of its log-probs (causal attention, padding masked) and only costs compute."""
-    width = int(lengths[rows].max())
-    index = rows.to(enc.input_ids.device, non_blocking=True)  # no wait for the device's queue
-    return Encoded(enc.input_ids[index, :width], enc.attention_mask[index, :width],
-                   enc.response_mask[index, :width])
 
 
 def as_floats(metrics: dict[str, Tensor | float]) -> dict[str, float]:

@@ -119,17 +119,35 @@ def response_logps(model, enc: Encoded, hook: LogitsHook | None = None) -> Tenso
     return summed
 
 
+def row_lengths(enc: Encoded) -> Tensor:
+    """Each row's token count (N,), on the host: read from the device once, so that cutting a
+    batch to its longest row never waits for the device."""
+    return enc.attention_mask.sum(dim=-1).cpu()
+
+
+def batch_rows(enc: Encoded, rows: Tensor, lengths: Tensor) -> Encoded:
+    """Rows `rows` (host) of `enc`, cut to the longest of them. Right padding past a row's end
+    changes none of its log-probs (causal attention, padding masked) and only costs compute."""
+    width = int(lengths[rows].max())
+    index = rows.to(enc.input_ids.device, non_blocking=True)  # no wait for the device's queue
+    return Encoded(enc.input_ids[index, :width], enc.attention_mask[index, :width],
+                   enc.response_mask[index, :width])
+
+
 @torch.no_grad()
 def batched_response_logps(
     model, enc: Encoded, hook: LogitsHook | None = None, batch_size: int = 256,
     progress: Progress | None = None,
 ) -> Tensor:
-    """`response_logps` in chunks without gradients: for caches and evaluation (N,).
-    `progress` counts the sequences scored."""
-    n = enc.input_ids.shape[0]
+    """`response_logps` in chunks without gradients: for caches and evaluation (N,), in
+    `enc`'s row order. The chunks take the rows longest first, each cut to its longest row: a
+    dataset padded to its longest sequence wastes no compute on the shorter ones (the SmolLM2
+    pair metrics: 96 rows of 52 to 107 tokens). `progress` counts the sequences scored."""
+    lengths = row_lengths(enc)
+    order = torch.argsort(lengths, descending=True, stable=True)
     chunks = []
-    for i in range(0, n, batch_size):
-        chunks.append(response_logps(model, enc.rows(slice(i, i + batch_size)), hook))
+    for rows in order.split(batch_size):
+        chunks.append(response_logps(model, batch_rows(enc, rows, lengths), hook))
         if progress is not None:
             progress.update(len(chunks[-1]))
-    return torch.cat(chunks)
+    return torch.cat(chunks)[torch.argsort(order).to(chunks[0].device)]

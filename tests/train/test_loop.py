@@ -89,6 +89,20 @@ def test_trimmed_batches_score_and_lose_like_full_padding():
     assert abs(float(loss) - expected) <= 1e-6
 
 
+def test_batched_log_probs_come_back_in_row_order_from_longest_first_chunks():
+    """Chunks of 3 of 8 rows of varied length, each chunk cut to its longest row: every
+    row's log-prob is the one it has scored alone, at its own index (a missing inverse
+    permutation returns them longest first)."""
+    model, hook, enc = toy_pairs(extra_padding=6)
+    alone = torch.cat([response_logps(model, enc.rows(slice(i, i + 1)), hook).detach()
+                       for i in range(8)])  # (8,)
+    # Not longest first already, and no two rows alike: a row at another's index shows.
+    assert row_lengths(enc).tolist() == [9, 8, 8, 8, 9, 9, 8, 8]
+    assert not alone.diff().eq(0).any()
+    torch.testing.assert_close(batched_response_logps(model, enc, hook, batch_size=3), alone,
+                               atol=1e-6, rtol=0)
+
+
 def test_fused_adamw_trains_like_the_per_tensor_loop():
     fused_model, hook, enc = toy_pairs()
     # float64 weights: in float32 Adam's m / (sqrt(v) + eps) amplifies the two kernels'
