@@ -89,26 +89,32 @@ def test_a_seal_catches_truncation_and_alteration(tmp_path):
     assert file_damage(path, unsealed_ok=True) is None  # an older didray's file
 
 
-def test_a_file_rewritten_while_it_is_checked_is_never_called_damaged_nor_unsealed(tmp_path):
-    """A running sweep rewrites its tables while a notebook reads them: every check must see
-    a file and a seal that belong together, and never the file without a seal (in a sealed
-    sweep that is refused as damage)."""
-    path = tmp_path / "trials.parquet"
+def read_while_rewritten(path: Path, read, size: int) -> list:
+    """`read(path)` over and over while a thread writes 300 versions of `path` (version i:
+    str(i) repeated `size` times) through `sealed_write`, as a running sweep rewrites its
+    tables while a notebook reads them; what each read returned."""
     sealed_write(path, lambda tmp: Path(tmp).write_bytes(b"0"))
     done = threading.Event()
 
     def rewrite():
         for i in range(300):
-            sealed_write(path, lambda tmp, i=i: Path(tmp).write_bytes(str(i).encode() * 5000))
+            sealed_write(path, lambda tmp, i=i: Path(tmp).write_bytes(str(i).encode() * size))
         done.set()
 
     writer = threading.Thread(target=rewrite)
     writer.start()
-    seen = set()
+    seen = []
     while not done.is_set():
-        seen.add(file_damage(path))
+        seen.append(read(path))
     writer.join()
-    assert seen == {None}
+    return seen
+
+
+def test_a_file_rewritten_while_it_is_checked_is_never_called_damaged_nor_unsealed(tmp_path):
+    """Every check must see a file and a seal that belong together, and never the file
+    without a seal (in a sealed sweep that is refused as damage)."""
+    path = tmp_path / "trials.parquet"
+    assert set(read_while_rewritten(path, file_damage, 5000)) == {None}
     assert json.loads(seal_path(path).read_text()) == [15000, hashlib.sha256(
         b"299" * 5000).hexdigest()]
 
@@ -153,19 +159,6 @@ def test_bytes_read_while_the_file_is_rewritten_are_checked_against_their_own_se
     """`read_sealed` returns bytes it checked: bytes read before the writer sealed their
     version away are read again, not called damaged (1 CI run in 2: a table rewritten while
     `didray analyze` read it was refused as corrupt)."""
-    path = tmp_path / "trials.parquet"
-    sealed_write(path, lambda tmp: Path(tmp).write_bytes(b"0"))
-    done = threading.Event()
-
-    def rewrite():
-        for i in range(300):
-            sealed_write(path, lambda tmp, i=i: Path(tmp).write_bytes(str(i).encode() * 50))
-        done.set()
-
-    writer = threading.Thread(target=rewrite)
-    writer.start()
-    read = []
-    while not done.is_set():
-        read.append(read_sealed(path, sealed=True))
-    writer.join()
-    assert all(data in {b"0", *(str(i).encode() * 50 for i in range(300))} for data in read)
+    read = read_while_rewritten(tmp_path / "trials.parquet",
+                                lambda path: read_sealed(path, sealed=True), 50)
+    assert set(read) <= {b"0", *(str(i).encode() * 50 for i in range(300))}
